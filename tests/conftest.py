@@ -1,0 +1,27 @@
+"""Shared test configuration.
+
+Async tests run on trio through anyio's pytest plugin: mark a module with
+``pytestmark = pytest.mark.anyio`` (or a test with ``@pytest.mark.anyio``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_VECTORS = REPO_ROOT.parent / "shared" / "vectors"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "trio"
+
+
+@pytest.fixture(scope="session")
+def shared_vectors() -> Path:
+    """The shared test-vector folder (Noise vectors, genuine Nitro documents)."""
+    if not SHARED_VECTORS.is_dir():
+        pytest.fail(f"shared vectors missing at {SHARED_VECTORS}")
+    return SHARED_VECTORS
