@@ -33,7 +33,7 @@ import os
 import sys
 import traceback
 from collections.abc import Mapping, MutableMapping
-from typing import IO, Any, Final, TextIO
+from typing import Any, Final, TextIO
 
 import structlog
 
@@ -181,7 +181,7 @@ class _FailClosed:
             for processor in self._processors:
                 event_dict = processor(logger, method_name, event_dict)
             return event_dict
-        except Exception as exc:  # noqa: BLE001 - the whole point is to catch all
+        except Exception as exc:  # fail closed: any processor failure drops the event
             return {
                 "event": "log_pipeline_error",
                 "level": "error",
@@ -206,7 +206,7 @@ _LEVELS: Final[Mapping[str, int]] = {
 }
 
 
-def configure_logging(stream: IO[str] | TextIO | None = None, level: str = "info") -> None:
+def configure_logging(stream: TextIO | None = None, level: str = "info") -> None:
     """Install the fail-closed JSON-lines pipeline for this process.
 
     ``stream`` defaults to standard error. Tests pass a ``StringIO`` and
@@ -226,7 +226,9 @@ def configure_logging(stream: IO[str] | TextIO | None = None, level: str = "info
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.WriteLoggerFactory(file=stream if stream is not None else sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(
+            file=stream if stream is not None else sys.stderr
+        ),
         cache_logger_on_first_use=False,
     )
     root = logging.getLogger()

@@ -14,8 +14,22 @@ from actors.seams.engine import CancelToken, ChatMessage, Chunk, GenerationParam
 from protocol.customer_data import CustomerData
 
 _WORDS = (
-    "amber", "basalt", "cedar", "delta", "ember", "fjord", "granite", "harbor",
-    "iris", "juniper", "kelp", "lumen", "mesa", "nimbus", "onyx", "prairie",
+    "amber",
+    "basalt",
+    "cedar",
+    "delta",
+    "ember",
+    "fjord",
+    "granite",
+    "harbor",
+    "iris",
+    "juniper",
+    "kelp",
+    "lumen",
+    "mesa",
+    "nimbus",
+    "onyx",
+    "prairie",
 )
 
 

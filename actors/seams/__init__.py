@@ -6,6 +6,20 @@ implementations, ``simulations/`` the deterministic ones.
 
 from actors.seams.clock import Clock, TrioClock
 from actors.seams.random import Random, SystemRandom
+from actors.seams.store import SqliteStore, Store, StoreError
 from actors.seams.tpm import TPM, TPMError
+from actors.seams.transport import Transport, TransportEvents
 
-__all__ = ["TPM", "Clock", "Random", "SystemRandom", "TPMError", "TrioClock"]
+__all__ = [
+    "TPM",
+    "Clock",
+    "Random",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "SystemRandom",
+    "TPMError",
+    "Transport",
+    "TransportEvents",
+    "TrioClock",
+]

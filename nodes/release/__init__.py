@@ -1,0 +1,54 @@
+"""Releases on a node and for operators: artifact hashing and the boot gate.
+
+* ``verify_installed_artifacts(verified, {name: Path}) -> None`` — raises
+  :class:`~protocol.release.ArtifactMismatch` naming the artifact and check.
+* ``verify_release_bundle(ReleaseDirectory, artifacts, *, trusted_root,
+  log_public_key, now, min_version) -> VerifiedRelease`` — metadata, log
+  proof, then artifacts: the check a node runs before serving.
+* ``hash_artifact(path, algorithms)`` — length and digests for ``release build``.
+* Key files (operators): ``write_keypair``, ``load_private_key``, ``load_public_key``.
+
+Metadata verification itself is pure and lives in :mod:`protocol.release`.
+"""
+
+from nodes.release._artifacts import (
+    CHUNK_SIZE,
+    artifact_paths_in,
+    hash_artifact,
+    verify_installed_artifacts,
+)
+from nodes.release._bundle import (
+    LOG_PROOF_FILE,
+    ROOT_FILE,
+    TARGETS_FILE,
+    ReleaseDirectory,
+    check_log_proof,
+    load_verified_metadata,
+    read_metadata_file,
+    verify_release_bundle,
+)
+from nodes.release._keyfiles import (
+    KeyFileError,
+    load_private_key,
+    load_public_key,
+    write_keypair,
+)
+
+__all__ = [
+    "CHUNK_SIZE",
+    "LOG_PROOF_FILE",
+    "ROOT_FILE",
+    "TARGETS_FILE",
+    "KeyFileError",
+    "ReleaseDirectory",
+    "artifact_paths_in",
+    "check_log_proof",
+    "hash_artifact",
+    "load_private_key",
+    "load_public_key",
+    "load_verified_metadata",
+    "read_metadata_file",
+    "verify_installed_artifacts",
+    "verify_release_bundle",
+    "write_keypair",
+]

@@ -1,0 +1,133 @@
+"""Hashing installed artifacts and checking them against a verified release.
+
+Artifacts can be large (model weights of hundreds of MB), so each is read
+once, in 1 MiB chunks into one reused buffer, feeding every listed hash in
+the same pass; hashlib drops the GIL for large updates. A length mismatch is
+caught from ``fstat`` before any byte is hashed, and the byte count read is
+checked again afterwards, so a file that changes while being read fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import stat
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from protocol.release import (
+    DEFAULT_HASH_ALGORITHM,
+    HASH_ALGORITHMS,
+    ArtifactMismatch,
+    ArtifactSpec,
+    MalformedRelease,
+    VerifiedRelease,
+)
+
+CHUNK_SIZE = 1 << 20
+
+
+class _ReadFailure(Exception):
+    def __init__(self, check: str, detail: str) -> None:
+        super().__init__(detail)
+        self.check = check
+        self.detail = detail
+
+
+def _hash_open_file(fd: int, algorithms: Iterable[str]) -> tuple[int, dict[str, bytes]]:
+    hashers = {name: hashlib.new(name) for name in algorithms}
+    buffer = bytearray(CHUNK_SIZE)
+    view = memoryview(buffer)
+    total = 0
+    while True:
+        n = os.readv(fd, [buffer])
+        if n == 0:
+            break
+        chunk = view[:n]
+        for hasher in hashers.values():
+            hasher.update(chunk)
+        total += n
+    return total, {name: h.digest() for name, h in hashers.items()}
+
+
+def _open_regular(path: Path) -> tuple[int, int]:
+    """Open ``path`` for reading; return ``(fd, size)``; refuse non-regular files."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as exc:
+        raise _ReadFailure("missing", "no file at the installed path") from exc
+    except OSError as exc:
+        raise _ReadFailure("missing", f"cannot open: {exc.strerror}") from exc
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise _ReadFailure("not-a-file", "installed path is not a regular file")
+    return fd, info.st_size
+
+
+def hash_artifact(
+    path: Path, algorithms: Iterable[str] = (DEFAULT_HASH_ALGORITHM,)
+) -> ArtifactSpec:
+    """Length and digests of the file at ``path`` (operator tooling: ``release build``)."""
+    names = list(algorithms)
+    for name in names:
+        if name not in HASH_ALGORITHMS:
+            raise MalformedRelease(f"unsupported hash algorithm {name!r}")
+    try:
+        fd, _ = _open_regular(path)
+    except _ReadFailure as exc:
+        raise ArtifactMismatch(path.name, exc.check, exc.detail) from exc
+    try:
+        length, digests = _hash_open_file(fd, names)
+    finally:
+        os.close(fd)
+    return ArtifactSpec(length, digests)
+
+
+def _verify_one(name: str, spec: ArtifactSpec, path: Path) -> None:
+    try:
+        fd, size = _open_regular(path)
+    except _ReadFailure as exc:
+        raise ArtifactMismatch(name, exc.check, exc.detail) from exc
+    try:
+        if size != spec.length:
+            raise ArtifactMismatch(name, "length", f"{size} bytes installed, {spec.length} listed")
+        length, digests = _hash_open_file(fd, spec.hashes)
+    finally:
+        os.close(fd)
+    if length != spec.length:
+        raise ArtifactMismatch(name, "length", "file changed while it was being read")
+    for algorithm, expected in spec.hashes.items():
+        if not hmac.compare_digest(digests[algorithm], expected):
+            raise ArtifactMismatch(name, algorithm, "digest differs from the signed release")
+
+
+def verify_installed_artifacts(
+    verified: VerifiedRelease, paths: Mapping[str, Path], *, require_all: bool = False
+) -> None:
+    """Check each file in ``paths`` against the artifact of that name in ``verified``.
+
+    A name the release does not list fails as ``"unlisted"``. With
+    ``require_all`` every listed artifact must be given a path (else
+    ``"missing"``); without it, the caller checks a chosen subset (a node
+    checks sealed model files separately, when it decrypts them). Raises
+    :class:`ArtifactMismatch` naming the artifact and the failed check.
+    """
+    for name in sorted(set(paths) - set(verified.artifacts)):
+        raise ArtifactMismatch(name, "unlisted", "not an artifact of this release")
+    if require_all:
+        for name in sorted(set(verified.artifacts) - set(paths)):
+            raise ArtifactMismatch(name, "missing", "no installed path given")
+    for name in sorted(paths):
+        _verify_one(name, verified.artifacts[name], Path(paths[name]))
+
+
+def artifact_paths_in(directory: Path, verified: VerifiedRelease) -> dict[str, Path]:
+    """Map each artifact name to ``directory / name``.
+
+    Names were checked to be plain relative paths (no ``..``, no absolute
+    paths) when the metadata was verified. A symlink inside ``directory`` is
+    followed on purpose: what is checked is the content, byte for byte.
+    """
+    return {name: directory / name for name in verified.artifacts}

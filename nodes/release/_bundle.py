@@ -1,0 +1,121 @@
+"""A release as installed on a node, checked end to end before it may run.
+
+Layout of a release directory (written by ``mantle-node release`` and
+``mantle-node tlog append``)::
+
+    root.json        TUF root: release-signer keys and threshold
+    targets.json     TUF targets: artifacts, version, expiry, signatures
+    log-proof.json   tree head + inclusion path for the release's log entry
+
+:func:`verify_release_bundle` is the boot-time gate: metadata (signatures,
+threshold, pinned root, expiry, rollback), then the log proof against the
+pinned log key, then every installed artifact's length and digests, the
+expensive step last. Any failure raises a :class:`ReleaseError` whose
+message says which check failed; the node must not start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from nodes.release._artifacts import verify_installed_artifacts
+from protocol.release import (
+    MalformedRelease,
+    NotInLog,
+    ReleaseLogProof,
+    VerifiedRelease,
+    verify_release_in_log,
+    verify_release_metadata,
+)
+from protocol.release._verify import MAX_ROOT_BYTES, MAX_TARGETS_BYTES
+
+ROOT_FILE = "root.json"
+TARGETS_FILE = "targets.json"
+LOG_PROOF_FILE = "log-proof.json"
+_MAX_PROOF_FILE = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseDirectory:
+    """Where a release's metadata files live."""
+
+    path: Path
+
+    @property
+    def root(self) -> Path:
+        return self.path / ROOT_FILE
+
+    @property
+    def targets(self) -> Path:
+        return self.path / TARGETS_FILE
+
+    @property
+    def log_proof(self) -> Path:
+        return self.path / LOG_PROOF_FILE
+
+
+def read_metadata_file(path: Path, limit: int, what: str) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise MalformedRelease(f"cannot read {what} at {path}: {exc.strerror}") from exc
+    if len(data) > limit:
+        raise MalformedRelease(f"{what} at {path} is larger than {limit} bytes")
+    return data
+
+
+def load_verified_metadata(
+    release: ReleaseDirectory, *, trusted_root: bytes | None, now: datetime, min_version: int
+) -> VerifiedRelease:
+    return verify_release_metadata(
+        read_metadata_file(release.root, MAX_ROOT_BYTES, "root metadata"),
+        read_metadata_file(release.targets, MAX_TARGETS_BYTES, "targets metadata"),
+        trusted_root=trusted_root,
+        now=now,
+        min_version=min_version,
+    )
+
+
+def check_log_proof(
+    verified: VerifiedRelease, proof_path: Path, log_public_key: bytes
+) -> ReleaseLogProof:
+    try:
+        with proof_path.open("rb") as handle:
+            data = handle.read(_MAX_PROOF_FILE + 1)
+    except FileNotFoundError as exc:
+        raise NotInLog(
+            f"release version {verified.version} has no log proof at {proof_path}"
+        ) from exc
+    except OSError as exc:
+        raise NotInLog(f"cannot read log proof at {proof_path}: {exc.strerror}") from exc
+    try:
+        proof = ReleaseLogProof.from_json_bytes(data)
+    except MalformedRelease as exc:
+        raise NotInLog(f"log proof at {proof_path} is malformed: {exc}") from exc
+    verify_release_in_log(verified, proof, log_public_key)
+    return proof
+
+
+def verify_release_bundle(
+    release: ReleaseDirectory,
+    artifacts: Mapping[str, Path],
+    *,
+    trusted_root: bytes | None,
+    log_public_key: bytes,
+    now: datetime,
+    min_version: int,
+) -> VerifiedRelease:
+    """Everything a node checks before running a release; returns it verified.
+
+    ``artifacts`` must give a path for every artifact the release lists.
+    """
+    verified = load_verified_metadata(
+        release, trusted_root=trusted_root, now=now, min_version=min_version
+    )
+    check_log_proof(verified, release.log_proof, log_public_key)
+    verify_installed_artifacts(verified, artifacts, require_all=True)
+    return verified

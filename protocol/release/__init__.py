@@ -1,0 +1,107 @@
+"""Release metadata: what may run, who signed it, and whether it is logged.
+
+A release is TUF metadata (python-tuf's Metadata API): a **root** naming the
+release-signer keys and a threshold k of n for the ``targets`` role, and
+**targets** listing every artifact (code wheel or source-tree digest, node
+config schema, model files) with length and hashes, a monotonic version and
+an expiry.
+
+Public surface:
+
+* ``verify_release_metadata(root_bytes, targets_bytes, *, trusted_root, now,
+  min_version) -> VerifiedRelease`` — signatures, thresholds, root pinning
+  and rotation, expiry, rollback, artifact list. ``VerifiedRelease`` carries
+  ``version``, ``artifacts`` (name -> :class:`ArtifactSpec` ``(length,
+  hashes)``), ``release_digest`` (SHA-384 of the signed targets bytes),
+  ``expires``, ``root_version``, ``root_digest``, ``signer_keyids``.
+* ``release_log_entry(verified) -> bytes`` — the canonical transparency-log
+  entry; ``ReleaseLogProof`` and ``verify_release_in_log`` — the check that
+  the entry is in the log pinned by its Ed25519 key.
+* Builders for operator tooling: ``new_root``, ``add_signer``,
+  ``bump_root_version``, ``new_targets``, ``sign_metadata``,
+  ``metadata_to_bytes``, ``metadata_from_bytes``.
+* Errors, all :class:`ReleaseError`: ``MalformedRelease``, ``BelowThreshold``
+  (with ``UnknownSigner`` a.k.a. ``WrongKey``, and ``BadSignature``),
+  ``UntrustedRoot``, ``Expired``, ``VersionRollback``,
+  ``ArtifactMismatch(name, check)``, ``NotInLog``.
+
+Installed artifacts are hashed in ``nodes.release.verify_installed_artifacts``.
+"""
+
+from protocol.release._build import (
+    SIGNER_ROLES,
+    add_signer,
+    bump_root_version,
+    metadata_from_bytes,
+    metadata_to_bytes,
+    new_root,
+    new_targets,
+    sign_metadata,
+)
+from protocol.release._errors import (
+    ArtifactMismatch,
+    BadSignature,
+    BelowThreshold,
+    Expired,
+    MalformedRelease,
+    NotInLog,
+    ReleaseError,
+    UnknownSigner,
+    UntrustedRoot,
+    VersionRollback,
+    WrongKey,
+)
+from protocol.release._log import (
+    RELEASE_ENTRY_SIZE,
+    RELEASE_ENTRY_TAG,
+    ReleaseLogEntry,
+    ReleaseLogProof,
+    decode_release_log_entry,
+    encode_release_log_entry,
+    release_log_entry,
+    release_log_proof,
+    verify_release_in_log,
+)
+from protocol.release._model import (
+    DEFAULT_HASH_ALGORITHM,
+    HASH_ALGORITHMS,
+    ArtifactSpec,
+    VerifiedRelease,
+)
+from protocol.release._verify import verify_release_metadata
+
+__all__ = [
+    "DEFAULT_HASH_ALGORITHM",
+    "HASH_ALGORITHMS",
+    "RELEASE_ENTRY_SIZE",
+    "RELEASE_ENTRY_TAG",
+    "SIGNER_ROLES",
+    "ArtifactMismatch",
+    "ArtifactSpec",
+    "BadSignature",
+    "BelowThreshold",
+    "Expired",
+    "MalformedRelease",
+    "NotInLog",
+    "ReleaseError",
+    "ReleaseLogEntry",
+    "ReleaseLogProof",
+    "UnknownSigner",
+    "UntrustedRoot",
+    "VerifiedRelease",
+    "VersionRollback",
+    "WrongKey",
+    "add_signer",
+    "bump_root_version",
+    "decode_release_log_entry",
+    "encode_release_log_entry",
+    "metadata_from_bytes",
+    "metadata_to_bytes",
+    "new_root",
+    "new_targets",
+    "release_log_entry",
+    "release_log_proof",
+    "sign_metadata",
+    "verify_release_in_log",
+    "verify_release_metadata",
+]

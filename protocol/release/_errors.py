@@ -1,0 +1,107 @@
+"""Typed refusals of a release. Each names the check that failed.
+
+Messages carry only metadata facts (role names, key ids, versions, artifact
+names, dates); never file contents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+
+class ReleaseError(Exception):
+    """Base class: this release must not run."""
+
+
+class MalformedRelease(ReleaseError):
+    """Metadata that does not parse, has the wrong role type, or breaks a
+    structural rule (unsafe artifact name, unsupported hash, no artifacts)."""
+
+
+class BelowThreshold(ReleaseError):
+    """Fewer valid signatures from the role's keys than its threshold."""
+
+    def __init__(
+        self,
+        role: str,
+        valid: int,
+        threshold: int,
+        *,
+        unknown_keyids: Sequence[str] = (),
+        bad_keyids: Sequence[str] = (),
+        detail: str = "",
+    ) -> None:
+        self.role = role
+        self.valid = valid
+        self.threshold = threshold
+        self.unknown_keyids = tuple(unknown_keyids)
+        self.bad_keyids = tuple(bad_keyids)
+        parts = [f"{role} metadata has {valid} valid signature(s), threshold is {threshold}"]
+        if self.unknown_keyids:
+            parts.append(f"signed by keys not named for the role: {', '.join(self.unknown_keyids)}")
+        if self.bad_keyids:
+            parts.append(f"signatures that do not verify: {', '.join(self.bad_keyids)}")
+        if detail:
+            parts.append(detail)
+        super().__init__("; ".join(parts))
+
+
+class UnknownSigner(BelowThreshold):
+    """Threshold not met, and signatures came from keys the root does not
+    name for the role (a release signed with the wrong key)."""
+
+
+WrongKey = UnknownSigner
+
+
+class BadSignature(BelowThreshold):
+    """Threshold not met, and signatures by named keys do not verify (the
+    signed metadata was altered after signing)."""
+
+
+class UntrustedRoot(ReleaseError):
+    """The supplied root is neither the pinned root nor a successor signed
+    by a threshold of the pinned root's keys."""
+
+
+class Expired(ReleaseError):
+    """Metadata whose expiry is not after the verification time."""
+
+    def __init__(self, role: str, expires: datetime, now: datetime) -> None:
+        self.role = role
+        self.expires = expires
+        self.now = now
+        super().__init__(
+            f"{role} metadata expired at {expires.isoformat()} (now {now.isoformat()})"
+        )
+
+
+class VersionRollback(ReleaseError):
+    """A version lower than the one already trusted."""
+
+    def __init__(self, role: str, version: int, minimum: int) -> None:
+        self.role = role
+        self.version = version
+        self.minimum = minimum
+        super().__init__(
+            f"{role} version {version} is lower than the trusted minimum {minimum} (rollback)"
+        )
+
+
+class ArtifactMismatch(ReleaseError):
+    """An installed artifact differs from what the release lists.
+
+    ``check`` is one of ``"missing"``, ``"not-a-file"``, ``"length"``, or a hash
+    algorithm name such as ``"sha384"``.
+    """
+
+    def __init__(self, name: str, check: str, detail: str = "") -> None:
+        self.name = name
+        self.check = check
+        message = f"artifact {name!r} failed the {check} check"
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class NotInLog(ReleaseError):
+    """No valid proof that the release's entry is in the pinned transparency log."""

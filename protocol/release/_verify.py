@@ -1,0 +1,259 @@
+"""Verification of release metadata (TUF root + targets) on python-tuf's Metadata API.
+
+Order of checks, cheapest and most fundamental first (verify before use):
+
+1. sizes, then parsing, role types;
+2. the root: signed by a threshold of its own root keys and, when a pinned
+   root is given, either identical to it or its direct successor signed by a
+   threshold of the pinned root's keys too (TUF root rotation, one step);
+   never an older version than the pinned one;
+3. root expiry;
+4. targets signed by the root's ``targets`` threshold (``Root.verify_delegate``);
+5. targets expiry, then version against the caller's trusted minimum;
+6. every listed artifact: safe name, length, supported hashes only.
+
+Each refusal is a :class:`~protocol.release.ReleaseError` subclass naming the check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, cast
+
+from securesystemslib.exceptions import UnverifiedSignatureError
+
+# Both packages re-export these names without __all__; mypy --strict reads
+# that as private, hence the ignores.
+from securesystemslib.signer import Signature, SSlibKey  # type: ignore[attr-defined]
+from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.metadata import Metadata, Root, Targets  # type: ignore[attr-defined]
+from tuf.api.serialization import DeserializationError, SerializationError
+from tuf.api.serialization.json import CanonicalJSONSerializer
+
+from protocol.release._errors import (
+    BadSignature,
+    BelowThreshold,
+    Expired,
+    MalformedRelease,
+    UnknownSigner,
+    UntrustedRoot,
+    VersionRollback,
+)
+from protocol.release._model import HASH_ALGORITHMS, ArtifactSpec, VerifiedRelease
+
+MAX_ROOT_BYTES = 512 * 1024
+MAX_TARGETS_BYTES = 8 * 1024 * 1024
+MAX_ARTIFACTS = 4096
+MAX_ARTIFACT_NAME = 255
+
+# Key types a release may be signed with. Anything else (KMS or keyless
+# schemes) would need a network or a library the node does not carry.
+SUPPORTED_KEY_TYPES = frozenset({"ed25519", "ecdsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384"})
+
+# Artifact names become paths under an install directory: plain relative
+# POSIX paths of safe characters, no empty, "." or ".." components.
+_NAME_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
+
+_canonical = CanonicalJSONSerializer()
+
+
+def _parse(data: bytes, role: str, limit: int) -> Metadata[Any]:
+    if not isinstance(data, bytes):
+        raise MalformedRelease(f"{role} metadata must be bytes")
+    if len(data) > limit:
+        raise MalformedRelease(f"{role} metadata is {len(data)} bytes, limit {limit}")
+    try:
+        md: Metadata[Any] = Metadata.from_bytes(data)
+    except DeserializationError as exc:
+        raise MalformedRelease(f"{role} metadata does not parse as TUF metadata") from exc
+    if md.signed.type != role:
+        raise MalformedRelease(f"expected {role} metadata, got {md.signed.type}")
+    return md
+
+
+def _signed_bytes(md: Metadata[Any], role: str) -> bytes:
+    try:
+        return _canonical.serialize(md.signed)
+    except SerializationError as exc:
+        raise MalformedRelease(f"{role} metadata has no canonical form") from exc
+
+
+def _check_root_keys(root: Root, label: str) -> None:
+    for role_name in ("root", "targets"):
+        role = root.roles[role_name]
+        if not role.keyids:
+            raise MalformedRelease(f"{label} names no keys for the {role_name} role")
+        for keyid in role.keyids:
+            key = root.keys.get(keyid)
+            if key is None:
+                raise MalformedRelease(f"{label} lists key {keyid} for {role_name} without the key")
+            if not isinstance(key, SSlibKey) or key.keytype not in SUPPORTED_KEY_TYPES:
+                raise MalformedRelease(f"{label} key {keyid} has an unsupported type")
+
+
+def _threshold_failure(
+    delegator: Root,
+    role_name: str,
+    label: str,
+    payload: bytes,
+    signatures: Mapping[str, Signature],
+    detail: str = "",
+) -> BelowThreshold:
+    """Describe why ``signatures`` miss the threshold, as the most specific error."""
+    role = delegator.roles[role_name]
+    valid, unknown, bad = 0, [], []
+    for keyid, signature in signatures.items():
+        if keyid not in role.keyids:
+            unknown.append(keyid)
+            continue
+        try:
+            delegator.keys[keyid].verify_signature(signature, payload)
+            valid += 1
+        except UnverifiedSignatureError:
+            bad.append(keyid)
+    error_type: type[BelowThreshold] = BelowThreshold
+    if unknown:
+        error_type = UnknownSigner
+    elif bad:
+        error_type = BadSignature
+    return error_type(
+        label, valid, role.threshold, unknown_keyids=unknown, bad_keyids=bad, detail=detail
+    )
+
+
+def _verify_root(root_md: Metadata[Root], trusted_root: bytes | None) -> None:
+    root = root_md.signed
+    _check_root_keys(root, "root")
+    payload = _signed_bytes(root_md, "root")
+    if trusted_root is None:
+        # No pin: the root vouches for itself only (first install, operator tooling).
+        if not root.get_verification_result("root", payload, root_md.signatures):
+            raise _threshold_failure(root, "root", "root", payload, root_md.signatures)
+        return
+    pinned_md = _parse(trusted_root, "root", MAX_ROOT_BYTES)
+    pinned = cast(Root, pinned_md.signed)
+    _check_root_keys(pinned, "pinned root")
+    if root.version < pinned.version:
+        raise VersionRollback("root", root.version, pinned.version)
+    if root.version == pinned.version:
+        if payload != _signed_bytes(pinned_md, "root"):
+            raise UntrustedRoot(
+                f"root version {root.version} differs from the pinned root of the same version"
+            )
+        if not root.get_verification_result("root", payload, root_md.signatures):
+            raise _threshold_failure(root, "root", "root", payload, root_md.signatures)
+        return
+    if root.version != pinned.version + 1:
+        raise UntrustedRoot(
+            f"root version {root.version} does not directly succeed pinned root version "
+            f"{pinned.version}; rotate one version at a time"
+        )
+    result = root.get_root_verification_result(pinned, payload, root_md.signatures)
+    if not result.first:
+        raise _threshold_failure(
+            pinned,
+            "root",
+            f"root v{root.version} (by pinned root v{pinned.version} keys)",
+            payload,
+            root_md.signatures,
+        )
+    if not result.second:
+        raise _threshold_failure(
+            root, "root", f"root v{root.version} (by its own keys)", payload, root_md.signatures
+        )
+
+
+def _safe_artifact_name(name: str) -> bool:
+    if not 0 < len(name) <= MAX_ARTIFACT_NAME:
+        return False
+    return all(_NAME_COMPONENT.fullmatch(part) for part in name.split("/"))
+
+
+def _artifacts(targets: Targets) -> dict[str, ArtifactSpec]:
+    if targets.delegations is not None:
+        raise MalformedRelease("release targets must not delegate")
+    if not targets.targets:
+        raise MalformedRelease("release lists no artifacts")
+    if len(targets.targets) > MAX_ARTIFACTS:
+        raise MalformedRelease(f"release lists more than {MAX_ARTIFACTS} artifacts")
+    artifacts: dict[str, ArtifactSpec] = {}
+    for name, target in targets.targets.items():
+        if not _safe_artifact_name(name):
+            raise MalformedRelease(f"artifact name {name!r} is not a safe relative path")
+        hashes: dict[str, bytes] = {}
+        for algorithm, hex_digest in target.hashes.items():
+            size = HASH_ALGORITHMS.get(algorithm)
+            if size is None:
+                raise MalformedRelease(f"artifact {name!r} lists unsupported hash {algorithm!r}")
+            try:
+                digest = bytes.fromhex(hex_digest)
+            except (TypeError, ValueError) as exc:
+                raise MalformedRelease(f"artifact {name!r} {algorithm} is not hex") from exc
+            if len(digest) != size:
+                raise MalformedRelease(f"artifact {name!r} {algorithm} has the wrong size")
+            hashes[algorithm] = digest
+        try:
+            artifacts[name] = ArtifactSpec(target.length, hashes)
+        except ValueError as exc:
+            raise MalformedRelease(f"artifact {name!r}: {exc}") from exc
+    return artifacts
+
+
+def verify_release_metadata(
+    root_bytes: bytes,
+    targets_bytes: bytes,
+    *,
+    trusted_root: bytes | None,
+    now: datetime,
+    min_version: int,
+) -> VerifiedRelease:
+    """Verify a release's root and targets metadata; return what they promise.
+
+    ``trusted_root``: the pinned root metadata bytes (``None`` only where no
+    pin exists yet, e.g. operator tooling on a fresh root). ``now``: a
+    timezone-aware time for expiry. ``min_version``: the lowest targets
+    version still acceptable (a node passes its TPM monotonic counter).
+
+    Raises a :class:`~protocol.release.ReleaseError` subclass on any failure.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    root_md = cast(Metadata[Root], _parse(root_bytes, "root", MAX_ROOT_BYTES))
+    targets_md = cast(Metadata[Targets], _parse(targets_bytes, "targets", MAX_TARGETS_BYTES))
+    root = root_md.signed
+    targets = targets_md.signed
+
+    _verify_root(root_md, trusted_root)
+    if root.is_expired(now):
+        raise Expired("root", root.expires, now)
+
+    targets_payload = _signed_bytes(targets_md, "targets")
+    try:
+        root.verify_delegate("targets", targets_payload, targets_md.signatures)
+    except UnsignedMetadataError as exc:
+        raise _threshold_failure(
+            root, "targets", "targets", targets_payload, targets_md.signatures
+        ) from exc
+    signers = tuple(
+        sorted(
+            root.get_verification_result("targets", targets_payload, targets_md.signatures).signed
+        )
+    )
+
+    if targets.is_expired(now):
+        raise Expired("targets", targets.expires, now)
+    if targets.version < min_version:
+        raise VersionRollback("targets", targets.version, min_version)
+
+    return VerifiedRelease(
+        version=targets.version,
+        artifacts=_artifacts(targets),
+        release_digest=hashlib.sha384(targets_payload).digest(),
+        expires=targets.expires,
+        root_version=root.version,
+        root_digest=hashlib.sha384(_signed_bytes(root_md, "root")).digest(),
+        signer_keyids=signers,
+    )

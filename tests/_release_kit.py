@@ -1,0 +1,156 @@
+"""Real releases for tests: TUF metadata signed by real keys, appended to a real log.
+
+Builds what ``mantle-node release`` and ``mantle-node tlog append`` produce,
+with the project's own builders (``protocol.release``) and transparency log
+(``nodes.tlog``), so boot and key-custody tests exercise the real checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from securesystemslib.signer import CryptoSigner
+
+from actors.seams.store import SqliteStore
+from nodes.tlog import TransparencyLog
+from protocol.measurement import CONFIG_ARTIFACT, model_artifact_name
+from protocol.release import (
+    ArtifactSpec,
+    VerifiedRelease,
+    add_signer,
+    encode_release_log_entry,
+    metadata_to_bytes,
+    new_root,
+    new_targets,
+    release_log_entry,
+    release_log_proof,
+    sign_metadata,
+    verify_release_metadata,
+)
+from protocol.tlog import leaf_hash
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+CODE_ARTIFACT = "code/mantle-src.tar"
+
+
+class FixedWallClock:
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def wall_ms(self) -> int:
+        return self.ms
+
+
+def spec_of(data: bytes) -> ArtifactSpec:
+    return ArtifactSpec(len(data), {"sha384": hashlib.sha384(data).digest()})
+
+
+@dataclass(frozen=True)
+class ReleaseFiles:
+    root: bytes
+    targets: bytes
+    log_proof: bytes
+    version: int
+
+
+@dataclass
+class ReleaseKit:
+    """Signers (threshold 2 of 3), a pinned root, a log, and an install directory."""
+
+    install_root: Path
+    threshold: int = 2
+    root_expires: timedelta = timedelta(days=365)
+    signers: list[CryptoSigner] = field(default_factory=list)
+    root: bytes = b""
+    log: TransparencyLog | None = None
+    log_key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+
+    def __post_init__(self) -> None:
+        self.signers = [CryptoSigner.generate_ed25519() for _ in range(3)]
+        root_md = new_root(expires=NOW + self.root_expires, targets_threshold=self.threshold)
+        for signer in self.signers:
+            add_signer(root_md, signer.public_key, "root")
+            add_signer(root_md, signer.public_key, "targets")
+        for signer in self.signers:
+            sign_metadata(root_md, signer)
+        self.root = metadata_to_bytes(root_md)
+        self.log = TransparencyLog(
+            SqliteStore.in_memory(),
+            clock=FixedWallClock(int(NOW.timestamp() * 1000)),
+            signing_key=self.log_key,
+        )
+        self.config = b'{"cluster": "test", "replicas": 2}\n'
+        self.code = b"mantle source tree\n" * 100
+        (self.install_root / "config").mkdir(parents=True, exist_ok=True)
+        (self.install_root / "code").mkdir(parents=True, exist_ok=True)
+        (self.install_root / CONFIG_ARTIFACT).write_bytes(self.config)
+        (self.install_root / CODE_ARTIFACT).write_bytes(self.code)
+
+    @property
+    def log_public_key(self) -> bytes:
+        assert self.log is not None
+        return self.log.public_key
+
+    def artifacts(self, models: Mapping[str, bytes]) -> dict[str, ArtifactSpec]:
+        specs = {CONFIG_ARTIFACT: spec_of(self.config), CODE_ARTIFACT: spec_of(self.code)}
+        for model_id, weights in models.items():
+            specs[model_artifact_name(model_id)] = spec_of(weights)
+        return specs
+
+    def publish(
+        self,
+        version: int,
+        *,
+        models: Mapping[str, bytes] | None = None,
+        expires: datetime | None = None,
+        signers: Sequence[CryptoSigner] | None = None,
+        logged: bool = True,
+    ) -> ReleaseFiles:
+        """Sign (by the threshold, or by ``signers``) and log (unless ``logged=False``)."""
+        targets_md = new_targets(
+            version=version,
+            expires=expires or NOW + timedelta(days=30),
+            artifacts=self.artifacts(models or {}),
+        )
+        for signer in self.signers[: self.threshold]:
+            sign_metadata(targets_md, signer)
+        # The release digest covers the signed payload, not the signatures, so
+        # the log entry is the same whoever signed; re-sign afterwards if asked.
+        verified = verify_release_metadata(
+            self.root,
+            metadata_to_bytes(targets_md),
+            trusted_root=self.root,
+            now=NOW,
+            min_version=0,
+        )
+        entry = release_log_entry(verified)
+        if not logged:
+            # Log something else, and hand out that entry's proof.
+            entry = encode_release_log_entry(version + 10_000, hashlib.sha384(entry).digest())
+        assert self.log is not None
+        self.log.append(entry)
+        sth = self.log.sth()
+        inclusion = self.log.inclusion_proof(leaf_hash(entry), sth.tree_size)
+        proof = release_log_proof(
+            sth, inclusion.leaf_index, inclusion.audit_path, self.log_public_key
+        ).to_json_bytes()
+        if signers is not None:
+            targets_md.signatures.clear()
+            for signer in signers:
+                sign_metadata(targets_md, signer)
+        return ReleaseFiles(
+            root=self.root,
+            targets=metadata_to_bytes(targets_md),
+            log_proof=proof,
+            version=version,
+        )
+
+    def verified(self, files: ReleaseFiles) -> VerifiedRelease:
+        return verify_release_metadata(
+            files.root, files.targets, trusted_root=self.root, now=NOW, min_version=0
+        )
