@@ -1,0 +1,508 @@
+"""Key custody end to end: real releases, measured boot on simulated NitroTPMs,
+the real attestation verifier, Noise envelopes and sealed model files."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from _release_kit import NOW, ReleaseFiles, ReleaseKit
+
+from actors.key_custody import (
+    DataKeyEvent,
+    DataKeyRequest,
+    DataKeyState,
+    Denial,
+    EnvelopeError,
+    KekState,
+    KeyReleaseDenied,
+    Keyring,
+    KeyringError,
+    KeyVault,
+    NodeKeyCustody,
+    seal_data_key_import,
+)
+from actors.seams.random import SystemRandom
+from actors.seams.tpm import TPMError
+from nodes.boot import BootInputs, measured_boot
+from nodes.model_store import (
+    ModelStoreError,
+    open_sealed_model,
+    read_blocks,
+    read_sealed_header,
+    seal_model_file,
+    write_sealed_stream,
+)
+from protocol.attestation import AttestationVerifier, ChainCache, NitroAuthenticator, TrustAnchor
+from protocol.measurement import (
+    APPLICATION_PCRS,
+    model_artifact_name,
+    model_policy,
+)
+from protocol.release import VerifiedRelease
+from protocol.sealed_model import SealedModelAuthError
+from simulations.nitrotpm import ManualClock, SimulatedNitroPKI, SimulatedNitroTPM
+
+NOW_MS = int(NOW.timestamp() * 1000)
+MODEL = "smol"
+WEIGHTS = b"GGUF" + hashlib.shake_256(b"weights").digest(300_000)
+
+
+class SeamClock:
+    """The Clock seam over the simulated TPM's manual wall clock."""
+
+    def __init__(self, wall: ManualClock) -> None:
+        self.wall = wall
+
+    def monotonic(self) -> float:
+        return self.wall.wall_ms() / 1000
+
+    def wall_ms(self) -> int:
+        return self.wall.wall_ms()
+
+    async def sleep(self, seconds: float) -> None:
+        self.wall.advance(seconds)
+
+
+@dataclass
+class Cluster:
+    kit: ReleaseKit
+    release: VerifiedRelease
+    pki: SimulatedNitroPKI
+    wall: ManualClock
+    keys_tpm: SimulatedNitroTPM
+    vault: KeyVault
+    persisted: list[Keyring]
+    store: Path
+    files: ReleaseFiles
+
+    def node(
+        self, seed: str, *, model_id: str | None = MODEL
+    ) -> tuple[SimulatedNitroTPM, NodeKeyCustody]:
+        tpm = SimulatedNitroTPM(seed=seed, pki=self.pki, clock=self.wall)
+        booted = measured_boot(self.boot_inputs(model_id), tpm=tpm, random=SystemRandom(), now=NOW)
+        return tpm, booted.custody
+
+    def boot_inputs(self, model_id: str | None) -> BootInputs:
+        files = self.files
+        return BootInputs(
+            root_metadata=files.root,
+            targets_metadata=files.targets,
+            log_proof=files.log_proof,
+            trusted_root=self.kit.root,
+            log_public_key=self.kit.log_public_key,
+            install_root=self.kit.install_root,
+            model_id=model_id,
+        )
+
+    def request_key(
+        self, tpm: SimulatedNitroTPM, custody: NodeKeyCustody, version: int | None = None
+    ) -> DataKeyRequest:
+        return custody.data_key_request(
+            tpm, challenge=self.vault.issue_challenge(), model_id=MODEL, key_version=version
+        )
+
+    def fetch(
+        self, tpm: SimulatedNitroTPM, custody: NodeKeyCustody, version: int | None = None
+    ) -> int:
+        request = self.request_key(tpm, custody, version)
+        return custody.accept_grant(request, self.vault.release_data_key(request))
+
+    def load(self, custody: NodeKeyCustody, path: Path) -> bytes:
+        spec = self.release.artifacts[model_artifact_name(MODEL)]
+        with (
+            open_sealed_model(
+                path,
+                custody.data_key_for,
+                model_id=MODEL,
+                expected_length=spec.length,
+                expected_sha384=spec.hashes["sha384"],
+            ) as model,
+            open(model.path, "rb") as loaded,
+        ):
+            return loaded.read()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    kit = ReleaseKit(install_root=tmp_path / "install")
+    files = kit.publish(1, models={MODEL: WEIGHTS})
+    release = kit.verified(files)
+    wall = ManualClock(NOW_MS)
+    pki = SimulatedNitroPKI("cluster")
+    keys_tpm = SimulatedNitroTPM(seed="keys-node", pki=pki, clock=wall)
+    inputs = BootInputs(
+        root_metadata=files.root,
+        targets_metadata=files.targets,
+        log_proof=files.log_proof,
+        trusted_root=kit.root,
+        log_public_key=kit.log_public_key,
+        install_root=kit.install_root,
+        model_id=None,
+    )
+    measured_boot(inputs, tpm=keys_tpm, random=SystemRandom(), now=NOW)
+    verifier = AttestationVerifier(
+        [NitroAuthenticator(TrustAnchor.from_der(pki.root_der), cache=ChainCache())]
+    )
+    persisted: list[Keyring] = []
+    keyring = KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS)
+    vault = KeyVault(
+        tpm=keys_tpm,
+        random=SystemRandom(),
+        clock=SeamClock(wall),
+        verifier=verifier,
+        policy_for=lambda model_id: model_policy([release], model_id),
+        keyring=keyring,
+        persist=persisted.append,
+    )
+    yield Cluster(kit, release, pki, wall, keys_tpm, vault, persisted, tmp_path / "store", files)
+
+
+def seal_weights(cluster: Cluster, version: int, name: str = "weights.gguf") -> Path:
+    """The provider's side: the GGUF sealed under a fresh DEK that the vault stores."""
+    source = cluster.store / name
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_bytes(WEIGHTS)
+    vault_version = cluster.vault.add_data_key(MODEL, data_key := SystemRandom().token_bytes(32))
+    assert vault_version == version
+    destination = cluster.store / f"{MODEL}.v{version}.sealed"
+    info = seal_model_file(
+        source,
+        destination,
+        model_id=MODEL,
+        key_version=version,
+        data_key=data_key,
+        random=SystemRandom(),
+        chunk_size=64 << 10,
+    )
+    assert info.plaintext_sha384 == hashlib.sha384(WEIGHTS).digest()
+    source.unlink()
+    return destination
+
+
+# --- release decisions ---------------------------------------------------------------------
+
+
+def test_node_on_an_allowed_release_gets_the_key_and_loads_the_model(cluster: Cluster) -> None:
+    sealed = seal_weights(cluster, 1)
+    assert WEIGHTS[:64] not in sealed.read_bytes()
+    tpm, custody = cluster.node("inference-1")
+    assert cluster.fetch(tpm, custody) == 1
+    assert cluster.load(custody, sealed) == WEIGHTS
+
+
+def test_node_with_unlisted_pcrs_gets_no_key(cluster: Cluster) -> None:
+    seal_weights(cluster, 1)
+    # A node booted without the model: its PCR 13 matches no model policy entry.
+    tpm, custody = cluster.node("ingress-1", model_id=None)
+    with pytest.raises(KeyReleaseDenied) as caught:
+        cluster.fetch(tpm, custody)
+    assert caught.value.denial is Denial.ATTESTATION
+    assert caught.value.attestation_check == "pcr_policy"
+    # A node that measured something else entirely (an unlisted release).
+    rogue = SimulatedNitroTPM(seed="rogue", pki=cluster.pki, clock=cluster.wall)
+    for index in APPLICATION_PCRS:
+        rogue.pcr_extend(index, hashlib.sha384(b"unlisted release").digest())
+    rogue_custody = NodeKeyCustody(random=SystemRandom())
+    with pytest.raises(KeyReleaseDenied) as caught:
+        cluster.fetch(rogue, rogue_custody)
+    assert caught.value.attestation_check == "pcr_policy"
+    assert not rogue_custody.has_data_key(MODEL, 1)
+
+
+def test_document_from_another_pki_gets_no_key(cluster: Cluster) -> None:
+    seal_weights(cluster, 1)
+    foreign = SimulatedNitroTPM.from_seed("elsewhere", clock=cluster.wall)
+    measured_boot(cluster.boot_inputs(MODEL), tpm=foreign, random=SystemRandom(), now=NOW)
+    with pytest.raises(KeyReleaseDenied) as caught:
+        cluster.fetch(foreign, NodeKeyCustody(random=SystemRandom()))
+    assert caught.value.attestation_check == "chain_root"
+
+
+def test_key_goes_only_to_the_attested_key(cluster: Cluster) -> None:
+    seal_weights(cluster, 1)
+    tpm, custody = cluster.node("inference-1")
+    request = cluster.request_key(tpm, custody)
+    thief = NodeKeyCustody(random=SystemRandom())
+    # Swapping in another static key breaks the binding...
+    with pytest.raises(KeyReleaseDenied) as caught:
+        cluster.vault.release_data_key(replace(request, static_public=thief.static_public))
+    assert caught.value.attestation_check == "bound_key"
+    # ...and a grant to the attested key opens for nobody else.
+    request = cluster.request_key(tpm, custody)
+    grant = cluster.vault.release_data_key(request)
+    with pytest.raises(EnvelopeError):
+        thief.accept_grant(request, grant)
+    custody.accept_grant(request, grant)
+
+
+def test_challenges_are_single_use_and_expire(cluster: Cluster) -> None:
+    seal_weights(cluster, 1)
+    tpm, custody = cluster.node("inference-1")
+    request = cluster.request_key(tpm, custody)
+    cluster.vault.release_data_key(request)
+    with pytest.raises(KeyReleaseDenied) as caught:
+        cluster.vault.release_data_key(request)
+    assert caught.value.denial is Denial.UNKNOWN_CHALLENGE
+
+    request = cluster.request_key(tpm, custody)
+    cluster.wall.advance(61)
+    with pytest.raises(KeyReleaseDenied) as caught:
+        cluster.vault.release_data_key(request)
+    assert caught.value.denial is Denial.EXPIRED_CHALLENGE
+
+    # A document made for another nonce does not answer this challenge.
+    stale = cluster.request_key(tpm, custody)
+    fresh_nonce = cluster.vault.issue_challenge()
+    with pytest.raises(KeyReleaseDenied) as caught:
+        cluster.vault.release_data_key(replace(stale, nonce=fresh_nonce))
+    assert caught.value.attestation_check == "nonce"
+
+
+def test_unknown_model_and_version_are_refused(cluster: Cluster) -> None:
+    seal_weights(cluster, 1)
+    tpm, custody = cluster.node("inference-1")
+    with pytest.raises(KeyReleaseDenied) as caught:
+        cluster.fetch(tpm, custody, version=7)
+    assert caught.value.denial is Denial.UNKNOWN_KEY
+    request = custody.data_key_request(
+        tpm, challenge=cluster.vault.issue_challenge(), model_id="not-listed"
+    )
+    with pytest.raises(KeyReleaseDenied) as caught:
+        cluster.vault.release_data_key(request)
+    assert caught.value.denial is Denial.NO_POLICY
+
+
+def test_kek_cannot_be_unsealed_after_the_keys_node_pcrs_change(cluster: Cluster) -> None:
+    seal_weights(cluster, 1)
+    tpm, custody = cluster.node("inference-1")
+    cluster.fetch(tpm, custody)
+    blob = cluster.vault.keyring.active_kek.sealed_blob
+    cluster.keys_tpm.unseal(blob)
+
+    cluster.keys_tpm.pcr_extend(12, hashlib.sha384(b"something else ran").digest())
+    with pytest.raises(TPMError):
+        cluster.keys_tpm.unseal(blob)
+    with pytest.raises(KeyReleaseDenied) as caught:
+        cluster.fetch(tpm, custody)
+    assert caught.value.denial is Denial.KEK_SEALED
+
+    # A reboot alone does not help (the PCRs are at reset, not at the release)...
+    cluster.keys_tpm.reboot()
+    with pytest.raises(TPMError):
+        cluster.keys_tpm.unseal(blob)
+    # ...measured boot of the same release does.
+    measured_boot(cluster.boot_inputs(None), tpm=cluster.keys_tpm, random=SystemRandom(), now=NOW)
+    assert len(cluster.keys_tpm.unseal(blob)) == 32
+    cluster.fetch(tpm, custody)
+
+
+def test_keys_node_booted_with_a_model_measurement_cannot_unseal(cluster: Cluster) -> None:
+    blob = cluster.vault.keyring.active_kek.sealed_blob
+    cluster.keys_tpm.reboot()
+    measured_boot(cluster.boot_inputs(MODEL), tpm=cluster.keys_tpm, random=SystemRandom(), now=NOW)
+    with pytest.raises(TPMError):
+        cluster.keys_tpm.unseal(blob)
+
+
+# --- rotation without downtime -------------------------------------------------------------
+
+
+def test_data_key_rotation_keeps_serving_old_and_new(cluster: Cluster) -> None:
+    old_file = seal_weights(cluster, 1)
+    tpm_a, node_a = cluster.node("inference-a")
+    tpm_b, node_b = cluster.node("inference-b")
+    cluster.fetch(tpm_a, node_a)
+
+    new_version = cluster.vault.begin_data_key_rotation(MODEL)
+    assert new_version == 2
+    assert cluster.vault.keyring.data_key(MODEL, 2).state is DataKeyState.STAGED  # type: ignore[union-attr]
+    with old_file.open("rb") as stream:
+        new_file = cluster.store / f"{MODEL}.v2.sealed"
+        write_sealed_stream(
+            new_file,
+            cluster.vault.reseal_model(MODEL, read_blocks(stream, 10_000), 2, chunk_size=32 << 10),
+        )
+    assert read_sealed_header(new_file).key_version == 2
+
+    # Mid-rotation: the active key is still v1, the staged v2 is already served.
+    assert cluster.fetch(tpm_b, node_b) == 1
+    assert cluster.fetch(tpm_b, node_b, version=2) == 2
+    assert cluster.load(node_b, new_file) == WEIGHTS
+
+    cluster.vault.activate_data_key(MODEL, 2)
+    assert cluster.vault.keyring.data_key(MODEL, 1).state is DataKeyState.RETIRING  # type: ignore[union-attr]
+    # A node still holding the old file keeps loading it.
+    fresh_tpm, fresh = cluster.node("inference-c")
+    assert cluster.fetch(fresh_tpm, fresh, version=1) == 1
+    assert cluster.load(fresh, old_file) == WEIGHTS
+    assert cluster.fetch(fresh_tpm, fresh) == 2  # the active version by default
+
+    cluster.vault.retire_data_key(MODEL, 1)
+    with pytest.raises(KeyReleaseDenied) as caught:
+        cluster.fetch(fresh_tpm, fresh, version=1)
+    assert caught.value.denial is Denial.UNKNOWN_KEY
+    # The old key never opens the new file.
+    holder_of_v1 = NodeKeyCustody(random=SystemRandom())
+    with pytest.raises(KeyringError, match="no data key held"):
+        cluster.load(holder_of_v1, new_file)
+
+
+def test_kek_rotation_rewraps_while_releases_continue(cluster: Cluster) -> None:
+    seal_weights(cluster, 1)
+    for extra in range(3):
+        cluster.vault.add_data_key(f"model-{extra}", SystemRandom().token_bytes(32))
+    tpm, custody = cluster.node("inference-1")
+    old_kek = cluster.vault.keyring.active_kek
+    key_before = cluster.vault._data_key(cluster.vault.keyring.data_key(MODEL, 1))  # type: ignore[arg-type]
+
+    new_kek_id = cluster.vault.begin_kek_rotation()
+    cluster.fetch(tpm, custody)
+    remaining = len(cluster.vault.keyring.data_keys)
+    while remaining:
+        remaining = cluster.vault.rewrap_data_keys(batch=1)
+        # Between any two steps a release works, whichever KEK wraps the key now.
+        cluster.fetch(tpm, custody)
+    assert {r.kek_id for r in cluster.vault.keyring.data_keys} == {new_kek_id}
+    cluster.vault.complete_kek_rotation()
+
+    keyring = cluster.vault.keyring
+    assert [k.kek_id for k in keyring.keks] == [new_kek_id]
+    assert keyring.active_kek.state is KekState.ACTIVE
+    assert all(k.sealed_blob != old_kek.sealed_blob for k in keyring.keks)
+    assert cluster.vault._data_key(keyring.data_key(MODEL, 1)) == key_before  # type: ignore[arg-type]
+    cluster.fetch(tpm, custody)
+    # Every committed keyring was persisted first, and the last one reloads.
+    assert cluster.persisted[-1] == keyring
+    assert Keyring.decode(keyring.encode()) == keyring
+
+
+def test_kek_rotation_cannot_complete_before_every_key_moved(cluster: Cluster) -> None:
+    seal_weights(cluster, 1)
+    cluster.vault.add_data_key("model-2", SystemRandom().token_bytes(32))
+    cluster.vault.begin_kek_rotation()
+    with pytest.raises(KeyringError):
+        cluster.vault.begin_kek_rotation()
+    cluster.vault.rewrap_data_keys(batch=0)
+    with pytest.raises(KeyringError, match="still wraps"):
+        cluster.vault.complete_kek_rotation()
+
+
+def test_data_key_lifecycle_refuses_transitions_outside_the_table(cluster: Cluster) -> None:
+    seal_weights(cluster, 1)
+    with pytest.raises(KeyringError):
+        cluster.vault.activate_data_key(MODEL, 1)  # already active
+    with pytest.raises(KeyringError):
+        cluster.vault.retire_data_key(MODEL, 1)  # active keys are superseded first
+    keyring = cluster.vault.keyring
+    with pytest.raises(KeyringError):
+        keyring.apply_data_key_event(MODEL, 99, DataKeyEvent.RETIRE)
+    staged = cluster.vault.begin_data_key_rotation(MODEL)
+    with pytest.raises(KeyringError):
+        cluster.vault.begin_data_key_rotation(MODEL)
+    cluster.vault.retire_data_key(MODEL, staged)  # abandoning a rotation is allowed
+    assert cluster.vault.keyring.data_key(MODEL, staged) is None
+
+
+# --- sealed files at rest ------------------------------------------------------------------
+
+
+def test_tampered_or_substituted_sealed_file_does_not_load(cluster: Cluster) -> None:
+    sealed = seal_weights(cluster, 1)
+    tpm, custody = cluster.node("inference-1")
+    cluster.fetch(tpm, custody)
+    data = bytearray(sealed.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    tampered = sealed.with_name("tampered.sealed")
+    tampered.write_bytes(bytes(data))
+    with pytest.raises(SealedModelAuthError):
+        cluster.load(custody, tampered)
+
+    # Different weights sealed under the genuine key: authentic, but not the release's model.
+    other = cluster.store / "other.gguf"
+    other.write_bytes(b"GGUF" + bytes(1000))
+    substituted = cluster.store / "substituted.sealed"
+    seal_model_file(
+        other,
+        substituted,
+        model_id=MODEL,
+        key_version=1,
+        data_key=custody.data_key_for(read_sealed_header(sealed)),
+        random=SystemRandom(),
+    )
+    with pytest.raises(ModelStoreError, match="differs from the release"):
+        cluster.load(custody, substituted)
+
+
+def test_provider_import_is_opened_only_by_the_keys_node(cluster: Cluster) -> None:
+    data_key = SystemRandom().token_bytes(32)
+    envelope = seal_data_key_import(MODEL, data_key, cluster.vault.static_public, SystemRandom())
+    version = cluster.vault.import_data_key(envelope)
+    assert cluster.vault._data_key(cluster.vault.keyring.data_key(MODEL, version)) == data_key  # type: ignore[arg-type]
+    elsewhere = NodeKeyCustody(random=SystemRandom())
+    misaddressed = seal_data_key_import(MODEL, data_key, elsewhere.static_public, SystemRandom())
+    with pytest.raises(EnvelopeError):
+        cluster.vault.import_data_key(misaddressed)
+    relabelled = replace(envelope, model_id="another-model")
+    with pytest.raises(EnvelopeError):
+        cluster.vault.import_data_key(relabelled)
+
+
+def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    import time
+
+    from actors.key_custody import DataKeyImport
+    from nodes.cli import main
+    from protocol.measurement import cluster_policy
+
+    # The provider checks the keys node's document as of the real time.
+    wall = ManualClock(time.time_ns() // 1_000_000)
+    keys_tpm = SimulatedNitroTPM(seed="keys-cli", pki=cluster.pki, clock=wall)
+    keys_node = measured_boot(
+        cluster.boot_inputs(None), tpm=keys_tpm, random=SystemRandom(), now=NOW
+    )
+    vault = KeyVault(
+        tpm=keys_tpm,
+        random=SystemRandom(),
+        clock=SeamClock(wall),
+        verifier=AttestationVerifier(
+            [NitroAuthenticator(TrustAnchor.from_der(cluster.pki.root_der))]
+        ),
+        policy_for=lambda model_id: model_policy([cluster.release], model_id),
+        keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
+        static=keys_node.custody.static,
+    )
+    (tmp_path / "keys.cbor").write_bytes(keys_node.document)
+    (tmp_path / "policy.json").write_text(cluster_policy([cluster.release]).to_json())
+    (tmp_path / "root.pem").write_bytes(cluster.pki.root_pem())
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(WEIGHTS)
+    args = [
+        "model", "add", str(gguf), "--model-id", MODEL, "--store", str(tmp_path / "store"),
+        "--keys-document", str(tmp_path / "keys.cbor"), "--keys-policy",
+        str(tmp_path / "policy.json"), "--trust-root", str(tmp_path / "root.pem"),
+        "--chunk-size", "65536",
+    ]  # fmt: skip
+    # A static key other than the attested one is refused before anything is sealed.
+    stranger = NodeKeyCustody(random=SystemRandom()).static_public.hex()
+    assert main([*args, "--keys-static", stranger]) == 1
+    assert not (tmp_path / "store").exists()
+
+    assert main([*args, "--keys-static", keys_node.custody.static_public.hex()]) == 0
+    sealed = tmp_path / "store" / MODEL / "v1.sealed"
+    envelope = DataKeyImport.decode(sealed.with_suffix(".import").read_bytes())
+    assert vault.import_data_key(envelope) == 1
+    assert main(["model", "list", "--store", str(tmp_path / "store")]) == 0
+
+    tpm = SimulatedNitroTPM(seed="inference-cli", pki=cluster.pki, clock=wall)
+    custody = measured_boot(
+        cluster.boot_inputs(MODEL), tpm=tpm, random=SystemRandom(), now=NOW
+    ).custody
+    request = custody.data_key_request(tpm, challenge=vault.issue_challenge(), model_id=MODEL)
+    custody.accept_grant(request, vault.release_data_key(request))
+    assert cluster.load(custody, sealed) == WEIGHTS

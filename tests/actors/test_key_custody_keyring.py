@@ -1,0 +1,122 @@
+"""The persisted keyring: strict decoding, canonical form, wrap binding."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.key_custody import (
+    DataKeyState,
+    KekState,
+    Keyring,
+    KeyringError,
+    SealedKek,
+    WrappedDataKey,
+)
+from actors.key_custody._keyring import unwrap_data_key, wrap_data_key
+
+KEK = bytes(range(32))
+DEK = bytes(range(32, 64))
+
+
+def wrapped(model_id: str = "m", version: int = 1, kek_id: int = 1) -> WrappedDataKey:
+    nonce = bytes(12)
+    return WrappedDataKey(
+        model_id=model_id,
+        version=version,
+        state=DataKeyState.ACTIVE,
+        kek_id=kek_id,
+        nonce=nonce,
+        ciphertext=wrap_data_key(
+            KEK, model_id=model_id, version=version, kek_id=kek_id, data_key=DEK, nonce=nonce
+        ),
+    )
+
+
+def keyring() -> Keyring:
+    return Keyring(
+        keks=(SealedKek(1, KekState.ACTIVE, b"sealed-blob", (12, 13, 14)),),
+        data_keys=(wrapped("b"), wrapped("a")),
+    )
+
+
+def test_round_trip_and_canonical_order() -> None:
+    ring = keyring()
+    assert Keyring.decode(ring.encode()) == ring
+    assert [r.model_id for r in ring.data_keys] == ["a", "b"]
+
+
+def test_wrap_is_bound_to_model_version_and_kek() -> None:
+    record = wrapped()
+    assert unwrap_data_key(KEK, record) == DEK
+    for relabelled in (
+        replace(record, model_id="other"),
+        replace(record, version=2),
+        replace(record, kek_id=2),
+    ):
+        with pytest.raises(KeyringError):
+            unwrap_data_key(KEK, relabelled)
+    with pytest.raises(KeyringError):
+        unwrap_data_key(bytes(32), record)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_give_a_keyring_error_or_a_keyring(data: bytes) -> None:
+    with contextlib.suppress(KeyringError):
+        Keyring.decode(data)
+
+
+@settings(max_examples=200)
+@given(st.data())
+def test_mutated_structures_are_refused_with_keyring_error(data: st.DataObject) -> None:
+    top = msgpack.unpackb(keyring().encode(), raw=False)
+    leaf = st.one_of(
+        st.none(),
+        st.integers(-5, 1 << 40),
+        st.text(max_size=5),
+        st.binary(max_size=50),
+        st.lists(st.integers(-5, 100), max_size=3),
+    )
+    section = data.draw(st.sampled_from([0, 1, 2]))
+    if section == 0:
+        top[0] = data.draw(leaf)
+    else:
+        records = top[section]
+        index = data.draw(st.integers(0, len(records) - 1))
+        field = data.draw(st.integers(0, len(records[index]) - 1))
+        records[index][field] = data.draw(leaf)
+    encoded = msgpack.packb(top, use_bin_type=True)
+    try:
+        decoded = Keyring.decode(encoded)
+    except KeyringError:
+        return
+    # The mutation happened to produce a valid value: it must round-trip.
+    assert Keyring.decode(decoded.encode()) == decoded
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        lambda ring: replace(ring, keks=()),
+        lambda ring: replace(ring, keks=(*ring.keks, replace(ring.keks[0], kek_id=2))),
+        lambda ring: replace(ring, data_keys=(*ring.data_keys, wrapped("a"))),
+        lambda ring: replace(ring, data_keys=(wrapped("a", kek_id=9),)),
+        lambda ring: replace(ring, data_keys=(wrapped("a"), wrapped("a", version=2))),
+    ],
+)
+def test_invariants_are_enforced(broken: object) -> None:
+    with pytest.raises(KeyringError):
+        broken(keyring())  # type: ignore[operator]
+
+
+def test_extension_types_and_oversize_are_refused() -> None:
+    with pytest.raises(KeyringError):
+        Keyring.decode(msgpack.packb(msgpack.ExtType(1, b"x")))
+    with pytest.raises(KeyringError):
+        Keyring.decode(b"\x00" * (17 << 20))

@@ -1,0 +1,264 @@
+"""Measured boot with real TUF metadata, a real log and the simulated NitroTPM.
+
+Every way a release must not run stops the node with a BootError naming the
+check, and leaves the TPM untouched (no PCR extended, counter not advanced).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from _release_kit import CODE_ARTIFACT, NOW, ReleaseFiles, ReleaseKit
+
+from actors.seams.random import SystemRandom
+from nodes.boot import BootCheck, BootedNode, BootError, BootInputs, measured_boot
+from protocol.attestation import (
+    AttestationVerifier,
+    DocumentKind,
+    Expectations,
+    NitroAuthenticator,
+    TrustAnchor,
+    noise_key_binding,
+)
+from protocol.measurement import (
+    APPLICATION_PCRS,
+    CONFIG_ARTIFACT,
+    PCR_RESET_VALUE,
+    RELEASE_COUNTER,
+    cluster_policy,
+    expected_pcrs_for,
+    release_measurement,
+)
+from simulations.nitrotpm import ManualClock, SimulatedNitroTPM, TpmOp
+
+WEIGHTS = b"GGUF" + bytes(range(256)) * 8
+NOW_MS = int(NOW.timestamp() * 1000)
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> ReleaseKit:
+    return ReleaseKit(install_root=tmp_path / "install")
+
+
+@pytest.fixture
+def tpm() -> SimulatedNitroTPM:
+    return SimulatedNitroTPM.from_seed("boot-test", clock=ManualClock(NOW_MS))
+
+
+def inputs(kit: ReleaseKit, files: ReleaseFiles, model_id: str | None = "smol") -> BootInputs:
+    return BootInputs(
+        root_metadata=files.root,
+        targets_metadata=files.targets,
+        log_proof=files.log_proof,
+        trusted_root=kit.root,
+        log_public_key=kit.log_public_key,
+        install_root=kit.install_root,
+        model_id=model_id,
+    )
+
+
+def boot(
+    kit: ReleaseKit,
+    files: ReleaseFiles,
+    tpm: SimulatedNitroTPM,
+    *,
+    now_offset: timedelta = timedelta(0),
+    model_id: str | None = "smol",
+) -> BootedNode:
+    return measured_boot(
+        inputs(kit, files, model_id), tpm=tpm, random=SystemRandom(), now=NOW + now_offset
+    )
+
+
+def assert_untouched(tpm: SimulatedNitroTPM, counter: int) -> None:
+    for index in APPLICATION_PCRS:
+        assert tpm.pcr_read(index) == PCR_RESET_VALUE
+    assert tpm.counter_read(RELEASE_COUNTER) == counter
+
+
+def test_boot_measures_release_and_attests_a_document_clients_accept(
+    kit: ReleaseKit, tpm: SimulatedNitroTPM
+) -> None:
+    files = kit.publish(3, models={"smol": WEIGHTS})
+    booted = boot(kit, files, tpm)
+
+    assert booted.release.version == 3
+    assert tpm.counter_read(RELEASE_COUNTER) == 3
+    # What a client computes from the release alone is what the TPM holds.
+    client_view = release_measurement(kit.verified(files), "smol")
+    assert client_view == booted.measurement
+    for index, value in expected_pcrs_for(client_view).items():
+        assert tpm.pcr_read(index) == value
+    assert booted.measurement.model_digest == hashlib.sha384(WEIGHTS).digest()
+    assert booted.measurement.config_digest == hashlib.sha384(kit.config).digest()
+
+    verifier = AttestationVerifier([NitroAuthenticator(TrustAnchor.from_der(tpm.pki.root_der))])
+    verified = verifier.verify(
+        booted.document,
+        kind=DocumentKind.NITRO,
+        expectations=Expectations(
+            pcr_policy=cluster_policy([kit.verified(files)]),
+            expected_public_key=noise_key_binding(booted.custody.static_public),
+        ),
+        now_ms=NOW_MS,
+    )
+    assert verified.release == "v3/smol"
+
+
+def test_node_without_model_measures_the_no_model_digest(
+    kit: ReleaseKit, tpm: SimulatedNitroTPM
+) -> None:
+    files = kit.publish(1, models={"smol": WEIGHTS})
+    booted = boot(kit, files, tpm, model_id=None)
+    assert booted.pcrs == expected_pcrs_for(release_measurement(kit.verified(files), None))
+
+
+@pytest.mark.parametrize("artifact", [CONFIG_ARTIFACT, CODE_ARTIFACT])
+def test_tampered_artifact_stops_boot(
+    kit: ReleaseKit, tpm: SimulatedNitroTPM, artifact: str
+) -> None:
+    files = kit.publish(1, models={"smol": WEIGHTS})
+    path = kit.install_root / artifact
+    data = bytearray(path.read_bytes())
+    data[5] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(BootError) as caught:
+        boot(kit, files, tpm)
+    assert caught.value.check is BootCheck.ARTIFACT
+    assert artifact in str(caught.value)
+    assert "sha384" in str(caught.value)
+    assert_untouched(tpm, 0)
+
+
+def test_missing_artifact_stops_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
+    files = kit.publish(1, models={"smol": WEIGHTS})
+    (kit.install_root / CODE_ARTIFACT).unlink()
+    with pytest.raises(BootError) as caught:
+        boot(kit, files, tpm)
+    assert caught.value.check is BootCheck.ARTIFACT
+    assert "missing" in str(caught.value)
+
+
+def test_missing_signature_stops_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
+    files = kit.publish(1, models={"smol": WEIGHTS}, signers=kit.signers[:1])
+    with pytest.raises(BootError) as caught:
+        boot(kit, files, tpm)
+    assert caught.value.check is BootCheck.SIGNATURES
+    assert "1 valid signature(s), threshold is 2" in str(caught.value)
+    assert_untouched(tpm, 0)
+
+
+def test_rollback_below_the_tpm_counter_stops_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
+    newer = kit.publish(5, models={"smol": WEIGHTS})
+    older = kit.publish(4, models={"smol": WEIGHTS})
+    boot(kit, newer, tpm)
+    assert tpm.counter_read(RELEASE_COUNTER) == 5
+
+    tpm.reboot()
+    with pytest.raises(BootError) as caught:
+        boot(kit, older, tpm)
+    assert caught.value.check is BootCheck.ROLLBACK
+    assert "release version 4 is lower than this TPM's release counter 5" in str(caught.value)
+    assert_untouched(tpm, 5)
+
+    # The same version boots again; a newer one raises the floor.
+    tpm.reboot()
+    boot(kit, newer, tpm)
+    tpm.reboot()
+    boot(kit, kit.publish(7, models={"smol": WEIGHTS}), tpm)
+    assert tpm.counter_read(RELEASE_COUNTER) == 7
+
+
+def test_expired_root_stops_boot(tmp_path: Path, tpm: SimulatedNitroTPM) -> None:
+    kit = ReleaseKit(install_root=tmp_path, root_expires=timedelta(days=1))
+    files = kit.publish(1, models={"smol": WEIGHTS})
+    with pytest.raises(BootError) as caught:
+        boot(kit, files, tpm, now_offset=timedelta(days=2))
+    assert caught.value.check is BootCheck.EXPIRED
+    assert "root metadata expired" in str(caught.value)
+    assert_untouched(tpm, 0)
+
+
+def test_expired_targets_stop_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
+    files = kit.publish(1, models={"smol": WEIGHTS}, expires=NOW + timedelta(days=1))
+    with pytest.raises(BootError) as caught:
+        boot(kit, files, tpm, now_offset=timedelta(days=2))
+    assert caught.value.check is BootCheck.EXPIRED
+    assert "targets metadata expired" in str(caught.value)
+
+
+def test_release_missing_from_the_log_stops_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
+    files = kit.publish(1, models={"smol": WEIGHTS}, logged=False)
+    with pytest.raises(BootError) as caught:
+        boot(kit, files, tpm)
+    assert caught.value.check is BootCheck.NOT_IN_LOG
+    assert "not proven in the log" in str(caught.value)
+    assert_untouched(tpm, 0)
+
+
+def test_proof_from_another_log_stops_boot(
+    kit: ReleaseKit, tmp_path: Path, tpm: SimulatedNitroTPM
+) -> None:
+    files = kit.publish(1, models={"smol": WEIGHTS})
+    other = ReleaseKit(install_root=tmp_path / "other")
+    bad = BootInputs(
+        root_metadata=files.root,
+        targets_metadata=files.targets,
+        log_proof=files.log_proof,
+        trusted_root=kit.root,
+        log_public_key=other.log_public_key,
+        install_root=kit.install_root,
+        model_id="smol",
+    )
+    with pytest.raises(BootError) as caught:
+        measured_boot(bad, tpm=tpm, random=SystemRandom(), now=NOW)
+    assert caught.value.check is BootCheck.NOT_IN_LOG
+
+
+def test_root_not_chained_to_the_pin_stops_boot(
+    kit: ReleaseKit, tmp_path: Path, tpm: SimulatedNitroTPM
+) -> None:
+    impostor = ReleaseKit(install_root=kit.install_root)
+    files = impostor.publish(1, models={"smol": WEIGHTS})
+    bad = BootInputs(
+        root_metadata=files.root,
+        targets_metadata=files.targets,
+        log_proof=files.log_proof,
+        trusted_root=kit.root,
+        log_public_key=impostor.log_public_key,
+        install_root=kit.install_root,
+        model_id="smol",
+    )
+    with pytest.raises(BootError) as caught:
+        measured_boot(bad, tpm=tpm, random=SystemRandom(), now=NOW)
+    assert caught.value.check is BootCheck.UNTRUSTED_ROOT
+
+
+def test_model_the_release_does_not_list_stops_boot(
+    kit: ReleaseKit, tpm: SimulatedNitroTPM
+) -> None:
+    files = kit.publish(1, models={"smol": WEIGHTS})
+    with pytest.raises(BootError) as caught:
+        boot(kit, files, tpm, model_id="other-model")
+    assert caught.value.check is BootCheck.MODEL_NOT_IN_RELEASE
+    assert_untouched(tpm, 0)
+
+
+def test_second_boot_without_reboot_is_refused(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
+    files = kit.publish(1, models={"smol": WEIGHTS})
+    boot(kit, files, tpm)
+    with pytest.raises(BootError) as caught:
+        boot(kit, files, tpm)
+    assert caught.value.check is BootCheck.PCR_STATE
+    assert "PCR 12 is not at its reset value" in str(caught.value)
+
+
+def test_tpm_failure_during_measurement_stops_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
+    files = kit.publish(1, models={"smol": WEIGHTS})
+    tpm.inject_failure(TpmOp.PCR_EXTEND)
+    with pytest.raises(BootError) as caught:
+        boot(kit, files, tpm)
+    assert caught.value.check is BootCheck.TPM
