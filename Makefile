@@ -3,7 +3,7 @@
 
 demo:
 	tools/bootstrap demo
-	.venv/bin/python -m mantle.demo
+	.venv/bin/python -m nodes.demo
 
 test:
 	tools/bootstrap test

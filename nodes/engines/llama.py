@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from actors.seams.engine import CancelToken, ChatMessage, Chunk, GenerationParams
 from protocol.customer_data import CustomerData
@@ -62,13 +62,17 @@ class LlamaEngine:
         cancel: CancelToken,
     ) -> Iterator[Chunk]:
         chat = [{"role": m.role, "content": m.content.reveal_text()} for m in messages]
-        stream: Iterator[Any] = self._llama.create_chat_completion(
-            messages=chat,  # type: ignore[arg-type]
-            max_tokens=params.max_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            seed=params.seed,
-            stream=True,
+        # With stream=True llama-cpp returns an iterator of chunk dicts.
+        stream = cast(
+            Iterator[Any],
+            self._llama.create_chat_completion(
+                messages=chat,  # type: ignore[arg-type]
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                seed=params.seed,
+                stream=True,
+            ),
         )
         try:
             for event in stream:
