@@ -1,0 +1,123 @@
+"""Run swtpm (a TPM 2.0 emulator built on libtpms) for tests.
+
+swtpm listens on two loopback TCP ports: the TPM command channel, which the
+tpm2-tss ``swtpm`` TCTI speaks to, and a control channel. ``--flags
+not-need-init,startup-clear`` makes swtpm power the TPM on and send
+``TPM2_Startup(CLEAR)`` itself, so the first ESAPI command just works. A fresh
+state directory gives a freshly manufactured TPM with SHA-1, SHA-256, SHA-384
+and SHA-512 PCR banks allocated; the same directory again gives the same TPM
+(seeds, NV indices, counters) after a restart.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+SWTPM = shutil.which("swtpm")
+INSTALL_HINT = "Debian: apt-get install swtpm swtpm-tools libtss2-dev; pip install tpm2-pytss"
+
+
+def require_swtpm() -> None:
+    """Skip the calling test when swtpm or tpm2-pytss is truly not installed."""
+    if SWTPM is None:
+        pytest.skip(f"swtpm is not installed ({INSTALL_HINT})")
+    try:
+        import tpm2_pytss  # noqa: F401
+    except ImportError:
+        pytest.skip(f"tpm2-pytss is not installed ({INSTALL_HINT})")
+
+
+def _free_port_pair() -> int:
+    """A loopback port ``p`` such that ``p`` and ``p + 1`` are both free.
+
+    The tpm2-tss swtpm TCTI finds the control channel at ``port + 1``.
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port >= 65535:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+
+
+class Swtpm:
+    """One swtpm process over a state directory; start/stop as often as needed."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def tcti(self) -> str:
+        return f"swtpm:host=127.0.0.1,port={self.port}"
+
+    def start(self) -> None:
+        assert SWTPM is not None
+        assert self._process is None
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(5):  # a port picked as free can be taken before swtpm binds it
+            self.port = _free_port_pair()
+            ctrl_port = self.port + 1
+            process = subprocess.Popen(
+                [
+                    SWTPM,
+                    "socket",
+                    "--tpm2",
+                    "--tpmstate",
+                    f"dir={self.state_dir}",
+                    "--server",
+                    f"type=tcp,port={self.port},bindaddr=127.0.0.1",
+                    "--ctrl",
+                    f"type=tcp,port={ctrl_port},bindaddr=127.0.0.1",
+                    "--flags",
+                    "not-need-init,startup-clear",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            if self._wait_listening(process):
+                self._process = process
+                return
+            process.kill()
+            process.wait()
+        raise RuntimeError("swtpm did not start")
+
+    def _wait_listening(self, process: subprocess.Popen[bytes]) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    # swtpm serves one client at a time; this probe connection
+                    # closes at once, leaving the port to the TCTI.
+                    return True
+            except OSError:
+                time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.terminate()  # swtpm saves its state on SIGTERM
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()

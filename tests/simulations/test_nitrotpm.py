@@ -1,0 +1,251 @@
+"""SimulatedNitroTPM: PCR bank, documents, sealing, counters, faults, determinism."""
+
+from __future__ import annotations
+
+import hashlib
+
+import cbor2
+import pytest
+from cryptography import x509
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.seams.tpm import TPM, TPMError
+from protocol.attestation import (
+    AttestationVerifier,
+    DocumentKind,
+    Expectations,
+    NitroAuthenticator,
+    TrustAnchor,
+    noise_key_binding,
+)
+from simulations.nitrotpm import (
+    FIRMWARE_MEASUREMENT,
+    ManualClock,
+    NvState,
+    SimulatedNitroPKI,
+    SimulatedNitroTPM,
+    TpmOp,
+    reset_value,
+)
+
+T0 = 1_760_000_000_000
+
+
+def _tpm(seed: object = "seed", **kwargs: object) -> SimulatedNitroTPM:
+    return SimulatedNitroTPM.from_seed(seed, clock=ManualClock(T0), **kwargs)  # type: ignore[arg-type]
+
+
+def test_satisfies_the_tpm_seam() -> None:
+    tpm: TPM = _tpm()
+    assert len(tpm.random_bytes(8)) == 8
+
+
+def test_pcr_bank_has_real_reset_values_and_a_measured_firmware() -> None:
+    tpm = _tpm()
+    zero, ones = bytes(48), b"\xff" * 48
+    assert tpm.pcr_read(0) == hashlib.sha384(zero + FIRMWARE_MEASUREMENT).digest()
+    for index in range(1, 24):
+        expected = ones if 17 <= index <= 22 else zero
+        assert tpm.pcr_read(index) == expected == reset_value(index)
+
+
+@given(st.lists(st.binary(min_size=48, max_size=48), max_size=5), st.integers(0, 23))
+@settings(max_examples=50)
+def test_extend_is_sha384_of_old_and_digest(digests: list[bytes], index: int) -> None:
+    tpm = _tpm()
+    expected = tpm.pcr_read(index)
+    for digest in digests:
+        tpm.pcr_extend(index, digest)
+        expected = hashlib.sha384(expected + digest).digest()
+    assert tpm.pcr_read(index) == expected
+
+
+def test_extend_validates_index_and_digest() -> None:
+    tpm = _tpm()
+    for index, digest in ((24, bytes(48)), (-1, bytes(48)), (3, bytes(32)), (3, bytes(49))):
+        with pytest.raises(TPMError):
+            tpm.pcr_extend(index, digest)
+
+
+def test_locked_pcr_refuses_extend_until_reboot() -> None:
+    tpm = _tpm()
+    tpm.pcr_extend(8, b"\x01" * 48)
+    tpm.pcr_lock(8)
+    assert tpm.pcr_locked(8)
+    value = tpm.pcr_read(8)
+    with pytest.raises(TPMError):
+        tpm.pcr_extend(8, b"\x02" * 48)
+    assert tpm.pcr_read(8) == value
+    tpm.reboot()
+    assert not tpm.pcr_locked(8)
+    assert tpm.pcr_read(8) == bytes(48)
+    tpm.pcr_extend(8, b"\x02" * 48)
+
+
+def test_sealed_data_fails_to_unseal_after_a_pcr_extend() -> None:
+    tpm = _tpm()
+    tpm.pcr_extend(11, b"\x05" * 48)
+    blob = tpm.seal(b"model key-encryption key", [0, 11])
+    assert tpm.unseal(blob) == b"model key-encryption key"
+    tpm.pcr_extend(12, b"\x06" * 48)  # not bound: still opens
+    assert tpm.unseal(blob) == b"model key-encryption key"
+    tpm.pcr_extend(11, b"\x07" * 48)
+    with pytest.raises(TPMError):
+        tpm.unseal(blob)
+
+
+def test_sealed_data_fails_after_reboot_unless_pcrs_are_remeasured() -> None:
+    tpm = _tpm()
+    tpm.pcr_extend(11, b"\x05" * 48)
+    blob = tpm.seal(b"secret", [11])
+    tpm.reboot()
+    with pytest.raises(TPMError):
+        tpm.unseal(blob)
+    tpm.pcr_extend(11, b"\x05" * 48)  # the same release measured again
+    assert tpm.unseal(blob) == b"secret"
+
+
+def test_sealed_data_is_bound_to_its_tpm_and_tamper_evident() -> None:
+    blob = _tpm("a").seal(b"secret", [0])
+    with pytest.raises(TPMError):
+        _tpm("b").unseal(blob)
+    tpm = _tpm("a")
+    for position in (0, 3, 10, len(blob) - 1):
+        tampered = bytearray(blob)
+        tampered[position] ^= 0x01
+        with pytest.raises(TPMError):
+            tpm.unseal(bytes(tampered))
+    with pytest.raises(TPMError):
+        tpm.unseal(b"short")
+
+
+def test_counters_are_monotonic_and_survive_reboot_and_restart() -> None:
+    tpm = _tpm()
+    assert tpm.counter_read(3) == 0
+    assert [tpm.counter_increment(3) for _ in range(3)] == [1, 2, 3]
+    tpm.reboot()
+    assert tpm.counter_read(3) == 3
+    restarted = _tpm(nv=tpm.nv)
+    assert restarted.counter_increment(3) == 4
+    assert restarted.counter_read(0) == 0
+    with pytest.raises(TPMError):
+        tpm.counter_read(99)
+
+
+def test_random_bytes_are_deterministic_and_never_repeat_across_reboot() -> None:
+    first, second = _tpm(), _tpm()
+    assert first.random_bytes(32) == second.random_bytes(32)
+    a = first.random_bytes(32)
+    first.reboot()
+    assert first.random_bytes(32) != a
+    assert _tpm("other").random_bytes(32) != _tpm().random_bytes(32)
+    with pytest.raises(TPMError):
+        first.random_bytes(10**6)
+
+
+def test_injected_failures_and_delays() -> None:
+    slept: list[float] = []
+    clock = ManualClock(T0)
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.advance(seconds)
+
+    tpm = SimulatedNitroTPM(seed=1, pki=SimulatedNitroPKI(1), clock=clock, sleep=sleep)
+    tpm.inject_failure(TpmOp.ATTEST, times=2)
+    for _ in range(2):
+        with pytest.raises(TPMError):
+            tpm.attest()
+    tpm.attest()
+    tpm.inject_delay(TpmOp.ATTEST, 1.5)
+    document = tpm.attest()
+    assert slept == [1.5]
+    payload = cbor2.loads(cbor2.loads(document)[2])
+    assert payload["timestamp"] == T0 + 1500
+    tpm.inject_failure(TpmOp.UNSEAL)
+    blob = tpm.seal(b"x", [])
+    with pytest.raises(TPMError):
+        tpm.unseal(blob)
+    assert tpm.unseal(blob) == b"x"
+    with pytest.raises(ValueError):
+        _tpm().inject_delay(TpmOp.ATTEST, 1.0)
+
+
+def test_documents_have_nitrotpm_form() -> None:
+    tpm = _tpm()
+    document = tpm.attest(nonce=b"n" * 16, public_key=noise_key_binding(b"k" * 32))
+    outer = cbor2.loads(document)
+    assert document[0] == 0x84  # untagged 4-element array
+    protected, unprotected, payload_bytes, signature = outer
+    assert protected == b"\xa1\x01\x38\x22" and unprotected == {} and len(signature) == 96
+    assert payload_bytes[0] == 0xBF and payload_bytes[-1] == 0xFF  # indefinite-length map
+    payload = cbor2.loads(payload_bytes)
+    assert list(payload) == [
+        "module_id", "digest", "timestamp", "nitrotpm_pcrs", "certificate", "cabundle",
+        "public_key", "user_data", "nonce",
+    ]  # fmt: skip
+    assert payload["digest"] == "SHA384" and payload["timestamp"] == T0
+    assert sorted(payload["nitrotpm_pcrs"]) == list(range(24))
+    assert payload["user_data"] is None and payload["nonce"] == b"n" * 16
+    assert len(payload["cabundle"]) == 4 and payload["cabundle"][0] == tpm.pki.root_der
+    # Simulated documents say so.
+    assert payload["module_id"].startswith("sim-")
+    root = x509.load_der_x509_certificate(payload["cabundle"][0])
+    assert "SIMULATED" in root.subject.rfc4514_string()
+    verifier = AttestationVerifier([NitroAuthenticator(TrustAnchor(tpm.pki.root_der))])
+    verified = verifier.verify(
+        document, kind=DocumentKind.NITRO, expectations=Expectations(None), now_ms=T0
+    )
+    assert not verified.debug_mode
+
+
+def test_attest_enforces_aws_size_limits() -> None:
+    tpm = _tpm()
+    tpm.attest(nonce=b"\x00" * 1024, public_key=b"\x00" * 1024, user_data=b"\x00" * 1024)
+    for name in ("nonce", "public_key", "user_data"):
+        with pytest.raises(TPMError):
+            tpm.attest(**{name: b"\x00" * 1025})
+
+
+def test_same_seed_and_time_reproduce_the_same_bytes() -> None:
+    a = _tpm(42).attest(nonce=b"x", user_data=b"y")
+    b = _tpm(42).attest(nonce=b"x", user_data=b"y")
+    assert a == b
+    assert _tpm(43).attest(nonce=b"x", user_data=b"y") != a
+    assert SimulatedNitroPKI(42).root_pem() == SimulatedNitroPKI("42").root_pem()
+
+
+def test_one_pki_serves_many_tpms_under_one_root() -> None:
+    pki = SimulatedNitroPKI("cluster")
+    verifier = AttestationVerifier([NitroAuthenticator(TrustAnchor(pki.root_der))])
+    module_ids = set()
+    for node in range(3):
+        tpm = SimulatedNitroTPM(seed=f"node-{node}", pki=pki, clock=ManualClock(T0))
+        verified = verifier.verify(
+            tpm.attest(), kind=DocumentKind.NITRO, expectations=Expectations(None), now_ms=T0
+        )
+        module_ids.add(verified.module_id)
+    assert len(module_ids) == 3
+
+
+@pytest.mark.parametrize("hours", [0, 1, 5, 30, 24 * 7, 24 * 45])
+def test_chain_is_valid_whenever_a_document_is_made(hours: int) -> None:
+    now = T0 + hours * 3_600_000 + 1234
+    tpm = SimulatedNitroTPM.from_seed("long-run", clock=ManualClock(now))
+    verifier = AttestationVerifier([NitroAuthenticator(TrustAnchor(tpm.pki.root_der))])
+    verifier.verify(
+        tpm.attest(), kind=DocumentKind.NITRO, expectations=Expectations(None), now_ms=now
+    )
+    # ...and stays valid for the next 2 h 59 min (the signing certificate's remaining life
+    # is at least two hours, as with AWS).
+    verifier.verify(
+        tpm.attest(),
+        kind=DocumentKind.NITRO,
+        expectations=Expectations(None),
+        now_ms=now + 7_000_000,
+    )
+
+
+def test_nv_state_default_is_fresh() -> None:
+    assert NvState().counters == [0] * 16
