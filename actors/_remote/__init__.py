@@ -1,0 +1,2 @@
+"""Remote messaging: wire messages, the layer that routes them, and the
+TCP + Noise transport."""

@@ -1,0 +1,80 @@
+"""Invariant checkers run over a finished simulation.
+
+Each checker returns the list of violated rules (empty when it holds). They
+state the invariants as executable checks; a failing run prints its seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from actors._core._system import ActorSystem
+from actors._core._types import CrashReport
+from simulations.network import NetworkStats
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    violations: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def every_request_ends(
+    taken: int, finished: int, asks_issued: int, ask_outcomes: dict[str, int]
+) -> CheckResult:
+    """I7: every operation a client started finished, and every ask ended in
+    exactly one outcome (a reply or an explicit error)."""
+    violations = []
+    if taken != finished:
+        violations.append(f"{taken - finished} operations never finished")
+    ended = sum(ask_outcomes.values())
+    if ended != asks_issued:
+        violations.append(f"{asks_issued} asks issued but {ended} ended")
+    return CheckResult("every_request_ends", tuple(violations))
+
+
+def crash_reports_clean(reports: Iterable[CrashReport], canaries: Sequence[str]) -> CheckResult:
+    """I2: no crash report carries message contents or exception text."""
+    violations = []
+    for report in reports:
+        text = f"{report.actor}|{report.exc_type}|{report.location}|{report.function}"
+        for canary in canaries:
+            if canary in text:
+                violations.append(f"crash report of {report.actor} contains a canary")
+    return CheckResult("crash_reports_clean", tuple(violations))
+
+
+def supervision_restored(
+    systems: Sequence[ActorSystem], names_by_node: Mapping[str, Sequence[str]]
+) -> CheckResult:
+    """After the run settles, every permanent child is alive again under its
+    supervisor: injected crashes never left a hole in a tree."""
+    violations = []
+    for system in systems:
+        for name in names_by_node.get(system.node, ()):
+            if system.whereis(name) is None:
+                violations.append(f"{system.node}/{name} is not running")
+    return CheckResult("supervision_restored", tuple(violations))
+
+
+def frames_conserved(stats: NetworkStats) -> CheckResult:
+    """Every frame copy put on the wire was delivered, lost or cut, exactly once."""
+    on_wire = stats.sent + stats.duplicated
+    accounted = stats.delivered + stats.lost + stats.cut
+    if on_wire != accounted:
+        return CheckResult(
+            "frames_conserved", (f"{on_wire} frame copies sent, {accounted} accounted for",)
+        )
+    return CheckResult("frames_conserved", ())
+
+
+def replies_match(mismatched: int) -> CheckResult:
+    """Every successful ask got the reply to its own request."""
+    if mismatched:
+        return CheckResult("replies_match", (f"{mismatched} asks got another request's reply",))
+    return CheckResult("replies_match", ())
