@@ -8,7 +8,8 @@ Release workflow (signing keys stay in operators' files, never on a node)::
     mantle-node release add-signer --root root.json --key owner.pub.pem --role root
     mantle-node release sign root.json --key owner.pem
     mantle-node release build --out targets.json --version 7 --expires-days 90 \\
-        --artifact config/cluster.json=./cluster.json --dir ./wheelhouse
+        --artifact config/cluster.json=./cluster.json --dir ./wheelhouse \\
+        --model ./store/smollm2/manifest.json   # from `mantle-node model add`
     mantle-node release sign targets.json --key alice.pem --key bob.pem
     mantle-node tlog append --db tlog.sqlite --key log.pem --release-dir ./rel
     mantle-node release verify --release-dir ./rel --trusted-root pinned-root.json \\
@@ -41,6 +42,7 @@ from securesystemslib.signer import CryptoSigner, SSlibKey  # type: ignore[attr-
 
 from actors.seams.clock import TrioClock
 from actors.seams.store import SqliteStore, StoreError
+from nodes.model_store import ModelStoreError, SealedModelInfo
 from nodes.release import (
     LOG_PROOF_FILE,
     KeyFileError,
@@ -55,7 +57,7 @@ from nodes.release import (
     verify_installed_artifacts,
     write_keypair,
 )
-from nodes.release._keyfiles import write_new_file
+from nodes.release._keyfiles import read_small_file, write_new_file
 from nodes.tlog import (
     TlogHttpApp,
     TransparencyLog,
@@ -64,6 +66,7 @@ from nodes.tlog import (
     serve_tlog,
     write_log_keypair,
 )
+from protocol.measurement import model_artifact_name
 from protocol.release import (
     DEFAULT_HASH_ALGORITHM,
     HASH_ALGORITHMS,
@@ -183,11 +186,27 @@ def _release_build(args: argparse.Namespace) -> int:
             raise _Unusable(f"{directory} is not a directory")
         for path in sorted(p for p in directory.rglob("*") if p.is_file()):
             sources.setdefault(path.relative_to(directory).as_posix(), path)
-    if not sources:
-        raise _Unusable("a release needs at least one --artifact or --dir")
-    artifacts: dict[str, ArtifactSpec] = {}
+    # A model is listed by its plaintext digest, which the provider's sealing
+    # manifest records: the operator never needs the plaintext weights, and
+    # the inference node checks the decrypted bytes against this entry.
+    models: dict[str, ArtifactSpec] = {}
+    for manifest in args.model or []:
+        if "sha384" not in algorithms:
+            raise _Unusable("--model needs the sha384 hash (the model PCR measures it)")
+        try:
+            info = SealedModelInfo.from_json(read_small_file(manifest, 64 << 10, "manifest"))
+        except ModelStoreError as error:
+            raise _Unusable(f"{manifest}: {error}") from None
+        name = model_artifact_name(info.model_id)
+        if name in sources or name in models:
+            raise _Unusable(f"{name} is listed twice")
+        models[name] = ArtifactSpec(info.plaintext_length, {"sha384": info.plaintext_sha384})
+    if not sources and not models:
+        raise _Unusable("a release needs at least one --artifact, --dir or --model")
+    artifacts: dict[str, ArtifactSpec] = dict(models)
     for name, path in sorted(sources.items()):
         artifacts[name] = hash_artifact(path, algorithms)
+    for name in sorted(artifacts):
         print(f"  {name}: {artifacts[name].length} bytes")
     targets = new_targets(
         version=args.version, expires=_expiry(args.expires_days), artifacts=artifacts
@@ -417,6 +436,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--artifact", action="append", metavar="NAME=PATH")
     p.add_argument("--dir", action="append", type=Path, help="add every file under DIR")
     p.add_argument("--hash", action="append", choices=sorted(HASH_ALGORITHMS))
+    p.add_argument(
+        "--model",
+        action="append",
+        type=Path,
+        metavar="MANIFEST",
+        help="list a sealed model by the manifest `mantle-node model add` wrote",
+    )
     p.set_defaults(handler=_run(_release_build))
 
     p = rsub.add_parser("sign", help="add signatures to root or targets metadata")

@@ -361,3 +361,66 @@ def test_cli_reports_unusable_input(operator: Operator, capsys: pytest.CaptureFi
         )
         == 2
     )
+
+
+def test_build_lists_a_sealed_model_by_its_manifest_without_the_plaintext(tmp_path: Path) -> None:
+    import hashlib
+
+    from nodes.model_store import SealedModelInfo
+    from protocol.measurement import model_artifact_name
+
+    weights = b"GGUF" + os.urandom(3000)
+    manifest = tmp_path / "manifest.json"
+    info = SealedModelInfo(
+        model_id="demo",
+        key_version=1,
+        plaintext_length=len(weights),
+        plaintext_sha384=hashlib.sha384(weights).digest(),
+        sealed_sha384=hashlib.sha384(b"sealed").digest(),
+        chunk_size=1 << 16,
+    )
+    manifest.write_bytes(info.to_json())
+    config = tmp_path / "cluster.json"
+    config.write_text("{}")
+    out = tmp_path / "targets.json"
+    assert (
+        run(
+            "release",
+            "build",
+            "--out",
+            out,
+            "--version",
+            "1",
+            "--artifact",
+            f"config/cluster.json={config}",
+            "--model",
+            manifest,
+        )
+        == 0
+    )
+    text = out.read_text()
+    assert model_artifact_name("demo") in text
+    assert hashlib.sha384(weights).hexdigest() in text
+    # The same model listed twice, or a garbage manifest, is unusable input.
+    assert (
+        run(
+            "release",
+            "build",
+            "--out",
+            tmp_path / "t2.json",
+            "--version",
+            "1",
+            "--model",
+            manifest,
+            "--model",
+            manifest,
+        )
+        == 2
+    )
+    manifest.write_text("not json")
+    assert (
+        run(
+            "release", "build", "--out", tmp_path / "t3.json", "--version", "1", "--model", manifest
+        )
+        == 2
+    )
