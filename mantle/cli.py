@@ -1,39 +1,27 @@
-"""The ``mantle`` command line: an argparse dispatcher over subcommand groups.
-
-Each group lives in its own module listed in :data:`SUBCOMMAND_MODULES` and
-exposes ``register(subparsers) -> None``; a command sets ``handler`` (a
-function of the parsed arguments returning the exit status) as its default.
-"""
+"""The ``mantle`` command line (see :mod:`mantle._commands` for the convention)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Sequence
+
+from mantle._commands import build_parser as _build_parser
+from mantle._commands import dispatch
 
 #: Subcommand modules, imported in this order (an explicit list, not discovery).
 SUBCOMMAND_MODULES: tuple[str, ...] = ("mantle._cli_attest",)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mantle", description="Mantle client: verify attestations, talk to Mantle clusters."
+    return _build_parser(
+        "mantle",
+        "Mantle client: verify attestations, talk to Mantle clusters.",
+        SUBCOMMAND_MODULES,
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in SUBCOMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return 2
-    status: int = handler(args)
-    return status
+    return dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":

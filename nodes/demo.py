@@ -54,6 +54,7 @@ from actors.seams.store import SqliteStore
 from nodes.boot import BootedNode, BootInputs, measured_boot
 from nodes.engines.llama import LlamaEngine
 from nodes.model_store import InMemoryModel, open_sealed_model, seal_model_file
+from nodes.release import hash_artifact
 from nodes.tlog import TransparencyLog
 from protocol.attestation import (
     AttestationError,
@@ -133,14 +134,6 @@ def _spec(data: bytes) -> ArtifactSpec:
     return ArtifactSpec(len(data), {"sha384": hashlib.sha384(data).digest()})
 
 
-def _file_spec(path: Path) -> ArtifactSpec:
-    digest = hashlib.sha384()
-    with path.open("rb") as stream:
-        while block := stream.read(1 << 20):
-            digest.update(block)
-    return ArtifactSpec(path.stat().st_size, {"sha384": digest.digest()})
-
-
 @dataclass(frozen=True)
 class PublishedRelease:
     """What a node and a client receive: metadata, log proof and the pins."""
@@ -172,7 +165,7 @@ def publish_release(work: Path, model: Path, now: datetime, say: TextIO) -> Publ
     artifacts = {
         CONFIG_ARTIFACT: _spec(config),
         CODE_ARTIFACT: _spec(code),
-        model_artifact_name(MODEL_ID): _file_spec(model),
+        model_artifact_name(MODEL_ID): hash_artifact(model, ["sha384"]),
     }
     targets_md = new_targets(version=1, expires=now + timedelta(days=30), artifacts=artifacts)
     for signer in signers[:2]:
