@@ -261,6 +261,9 @@ def test_signature_bit_flips_are_rejected(source: EvidenceSource) -> None:
         assert _check_of(lambda e=evidence: _verify(source, evidence=e)) is Check.SIGNATURE
 
 
+# A flipped bit inside a certificate's name makes cryptography warn about the
+# malformed attribute while parsing it; the verifier still rejects it by type.
+@pytest.mark.filterwarnings("ignore:Attribute's length must be:UserWarning")
 def test_sampled_bit_flips_anywhere_are_rejected(source: EvidenceSource) -> None:
     rng = random.Random(source.name)
     positions = rng.sample(range(len(source.evidence)), 40)
