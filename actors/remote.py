@@ -1,6 +1,8 @@
 """Remote messaging: the layer that carries actor messages between nodes over
-any :class:`~actors.seams.transport.Transport`, and the production transport
-(TCP, every node link a Noise XX secure channel).
+any :class:`~actors.seams.transport.Transport`. The production transport
+(TCP, every node link a Noise XX secure channel) is
+:class:`nodes.tcp_transport.TcpNoiseTransport`; the simulator's is
+:class:`simulations.network.SimTransport`.
 
 Wiring a node::
 
@@ -15,13 +17,5 @@ asks exactly like a local one.
 
 from actors._remote._layer import RemoteLayer
 from actors._remote.backoff import Backoff
-from actors._remote.tcp import AttestationVerifier, PeerAddress, PeerNotAllowed, TcpNoiseTransport
 
-__all__ = [
-    "AttestationVerifier",
-    "Backoff",
-    "PeerAddress",
-    "PeerNotAllowed",
-    "RemoteLayer",
-    "TcpNoiseTransport",
-]
+__all__ = ["Backoff", "RemoteLayer"]

@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors import Actor, ActorSystem, Context, MailboxFull, TrioDriver, open_actor_system
 from actors._remote._layer import RemoteLayer
-from actors._remote.tcp import PeerAddress, TcpNoiseTransport
 from actors.log import configure_logging
 from actors.seams.random import SystemRandom
+from nodes.tcp_transport import PeerAddress, TcpNoiseTransport
 from protocol.messages import Envelope, Ping, Pong, decode_envelope, encode_envelope
 from protocol.noise import KeyPair, NoiseProtocol
 from simulations.kernel._workload import KernelConfig, run_kernel_workload

@@ -24,8 +24,8 @@ from actors import (
 )
 from actors._remote._layer import RemoteLayer
 from actors._remote.backoff import Backoff
-from actors._remote.tcp import PeerAddress, TcpNoiseTransport
 from actors.seams.random import SystemRandom
+from nodes.tcp_transport import PeerAddress, TcpNoiseTransport
 from protocol.messages import U64, MaxLen, Ping, Pong, message
 from protocol.noise import KeyPair, NoiseProtocol
 
