@@ -20,6 +20,10 @@ What is measured (all in one process, one thread, so figures are per core):
    decrypt + deframe + decode, per second.
 
 Targets: >= 0.8x raw at 64 KiB; >= 60,000 small messages/s.
+
+``--breakdown`` adds where the time goes: per-call medians of each stage of
+the 64 KiB and small-message paths, each next to the unavoidable work it
+contains (AEAD calls, one 64 KiB copy, msgpack), timed in the same loop.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import os
 import statistics
 import sys
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -230,6 +235,133 @@ async def channel_throughput(payload: bytes, count: int) -> float:
     return count * len(payload) / elapsed
 
 
+def stage_medians(stages: dict[str, Callable[[], object]], iterations: int) -> dict[str, float]:
+    """Median microseconds per call of each stage, the stages run in turn each iteration.
+
+    Running them round-robin (rather than one after another) exposes every
+    stage to the same machine noise, and lets stateful stages (a sender and
+    its receiver) run in order.
+    """
+    clock = time.perf_counter_ns
+    samples: dict[str, list[int]] = {name: [] for name in stages}
+    calls = [(samples[name], stage) for name, stage in stages.items()]
+    for _ in range(iterations):
+        for sink, stage in calls:
+            start = clock()
+            stage()
+            sink.append(clock() - start)
+    return {name: statistics.median(values) / 1e3 for name, values in samples.items()}
+
+
+def bulk_breakdown(iterations: int) -> None:
+    size = 64 * 1024
+    payload = os.urandom(size)
+    sender, receiver = session_pair()
+    aead = ChaCha20Poly1305(os.urandom(32))
+    nonce = bytes(12)
+    ciphertext = aead.encrypt(nonce, payload, None)
+    half = size // 2
+    chunk = payload[: half + 1]  # one chunk's plaintext: flag and half the payload
+    chunk_ciphertext = aead.encrypt(nonce, chunk, None)
+    copy_source = memoryview(bytearray(payload))
+    wire: list[bytes] = []
+
+    def session_send() -> None:
+        wire.append(sender.send(payload))
+
+    def session_receive() -> None:
+        receiver.receive_data(wire.pop())
+        event = receiver.next_event()
+        assert type(event) is PayloadReceived and len(event.data) == size
+
+    def two_chunk_encrypt() -> None:
+        aead.encrypt(nonce, chunk, None)
+        aead.encrypt(nonce, chunk, None)
+
+    def two_chunk_decrypt() -> None:
+        aead.decrypt(nonce, chunk_ciphertext, None)
+        aead.decrypt(nonce, chunk_ciphertext, None)
+
+    def copy_64k() -> None:
+        bytes(copy_source)  # as a frame buffer or reassembled payload becomes bytes
+
+    medians = stage_medians(
+        {
+            "raw encrypt, 1 call": lambda: aead.encrypt(nonce, payload, None),
+            "raw decrypt, 1 call": lambda: aead.decrypt(nonce, ciphertext, None),
+            "AEAD encrypt, 2 half chunks": two_chunk_encrypt,
+            "AEAD decrypt, 2 half chunks": two_chunk_decrypt,
+            "one 64 KiB copy": copy_64k,
+            "SecureSession.send": session_send,
+            "receive_data + next_event": session_receive,
+        },
+        iterations,
+    )
+    print("\nbreakdown, 64 KiB (median us per call)")
+    for name, micros in medians.items():
+        print(f"  {name:<30} {micros:>8.2f}")
+    raw = medians["raw encrypt, 1 call"] + medians["raw decrypt, 1 call"]
+    floor = (
+        medians["AEAD encrypt, 2 half chunks"]
+        + medians["AEAD decrypt, 2 half chunks"]
+        + 3 * medians["one 64 KiB copy"]
+    )
+    session = medians["SecureSession.send"] + medians["receive_data + next_event"]
+    print(
+        f"  raw {raw:.1f} us; two chunks' AEAD + 3 copies (flag||data, frame bytes, "
+        f"reassembled bytes) {floor:.1f} us = {raw / floor:.2f}x; "
+        f"session {session:.1f} us = {raw / session:.2f}x"
+    )
+
+
+def small_breakdown(iterations: int) -> None:
+    _, _, envelope_bytes = small_message_runner()
+    sender, receiver = session_pair()
+    body = BENCH_REGISTRY.decode(envelope_bytes).body
+    structure = msgpack.unpackb(envelope_bytes, use_list=False)
+    aead = ChaCha20Poly1305(os.urandom(32))
+    nonce = bytes(12)
+    plaintext = b"\x01" + envelope_bytes
+    ciphertext = aead.encrypt(nonce, plaintext, None)
+    state: dict[str, object] = {}
+
+    def make_envelope() -> None:
+        state["envelope"] = Envelope(1, "bench.completion_request", 1, body)
+
+    def encode() -> None:
+        state["encoded"] = BENCH_REGISTRY.encode(typing.cast(Envelope, state["envelope"]))
+
+    def send() -> None:
+        state["wire"] = sender.send(typing.cast(bytes, state["encoded"]))
+
+    def receive() -> None:
+        receiver.receive_data(typing.cast(bytes, state["wire"]))
+        event = receiver.next_event()
+        assert type(event) is PayloadReceived
+        state["received"] = event.data
+
+    def decode() -> None:
+        BENCH_REGISTRY.decode(typing.cast(bytes, state["received"]))
+
+    medians = stage_medians(
+        {
+            "Envelope(...)": make_envelope,
+            "MessageRegistry.encode": encode,
+            "SecureSession.send": send,
+            "receive_data + next_event": receive,
+            "MessageRegistry.decode": decode,
+            "raw AEAD encrypt": lambda: aead.encrypt(nonce, plaintext, None),
+            "raw AEAD decrypt": lambda: aead.decrypt(nonce, ciphertext, None),
+            "msgpack pack": lambda: msgpack.packb(structure),
+            "msgpack unpack": lambda: msgpack.unpackb(envelope_bytes, use_list=False),
+        },
+        iterations,
+    )
+    print(f"\nbreakdown, small message ({len(envelope_bytes)} bytes; median us per call)")
+    for name, micros in medians.items():
+        print(f"  {name:<30} {micros:>8.2f}")
+
+
 def calibrate(run: Callable[[int], None], seconds: float) -> int:
     count = 16
     while True:
@@ -242,6 +374,9 @@ def calibrate(run: Callable[[int], None], seconds: float) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also time each stage of the two hot paths"
+    )
     args = parser.parse_args()
     repetitions = 5 if args.quick else 11
     batch_seconds = 0.05 if args.quick else 0.15
@@ -293,6 +428,10 @@ def main() -> None:
         f"  floor on this machine (raw AEAD enc+dec + msgpack pack+unpack only): "
         f"{floor_per_second:,.0f}/s ({1e6 / floor_per_second:.1f} us)"
     )
+
+    if args.breakdown:
+        bulk_breakdown(2000 if args.quick else 6000)
+        small_breakdown(10_000 if args.quick else 40_000)
 
     print("\ntargets:")
     ratio_64k = ratios[64 * 1024]

@@ -67,7 +67,6 @@ import collections
 import dataclasses
 import enum
 import struct
-import typing
 from typing import Final, NoReturn, TypeAlias
 
 from protocol.noise import (
@@ -657,7 +656,7 @@ class SecureSession:
             # A view of the received bytes, not a copy: the AEAD reads any
             # buffer, and copying 64 KiB per frame would cost more than a
             # tenth of the decryption itself.
-            plaintext = recv.decrypt_with_ad(b"", typing.cast(bytes, frame))
+            plaintext = recv.decrypt_with_ad(b"", frame)
         except NoiseDecryptError:
             self._fail(DecryptFailed("frame.authentication"))
         except NoiseError as exc:

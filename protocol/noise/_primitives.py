@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeAlias
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x448 import X448PrivateKey, X448PublicKey
@@ -125,12 +125,31 @@ DH_448: Final = DHFunction("448", 56, _x448_public, _x448_exchange)
 # --- Cipher functions (§4.2, §12.3, §12.4) ------------------------------------------------
 
 
+Buffer: TypeAlias = bytes | bytearray | memoryview
+"""Any contiguous bytes-like input the AEAD reads without copying."""
+
+WritableBuffer: TypeAlias = bytearray | memoryview
+"""A buffer the AEAD writes its output into (a memoryview must be writable)."""
+
+
 class AEAD(Protocol):
-    """The shape shared by ``cryptography``'s ChaCha20Poly1305 and AESGCM."""
+    """The shape shared by ``cryptography``'s ChaCha20Poly1305 and AESGCM.
 
-    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+    The ``*_into`` forms write into a caller's buffer of exactly the output
+    length instead of allocating a new ``bytes``.
+    """
 
-    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+    def encrypt(self, nonce: bytes, data: Buffer, associated_data: Buffer | None) -> bytes: ...
+
+    def decrypt(self, nonce: bytes, data: Buffer, associated_data: Buffer | None) -> bytes: ...
+
+    def encrypt_into(
+        self, nonce: bytes, data: Buffer, associated_data: Buffer | None, buf: WritableBuffer
+    ) -> int: ...
+
+    def decrypt_into(
+        self, nonce: bytes, data: Buffer, associated_data: Buffer | None, buf: WritableBuffer
+    ) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,9 +25,11 @@ from protocol.noise._primitives import (
     MAX_NONCE,
     TAG_LEN,
     AEADAuthenticationFailure,
+    Buffer,
     CipherFunction,
     Entropy,
     KeyPair,
+    WritableBuffer,
 )
 from protocol.noise._protocol import NoiseProtocol
 
@@ -78,18 +80,28 @@ class CipherState:
             raise NoiseConfigError("nonce must be an integer in [0, 2**64-1]")
         self._n = nonce
 
-    def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
-        """EncryptWithAd() of §5.1: the ciphertext is ``len(plaintext) + 16`` bytes."""
+    # Empty associated data is passed to the AEAD as None: ChaCha20-Poly1305
+    # (RFC 8439 §2.8) and GCM authenticate zero AD bytes exactly as no AD, so
+    # the output is identical (the test vectors check it), and ``cryptography``
+    # then skips its AD step, measurably cheaper for small messages. Transport
+    # messages always have empty AD, so every frame takes this path.
+
+    def encrypt_with_ad(self, ad: Buffer, plaintext: Buffer) -> bytes:
+        """EncryptWithAd() of §5.1: the ciphertext is ``len(plaintext) + 16`` bytes.
+
+        ``ad`` and ``plaintext`` may be any bytes-like buffer (a memoryview of
+        a larger buffer is read in place, not copied).
+        """
         n = self._n
         if n >= MAX_NONCE:
             raise NoiseNonceExhausted("nonce exhausted; rekey cannot help, start a new session")
         if len(plaintext) > MAX_TRANSPORT_PAYLOAD_LEN:
             raise NoiseMessageTooLarge("plaintext exceeds 65519 bytes")
-        ciphertext = self._aead.encrypt(self._pack(n), plaintext, ad)
+        ciphertext = self._aead.encrypt(self._pack(n), plaintext, ad or None)
         self._n = n + 1
         return ciphertext
 
-    def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
+    def decrypt_with_ad(self, ad: Buffer, ciphertext: Buffer) -> bytes:
         """DecryptWithAd() of §5.1. On failure the nonce is left unchanged."""
         n = self._n
         if n >= MAX_NONCE:
@@ -97,11 +109,58 @@ class CipherState:
         if len(ciphertext) > MAX_MESSAGE_LEN:
             raise NoiseMessageTooLarge("ciphertext exceeds 65535 bytes")
         try:
-            plaintext = self._aead.decrypt(self._pack(n), ciphertext, ad)
+            plaintext = self._aead.decrypt(self._pack(n), ciphertext, ad or None)
         except AEADAuthenticationFailure:
             raise NoiseDecryptError("authentication failed") from None
         self._n = n + 1
         return plaintext
+
+    def encrypt_into(self, ad: Buffer, plaintext: Buffer, out: WritableBuffer) -> int:
+        """EncryptWithAd() writing the ciphertext into ``out``; returns its length.
+
+        ``out`` must be exactly ``len(plaintext) + 16`` bytes and must not
+        overlap ``plaintext``. Lets a caller build a frame (header and
+        ciphertext) in one buffer without a copy per message. Same checks, and
+        the same nonce use, as :meth:`encrypt_with_ad`.
+        """
+        n = self._n
+        if n >= MAX_NONCE:
+            raise NoiseNonceExhausted("nonce exhausted; rekey cannot help, start a new session")
+        size = len(plaintext)
+        if size > MAX_TRANSPORT_PAYLOAD_LEN:
+            raise NoiseMessageTooLarge("plaintext exceeds 65519 bytes")
+        if len(out) != size + TAG_LEN:
+            # Checked here so no nonce is consumed by a call that cannot succeed.
+            raise NoiseConfigError("output buffer must be exactly len(plaintext) + 16 bytes")
+        written = self._aead.encrypt_into(self._pack(n), plaintext, ad or None, out)
+        self._n = n + 1
+        return written
+
+    def decrypt_into(self, ad: Buffer, ciphertext: Buffer, out: WritableBuffer) -> int:
+        """DecryptWithAd() writing the plaintext into ``out``; returns its length.
+
+        ``out`` must be exactly ``len(ciphertext) - 16`` bytes and must not
+        overlap ``ciphertext``. On failure the nonce is left unchanged and
+        ``out`` is zeroed: the AEAD writes plaintext before it has checked the
+        tag, and unauthenticated plaintext must not be left for anyone to read.
+        """
+        n = self._n
+        if n >= MAX_NONCE:
+            raise NoiseNonceExhausted("nonce exhausted; rekey cannot help, start a new session")
+        size = len(ciphertext)
+        if size > MAX_MESSAGE_LEN:
+            raise NoiseMessageTooLarge("ciphertext exceeds 65535 bytes")
+        if size < TAG_LEN:
+            raise NoiseDecryptError("authentication failed")
+        if len(out) != size - TAG_LEN:
+            raise NoiseConfigError("output buffer must be exactly len(ciphertext) - 16 bytes")
+        try:
+            written = self._aead.decrypt_into(self._pack(n), ciphertext, ad or None, out)
+        except AEADAuthenticationFailure:
+            memoryview(out).cast("B")[:] = bytes(size - TAG_LEN)
+            raise NoiseDecryptError("authentication failed") from None
+        self._n = n + 1
+        return written
 
     def rekey(self) -> None:
         """Rekey() of §5.1 / §11.3: k = first 32 bytes of ENCRYPT(k, 2**64-1, b"", zeros).
@@ -124,10 +183,16 @@ class _UnusedDirection(CipherState):
     def __repr__(self) -> str:
         return f"<CipherState {self._cipher.name} unused (one-way pattern)>"
 
-    def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
+    def encrypt_with_ad(self, ad: Buffer, plaintext: Buffer) -> bytes:
         raise NoiseStateError("one-way pattern: this side does not send transport messages")
 
-    def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
+    def decrypt_with_ad(self, ad: Buffer, ciphertext: Buffer) -> bytes:
+        raise NoiseStateError("one-way pattern: this side does not receive transport messages")
+
+    def encrypt_into(self, ad: Buffer, plaintext: Buffer, out: WritableBuffer) -> int:
+        raise NoiseStateError("one-way pattern: this side does not send transport messages")
+
+    def decrypt_into(self, ad: Buffer, ciphertext: Buffer, out: WritableBuffer) -> int:
         raise NoiseStateError("one-way pattern: this side does not receive transport messages")
 
     def rekey(self) -> None:

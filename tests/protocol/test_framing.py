@@ -240,6 +240,69 @@ def test_minimum_more_chunks_are_accepted() -> None:
     assert drain(session) == [PayloadReceived(b"a" * MIN_MORE_CHUNK_DATA + b"b")]
 
 
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"a" * MIN_MORE_CHUNK_DATA, b""],  # an empty FINAL ends the payload
+        [b"a" * MIN_MORE_CHUNK_DATA, b"b"],
+        [b"a" * MAX_CHUNK_DATA, b"b" * MAX_CHUNK_DATA, b"c" * 5000],
+        [b"a" * 40_000, b"b" * 5000],
+        [b"x" * 5000],
+        [b"x" * MAX_CHUNK_DATA],
+    ],
+)
+def test_reassembly_of_any_valid_chunking(chunks: list[bytes]) -> None:
+    flags = [b"\x00"] * (len(chunks) - 1) + [b"\x01"]
+    # In one read, and in reads that cut frames anywhere: the same payload.
+    for read_size in (None, 997):
+        peer, session = raw_initiator_and_session()
+        wire = b"".join(peer.transport(f + c) for f, c in zip(flags, chunks, strict=True))
+        step = read_size or len(wire)
+        events: list[Any] = []
+        for start in range(0, len(wire), step):
+            session.receive_data(wire[start : start + step])
+            events += drain(session)
+        assert events == [PayloadReceived(b"".join(chunks))]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(
+        st.sampled_from(
+            [0, 1, 4000, 4096, 5000, MAX_CHUNK_DATA, MAX_CHUNK_DATA + 1, 65536, 140_000, 300_000]
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    seed=st.integers(0, 2**32),
+)
+def test_payloads_of_mixed_sizes_follow_each_other_exactly(sizes: list[int], seed: int) -> None:
+    # Single and multi-chunk payloads in any order: nothing of an earlier
+    # (longer) payload may show in a later one.
+    initiator, responder = connected_pair()
+    rng = random.Random(seed)
+    for size in sizes:
+        payload = rng.randbytes(size)
+        for sender, receiver in [(initiator, responder), (responder, initiator)]:
+            receiver.receive_data(sender.send(payload))
+            assert drain(receiver) == [PayloadReceived(payload)]
+
+
+def test_tampered_later_chunk_fails_and_delivers_nothing() -> None:
+    initiator, responder = connected_pair()
+    frames = split_frames(initiator.send(b"p" * 100_000))
+    assert len(frames) == 2
+    second = bytearray(frames[1])
+    second[100] ^= 0x40
+    responder.receive_data(encode_frame(frames[0]) + encode_frame(bytes(second)))
+    with pytest.raises(DecryptFailed) as info:
+        drain(responder)
+    assert info.value.check == "frame.authentication"
+    assert responder.state is SessionState.FAILED
+    with pytest.raises(SessionFailed):
+        responder.next_event()
+
+
 def test_handshake_hash_and_identities_agree() -> None:
     initiator, responder = connected_pair()
     assert initiator.handshake_hash == responder.handshake_hash
@@ -543,6 +606,13 @@ def test_sender_refuses_oversized_payload_and_stays_usable() -> None:
         ([b"\x02data"], ProtocolViolation, "chunk.close_with_data"),
         ([b"\x00" + b"m" * MAX_CHUNK_DATA, b"\x02"], ProtocolViolation, "chunk.close_mid_payload"),
         ([b"\x02", b"\x01after close"], ProtocolViolation, "session.data_after_close"),
+        # The same rules once a payload is being reassembled, and for large chunks.
+        ([b"\x00" + b"m" * MIN_MORE_CHUNK_DATA, b""], ProtocolViolation, "chunk.empty"),
+        ([b"\x00" + b"m" * MIN_MORE_CHUNK_DATA, b"\x07x"], ProtocolViolation, "chunk.flag"),
+        ([b"\x07" + b"x" * 5000], ProtocolViolation, "chunk.flag"),
+        ([b"\x00" + b"m" * MIN_MORE_CHUNK_DATA, b"\x00m"], ProtocolViolation, "chunk.short_more"),
+        ([b"\x00" + b"m" * 5000], ProtocolViolation, "chunk.short_more"),
+        ([b"\x02" + b"d" * 5000], ProtocolViolation, "chunk.close_with_data"),
     ],
 )
 def test_peer_rule_violations(

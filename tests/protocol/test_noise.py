@@ -587,3 +587,107 @@ def test_handshake_message_size_limit() -> None:
     with pytest.raises(NoiseMessageTooLarge):
         resp.write_message(b"\x00" * (limit + 1))
     assert len(resp.write_message(b"\x00" * limit)) == MAX_MESSAGE_LEN
+
+
+# --- transport into caller buffers, and any bytes-like input ----------------------------------
+
+
+@pytest.mark.parametrize("cipher", ["ChaChaPoly", "AESGCM"])
+@pytest.mark.parametrize("ad", [b"", b"associated"])
+def test_buffer_inputs_and_into_forms_match_spec(cipher: str, ad: bytes) -> None:
+    function = NoiseProtocol.from_name(f"Noise_NN_25519_{cipher}_SHA256").cipher
+    key = bytes(range(32))
+    aead = ChaCha20Poly1305 if cipher == "ChaChaPoly" else AESGCM
+    order: Literal["little", "big"] = "little" if cipher == "ChaChaPoly" else "big"
+    plaintext = bytes(range(200))
+    expected = aead(key).encrypt(b"\x00" * 4 + (5).to_bytes(8, order), plaintext, ad)
+    framed = bytearray(b"hdr" + plaintext + b"trailer")
+    for source, associated in (
+        (plaintext, ad),
+        (bytearray(plaintext), bytearray(ad)),
+        (memoryview(framed)[3:-7], memoryview(ad)),
+    ):
+        assert CipherState(function, key, nonce=5).encrypt_with_ad(associated, source) == expected
+        sender = CipherState(function, key, nonce=5)
+        out = bytearray(2 + len(expected))
+        assert sender.encrypt_into(associated, source, memoryview(out)[2:]) == len(expected)
+        assert bytes(out[2:]) == expected and out[:2] == b"\x00\x00"
+        assert sender.nonce == 6
+        receiver = CipherState(function, key, nonce=5)
+        wire = memoryview(b"xx" + expected)[2:]
+        assert receiver.decrypt_with_ad(associated, wire) == plaintext
+        receiver.set_nonce(5)
+        opened = bytearray(len(plaintext))
+        assert receiver.decrypt_into(associated, wire, opened) == len(plaintext)
+        assert opened == plaintext and receiver.nonce == 6
+
+
+def test_decrypt_into_failure_keeps_nonce_and_leaves_no_plaintext() -> None:
+    i_send, _, _, r_recv = transport()
+    message = b"secret prompt text" * 4
+    good = i_send.encrypt_with_ad(b"", message)
+    tampered = good[:-1] + bytes([good[-1] ^ 1])  # only the tag differs
+    out = bytearray(b"\xaa" * len(message))
+    with pytest.raises(NoiseDecryptError):
+        r_recv.decrypt_into(b"", tampered, out)
+    # The AEAD wrote the plaintext before checking the tag; it must be gone.
+    assert out == bytes(len(message))
+    view = memoryview(bytearray(len(message) + 4))[2:-2]
+    with pytest.raises(NoiseDecryptError):
+        r_recv.decrypt_into(b"other ad", good, view)
+    assert view.tobytes() == bytes(len(message))
+    with pytest.raises(NoiseDecryptError):
+        r_recv.decrypt_into(b"", b"short", bytearray())
+    assert r_recv.nonce == 0
+    assert r_recv.decrypt_into(b"", good, out) == len(message) and out == message
+
+
+def test_into_forms_refuse_wrong_buffer_lengths_without_using_a_nonce() -> None:
+    i_send, _, _, r_recv = transport()
+    with pytest.raises(NoiseConfigError):
+        i_send.encrypt_into(b"", b"abc", bytearray(3 + 15))
+    with pytest.raises(NoiseConfigError):
+        i_send.encrypt_into(b"", b"abc", bytearray(3 + 17))
+    assert i_send.nonce == 0
+    sealed = bytearray(19)
+    i_send.encrypt_into(b"", b"abc", sealed)
+    with pytest.raises(NoiseConfigError):
+        r_recv.decrypt_into(b"", sealed, bytearray(2))
+    with pytest.raises(NoiseConfigError):
+        r_recv.decrypt_into(b"", sealed, bytearray(4))
+    assert r_recv.nonce == 0
+    out = bytearray(3)
+    r_recv.decrypt_into(b"", sealed, out)
+    assert out == b"abc"
+
+
+def test_into_forms_enforce_size_and_nonce_limits() -> None:
+    i_send, _, _, r_recv = transport()
+    with pytest.raises(NoiseMessageTooLarge):
+        i_send.encrypt_into(
+            b"", bytes(MAX_TRANSPORT_PAYLOAD_LEN + 1), bytearray(MAX_MESSAGE_LEN + 1)
+        )
+    with pytest.raises(NoiseMessageTooLarge):
+        r_recv.decrypt_into(b"", bytes(MAX_MESSAGE_LEN + 1), bytearray(MAX_MESSAGE_LEN - 15))
+    largest = bytearray(MAX_MESSAGE_LEN)
+    i_send.encrypt_into(b"", b"\x01" * MAX_TRANSPORT_PAYLOAD_LEN, largest)
+    opened = bytearray(MAX_TRANSPORT_PAYLOAD_LEN)
+    r_recv.decrypt_into(b"", largest, opened)
+    assert opened == b"\x01" * MAX_TRANSPORT_PAYLOAD_LEN
+    i_send.set_nonce(MAX_NONCE)
+    r_recv.set_nonce(MAX_NONCE)
+    with pytest.raises(NoiseNonceExhausted):
+        i_send.encrypt_into(b"", b"x", bytearray(17))
+    with pytest.raises(NoiseNonceExhausted):
+        r_recv.decrypt_into(b"", bytes(17), bytearray(1))
+
+
+def test_one_way_unused_direction_refuses_into_forms() -> None:
+    init, resp, *_ = make_pair("Noise_N_25519_ChaChaPoly_BLAKE2s")
+    run_handshake(init, resp)
+    _, unused_recv = init.split()
+    unused_send, _ = resp.split()
+    with pytest.raises(NoiseStateError):
+        unused_send.encrypt_into(b"", b"x", bytearray(17))
+    with pytest.raises(NoiseStateError):
+        unused_recv.decrypt_into(b"", bytes(17), bytearray(1))

@@ -196,6 +196,42 @@ def test_arbitrary_transport_bytes_fail_to_decrypt(garbage: bytes, nonce: int) -
     raise AssertionError("random bytes authenticated")
 
 
+@SETTINGS
+@given(
+    cipher=st.sampled_from(["ChaChaPoly", "AESGCM"]),
+    key=st.binary(min_size=32, max_size=32),
+    nonce=st.integers(0, 2**64 - 2),
+    ad=st.binary(max_size=64),
+    plaintext=st.binary(max_size=2000),
+    flip=st.integers(min_value=0),
+)
+def test_into_forms_agree_with_bytes_forms(
+    cipher: str, key: bytes, nonce: int, ad: bytes, plaintext: bytes, flip: int
+) -> None:
+    function = NoiseProtocol.from_name(f"Noise_NN_25519_{cipher}_SHA256").cipher
+    expected = CipherState(function, key, nonce=nonce).encrypt_with_ad(ad, plaintext)
+    sender = CipherState(function, key, nonce=nonce)
+    sealed = bytearray(len(plaintext) + 16)
+    assert sender.encrypt_into(memoryview(ad), memoryview(plaintext), sealed) == len(sealed)
+    assert sealed == expected and sender.nonce == nonce + 1
+
+    receiver = CipherState(function, key, nonce=nonce)
+    opened = bytearray(len(plaintext))
+    receiver.decrypt_into(ad, sealed, opened)
+    assert opened == plaintext and receiver.nonce == nonce + 1
+
+    # Any single flipped bit fails, keeps the nonce and leaves only zeros behind.
+    receiver.set_nonce(nonce)
+    position = flip % (len(sealed) * 8)
+    sealed[position // 8] ^= 1 << (position % 8)
+    try:
+        receiver.decrypt_into(ad, sealed, opened)
+    except NoiseDecryptError:
+        assert receiver.nonce == nonce and opened == bytes(len(plaintext))
+        return
+    raise AssertionError("a modified transport message authenticated")
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     name=st.one_of(
