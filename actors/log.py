@@ -28,12 +28,13 @@ even when a caller makes a mistake:
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
 import traceback
 from collections.abc import Mapping, MutableMapping
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, cast
 
 import structlog
 
@@ -206,12 +207,21 @@ _LEVELS: Final[Mapping[str, int]] = {
 }
 
 
-def configure_logging(stream: TextIO | None = None, level: str = "info") -> None:
-    """Install the fail-closed JSON-lines pipeline for this process.
+class _CurrentStderr(io.TextIOBase):
+    """Writes to whatever ``sys.stderr`` is at write time, so replacing it
+    after configuration (as test runners and daemons do) is honoured."""
 
-    ``stream`` defaults to standard error. Tests pass a ``StringIO`` and
-    search it for canary strings.
-    """
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_STDERR: Final = cast(TextIO, _CurrentStderr())
+
+
+def _configure_structlog(stream: TextIO | None, level: str) -> None:
     if level not in _LEVELS:
         raise ValueError(f"unknown log level {level!r}; use one of {sorted(_LEVELS)}")
     inner = [
@@ -226,11 +236,22 @@ def configure_logging(stream: TextIO | None = None, level: str = "info") -> None
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.WriteLoggerFactory(
-            file=stream if stream is not None else sys.stderr
-        ),
+        logger_factory=structlog.WriteLoggerFactory(file=stream or _STDERR),
         cache_logger_on_first_use=False,
     )
+
+
+def configure_logging(stream: TextIO | None = None, level: str = "info") -> None:
+    """Install the fail-closed JSON-lines pipeline for this process, and
+    reduce standard-library logging to metadata.
+
+    ``stream`` defaults to standard error. Tests pass a ``StringIO`` and
+    search it for canary strings. Processes (node daemon, simulator, CLIs)
+    call this once at start; merely importing this module already routes
+    structlog through the same pipeline, but leaves the standard-library
+    root logger of a host application alone.
+    """
+    _configure_structlog(stream, level)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -239,5 +260,16 @@ def configure_logging(stream: TextIO | None = None, level: str = "info") -> None
 
 
 def get_logger(component: str) -> Any:
-    """A logger bound to ``component`` (e.g. ``"scheduler"``)."""
-    return structlog.get_logger().bind(component=component)
+    """A logger bound to ``component`` (e.g. ``"scheduler"``).
+
+    The logger is a lazy proxy: each call resolves the configuration in
+    force *then*, so module-level loggers created at import time still go
+    through whatever :func:`configure_logging` installed later.
+    """
+    return structlog.get_logger(component=component)
+
+
+# Until a process calls configure_logging, log through the same fail-closed
+# pipeline to standard error rather than structlog's developer defaults
+# (which render every key and exception text).
+_configure_structlog(None, "info")

@@ -48,7 +48,7 @@ from actors.channel import ConnectionHandler, SecureChannel, connect_secure, ser
 from actors.key_custody import KeyVault, NodeKeyCustody
 from actors.log import configure_logging
 from actors.seams.clock import TrioClock
-from actors.seams.engine import CancelToken, ChatMessage, GenerationParams
+from actors.seams.engine import CancelToken, ChatMessage, Engine, GenerationParams
 from actors.seams.random import SystemRandom
 from actors.seams.store import SqliteStore
 from nodes.boot import BootedNode, BootInputs, measured_boot
@@ -231,7 +231,7 @@ async def _accept_any_client(remote_static: bytes, payload: bytes) -> None:
 
 
 def _generate_into_channel(
-    engine: LlamaEngine, request: GenerateRequest, channel: SecureChannel, request_id: int
+    engine: Engine, request: GenerateRequest, channel: SecureChannel, request_id: int
 ) -> None:
     """Runs in a worker thread: generation is blocking CPU work. Each chunk is
     handed back to the event loop to be encrypted and sent; if the client
@@ -263,7 +263,7 @@ def _generate_into_channel(
     )
 
 
-def inference_handler(engine: LlamaEngine | None) -> ConnectionHandler:
+def inference_handler(engine: Engine | None) -> ConnectionHandler:
     async def handle(channel: SecureChannel) -> None:
         envelope = await channel.receive_message()
         body = envelope.body
@@ -275,9 +275,25 @@ def inference_handler(engine: LlamaEngine | None) -> ConnectionHandler:
                 )
             )
             return
-        await anyio.to_thread.run_sync(
-            _generate_into_channel, engine, body, channel, envelope.request_id
-        )
+        try:
+            await anyio.to_thread.run_sync(
+                _generate_into_channel, engine, body, channel, envelope.request_id
+            )
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise  # the client went away: nobody is left to answer
+        except Exception:
+            # I7: an accepted request ends with an answer or an explicit error.
+            # The error carries a code only; the exception is logged by type
+            # and location by serve_secure when it propagates.
+            await channel.send_message(
+                Envelope(
+                    PROTOCOL_VERSION,
+                    "core.error",
+                    envelope.request_id,
+                    ErrorReply(ErrorCode.INTERNAL, True),
+                )
+            )
+            raise
 
     return handle
 

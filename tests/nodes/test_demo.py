@@ -11,10 +11,18 @@ from __future__ import annotations
 import io
 import json
 
+import anyio
 import pytest
 
+from actors.channel import connect_secure
 from actors.log import configure_logging
-from nodes.demo import demo_model_path, run_demo
+from actors.seams.random import SystemRandom
+from nodes.demo import MODEL_ID, _serve, demo_model_path, inference_handler, run_demo
+from protocol.customer_data import CustomerData
+from protocol.inference import ChatTurn, GenerateChunk, GenerateRequest, Role
+from protocol.messages import PROTOCOL_VERSION, Envelope, ErrorCode, ErrorReply
+from protocol.noise import KeyPair, NoiseProtocol
+from simulations.engine import ScriptedEngine
 
 pytestmark = pytest.mark.anyio
 
@@ -41,3 +49,52 @@ async def test_demo_serves_the_model_to_a_verifying_client_and_refuses_an_impost
     assert CANARY not in logs.getvalue()
     for line in logs.getvalue().splitlines():
         json.loads(line)
+
+
+class _FailingEngine(ScriptedEngine):
+    """Produces two chunks, then fails the way a broken model would."""
+
+    def generate(self, messages, params, cancel):  # type: ignore[no-untyped-def]
+        chunks = super().generate(messages, params, cancel)
+        yield next(chunks)
+        yield next(chunks)
+        raise RuntimeError(CANARY)
+
+
+async def test_a_request_that_fails_mid_generation_ends_with_an_explicit_error() -> None:
+    logs = io.StringIO()
+    configure_logging(logs, level="debug")
+    random = SystemRandom()
+    proto = NoiseProtocol.from_name("Noise_XX_25519_ChaChaPoly_BLAKE2s")
+    server_key = KeyPair.generate(proto.dh, random.token_bytes)
+    received: list[object] = []
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(
+            _serve, inference_handler(_FailingEngine(MODEL_ID)), server_key, b"", random
+        )
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+        channel = await connect_secure(
+            stream,
+            static=KeyPair.generate(proto.dh, random.token_bytes),
+            entropy=random.token_bytes,
+            verify_peer=lambda static, payload: None,
+        )
+        async with channel:
+            request = GenerateRequest(
+                MODEL_ID, (ChatTurn(Role.USER, CustomerData(CANARY)),), 16, 0.0, 1.0, 0
+            )
+            await channel.send_message(Envelope(PROTOCOL_VERSION, "inference.generate", 7, request))
+            while True:
+                envelope = await channel.receive_message()
+                received.append(envelope.body)
+                if not isinstance(envelope.body, GenerateChunk):
+                    break
+        # The server logs the failed connection once the handler has returned.
+        with anyio.fail_after(10):
+            while "RuntimeError" not in logs.getvalue():
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert [type(b) for b in received] == [GenerateChunk, GenerateChunk, ErrorReply]
+    error = received[-1]
+    assert isinstance(error, ErrorReply) and error.code is ErrorCode.INTERNAL
+    assert CANARY not in logs.getvalue()

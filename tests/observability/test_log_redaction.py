@@ -11,6 +11,9 @@ import io
 import json
 import logging
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +146,35 @@ def test_allowlist_is_a_closed_set_of_metadata_names() -> None:
     # Guard against someone allowlisting a content-bearing key.
     for forbidden in ("prompt", "completion", "messages", "content", "body", "text", "input"):
         assert forbidden not in ALLOWED_KEYS
+
+
+def test_loggers_made_before_configuration_use_the_pipeline_configured_later() -> None:
+    # Modules create their loggers at import time, long before a process
+    # calls configure_logging; they must not keep structlog's defaults.
+    early = get_logger("early")
+    out = io.StringIO()
+    configure_logging(out)
+    early.warning("late_event", reason=CustomerData(CANARY), prompt=CANARY)
+    assert CANARY not in out.getvalue()
+    (line,) = _lines(out)
+    assert line["component"] == "early" and line["dropped_keys"] == 1
+
+
+def test_importing_the_module_alone_already_fails_closed(tmp_path: Path) -> None:
+    # A fresh interpreter that never calls configure_logging.
+    code = (
+        "from actors.log import get_logger\n"
+        "from protocol.customer_data import CustomerData\n"
+        f"get_logger('x').warning('e', reason=CustomerData({CANARY!r}), prompt={CANARY!r})\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert CANARY not in result.stdout + result.stderr
+    assert result.stdout == ""
+    line = json.loads(result.stderr)
+    assert line["reason"] == REDACTED and line["dropped_keys"] == 1
