@@ -13,6 +13,7 @@ in :mod:`protocol.attestation._policy`.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,17 @@ def _hex_bytes(text: str) -> bytes:
         return bytes.fromhex(text)
     except ValueError:
         raise argparse.ArgumentTypeError("expected hexadecimal bytes") from None
+
+
+def _max_age_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of seconds") from None
+    # NaN and infinity would pass or crash the age comparison; a negative age means nothing.
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError("expected a finite, non-negative number of seconds")
+    return value
 
 
 def _describe(value: object) -> str:
@@ -71,11 +83,16 @@ def _print_unverified(document: bytes, out: TextIO) -> None:
 def _inspect(args: argparse.Namespace) -> int:
     out: TextIO = sys.stdout
     try:
-        path = Path(args.file)
-        if path.stat().st_size > MAX_EVIDENCE_BYTES:
-            print(f"verdict: REJECTED (check: size) - larger than {MAX_EVIDENCE_BYTES} bytes")
+        # Read at most one byte past the bound: the size is judged on what was
+        # read, not on a stat that the file can outgrow before the read.
+        with Path(args.file).open("rb") as file:
+            document = file.read(MAX_EVIDENCE_BYTES + 1)
+        if len(document) > MAX_EVIDENCE_BYTES:
+            print(
+                f"verdict: REJECTED (check: size) - larger than {MAX_EVIDENCE_BYTES} bytes",
+                file=out,
+            )
             return EXIT_REJECTED
-        document = path.read_bytes()
         anchor = TrustAnchor.from_pem(Path(args.root).read_bytes())
         policy = (
             PcrPolicy.from_json(Path(args.policy).read_bytes()) if args.policy is not None else None
@@ -134,7 +151,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     inspect.add_argument(
         "--public-key", type=_hex_bytes, default=None, help="expected bound public key (hex)"
     )
-    inspect.add_argument("--max-age", type=float, default=None, help="maximum age in seconds")
+    inspect.add_argument(
+        "--max-age", type=_max_age_seconds, default=None, help="maximum age in seconds"
+    )
     inspect.add_argument("--at", type=int, default=None, help="verify as of UNIX_MS")
     inspect.add_argument("--policy", default=None, help="PCR policy file (JSON)")
     inspect.set_defaults(handler=_inspect)

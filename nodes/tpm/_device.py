@@ -92,6 +92,9 @@ MAX_SEALED_DATA: Final = 128
 #: ``TPM2_PCR_Read`` returns at most eight digests per call.
 _PCR_READ_BATCH: Final = 8
 _RANDOM_CHUNK: Final = 32
+#: Largest ``random_bytes`` request (as the simulated TPM): the lock is held
+#: for the whole request, one 32-byte ``TPM2_GetRandom`` after another.
+MAX_RANDOM_BYTES: Final = 4096
 _QUOTE_ATTEMPTS: Final = 3
 
 #: Versioned header of a sealed blob (the blob is opaque to callers).
@@ -194,8 +197,13 @@ class TpmDeviceBackend:
             self._esapi: ESAPI | None = ESAPI(tcti)
         except TSS2_Exception as exc:
             raise TPMError(f"cannot open TPM (rc=0x{exc.rc:x})") from exc
-        # Fail at start-up, not on first extend, if the bank of record is missing.
-        self.pcr_read(0)
+        # Fail at start-up, not on first extend, if the bank of record is missing;
+        # the caller never gets the backend then, so release the context here.
+        try:
+            self.pcr_read(0)
+        except BaseException:
+            self.close()
+            raise
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -448,11 +456,12 @@ class TpmDeviceBackend:
                     ),
                     auth_hash=TPM2_ALG.SHA256,
                 )
-                esapi.trsess_set_attributes(
-                    policy, TPMA_SESSION.CONTINUESESSION | TPMA_SESSION.ENCRYPT
-                )
 
                 def run_policy() -> bytes:
+                    # Inside the flush guard: a failure here must not leak the session.
+                    esapi.trsess_set_attributes(
+                        policy, TPMA_SESSION.CONTINUESESSION | TPMA_SESSION.ENCRYPT
+                    )
                     esapi.policy_pcr(policy, b"", selection)
                     try:
                         return bytes(esapi.unseal(sealed, session1=policy))
@@ -537,8 +546,8 @@ class TpmDeviceBackend:
     # ---------------------------------------------------------------- randomness
 
     def random_bytes(self, n: int) -> bytes:
-        if type(n) is not int or n < 0:
-            raise TPMError("random byte count must be a non-negative int")
+        if type(n) is not int or not 0 <= n <= MAX_RANDOM_BYTES:
+            raise TPMError(f"random byte count must be an int in 0..{MAX_RANDOM_BYTES}")
         out = bytearray()
         with self._session("get random") as esapi:
             while len(out) < n:

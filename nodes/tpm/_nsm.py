@@ -55,6 +55,8 @@ TPM2_CC_AWS_NSM_REQUEST: Final = 0x20000001
 TPM_ST_NO_SESSIONS: Final = 0x8001
 TPM_ST_SESSIONS: Final = 0x8002
 TPM_RS_PW: Final = 0x40000009
+#: ``TPM_RC_COMMAND_CODE``: the TPM does not know the command (not a NitroTPM).
+TPM_RC_COMMAND_CODE: Final = 0x143
 #: The NV buffer holds the request and then the response; a document without
 #: optional fields is about 5 KiB and each optional field adds at most 1 KiB.
 NSM_BUFFER_SIZE: Final = 8192
@@ -249,8 +251,11 @@ def request_nitrotpm_document(
                 esapi.nv_write(nv, request[offset : offset + chunk], offset)
             tcti.transmit(encode_nsm_vendor_command(nv_index, auth_value))
             response_code = parse_tpm_response_code(tcti.receive(_MAX_TPM_RESPONSE))
-            if response_code != 0:
+            if response_code == TPM_RC_COMMAND_CODE:
                 raise NsmUnavailable(response_code)
+            if response_code != 0:
+                # A NitroTPM that failed the request (auth, NV, NSM fault): not "unavailable".
+                raise NsmError(f"NSM vendor command failed (rc=0x{response_code:x})")
             buffer = bytearray()
             for offset in range(0, buffer_size, chunk):
                 size = min(chunk, buffer_size - offset)

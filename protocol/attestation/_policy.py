@@ -121,7 +121,9 @@ class PcrPolicy:
     def from_json(cls, text: str | bytes) -> PcrPolicy:
         """Parse the JSON form documented in this module; strict about every key."""
         try:
-            document = json.loads(text)
+            document = json.loads(text, object_pairs_hook=_unique_keys)
+        except ConfigurationError:
+            raise
         except (ValueError, RecursionError):
             raise ConfigurationError("PCR policy is not valid JSON") from None
         if not isinstance(document, dict):
@@ -129,7 +131,9 @@ class PcrPolicy:
         unknown = set(document) - {"version", "allow_debug", "releases"}
         if unknown:
             raise ConfigurationError(f"PCR policy has unknown keys: {sorted(unknown)}")
-        if document.get("version") != POLICY_FORMAT_VERSION:
+        version = document.get("version")
+        # ``type`` first: JSON ``true`` and ``1.0`` compare equal to 1 in Python.
+        if type(version) is not int or version != POLICY_FORMAT_VERSION:
             raise ConfigurationError(f"PCR policy version must be {POLICY_FORMAT_VERSION}")
         allow_debug = document.get("allow_debug", False)
         if type(allow_debug) is not bool:
@@ -155,6 +159,15 @@ class PcrPolicy:
             },
             indent=2,
         )
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    # json.loads keeps the last of duplicate keys; in a policy that would let
+    # one PCR value silently shadow another, so a repeated key is an error.
+    mapping = dict(pairs)
+    if len(mapping) != len(pairs):
+        raise ConfigurationError("PCR policy repeats a key in one object")
+    return mapping
 
 
 def _release_from_json(item: object) -> PcrRelease:

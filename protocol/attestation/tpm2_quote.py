@@ -14,7 +14,8 @@ the TPM. This module is the pure half of that evidence kind:
   map ``{kind: "tpm2-quote", version: 1, attest, signature, ak_public, pcrs,
   nonce, public_key, user_data}``;
 * :func:`verify_tpm2_quote`, which checks, in this order: envelope structure
-  and sizes; the AK is one the verifier trusts; the signature over the raw
+  and sizes, and the signature's scheme and hash (ECDSA with SHA-256/384/512);
+  the AK is one the verifier trusts (and an EC key on an accepted curve); the signature over the raw
   ``attest`` bytes under that AK; ``magic == TPM_GENERATED_VALUE`` and
   ``type == TPM_ST_ATTEST_QUOTE``; ``extraData`` equals the qualifying data
   computed from the envelope's ``nonce``, ``public_key`` and ``user_data``;
@@ -70,7 +71,7 @@ from types import MappingProxyType
 from typing import ClassVar, Final
 
 import cbor2
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -656,8 +657,12 @@ def decode_quote_document(data: bytes) -> QuoteDocument:
 def _load_attestation_key(spki_der: bytes) -> ec.EllipticCurvePublicKey:
     try:
         key = serialization.load_der_public_key(spki_der)
-    except (ValueError, TypeError) as exc:
-        raise MalformedQuote("not a DER SubjectPublicKeyInfo", field="ak_public") from exc
+    except UnsupportedAlgorithm:
+        raise UnsupportedQuoteSignature(
+            "attestation key type is not supported", field="ak_public"
+        ) from None
+    except (ValueError, TypeError):
+        raise MalformedQuote("not a DER SubjectPublicKeyInfo", field="ak_public") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise UnsupportedQuoteSignature("attestation key is not an EC key", field="ak_public")
     if not isinstance(key.curve, _ACCEPTED_CURVES):

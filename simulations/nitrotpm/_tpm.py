@@ -10,7 +10,9 @@
   user data.
 * Sealing: AES-256-GCM under a key derived from this TPM's seed secret and the
   current values of the chosen PCRs, so changing any of them (or using another
-  TPM) makes unsealing fail.
+  TPM) makes unsealing fail. Nonces are synthetic (derived from the RNG
+  position and the sealed data), so they stay deterministic without repeating
+  for different data.
 * NV state (monotonic counters, the RNG position) lives in :class:`NvState`,
   which survives :meth:`SimulatedNitroTPM.reboot` and can be handed to a new
   instance to model a node restart on the same machine.
@@ -272,7 +274,14 @@ class SimulatedNitroTPM:
                 self._check_index(index)
                 selection |= 1 << index
             header = bytes([_SEAL_VERSION]) + selection.to_bytes(4, "big")
-            nonce = self._draw(_SEAL_NONCE)
+            # Synthetic nonce: the RNG position repeats when a TPM of the same
+            # seed starts from a fresh NvState, so the nonce also commits to the
+            # sealed data; two different secrets never share a key and nonce.
+            nonce = hmac.new(
+                self._secret,
+                b"seal-nonce/v1\x00" + self._draw(16) + header + data,
+                hashlib.sha256,
+            ).digest()[:_SEAL_NONCE]
             sealed = AESGCM(self._seal_key(selection)).encrypt(nonce, data, header)
             return header + nonce + sealed
 

@@ -139,6 +139,25 @@ def test_unusable_inputs_exit_2(
     capsys.readouterr()
 
 
+def test_bad_max_age_is_an_argument_error_not_a_crash(
+    simulated: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    for bad in ("-1", "nan", "inf", "soon"):
+        with pytest.raises(SystemExit) as caught:
+            mantle_main(inspect(simulated, "--max-age", bad))
+        assert caught.value.code == 2
+    capsys.readouterr()
+
+
+def test_oversized_document_is_rejected_by_size_before_decoding(
+    simulated: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = simulated["document"].read_bytes()
+    simulated["document"].write_bytes(document + b"\x00" * (16 * 1024))
+    assert mantle_main(inspect(simulated, "--at", str(T0))) == 1
+    assert "check: size" in capsys.readouterr().out
+
+
 def test_sim_attest_rejects_bad_arguments(tmp_path: Path) -> None:
     out = str(tmp_path / "x.cbor")
     for bad in (
@@ -149,6 +168,8 @@ def test_sim_attest_rejects_bad_arguments(tmp_path: Path) -> None:
     ):
         with pytest.raises(SystemExit):
             sim(["tpm", "attest", "--seed", "s", *bad, "-o", out])
+    # Before the simulated PKI's root: an error exit, not a traceback.
+    assert sim(["tpm", "attest", "--seed", "s", "--timestamp-ms", "0", "-o", out]) == 1
 
 
 def test_genuine_aws_documents_verify_as_of_their_time(

@@ -85,8 +85,9 @@ class Swtpm:
                     "--flags",
                     "not-need-init,startup-clear",
                 ],
+                # Never a pipe: nobody reads it, and a full pipe would stall swtpm.
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
             )
             if self._wait_listening(process):
                 self._process = process
@@ -119,5 +120,3 @@ class Swtpm:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stderr is not None:
-            process.stderr.close()

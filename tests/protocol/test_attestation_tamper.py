@@ -197,6 +197,55 @@ def _sha256_signed_leaf() -> SimulatedChain:
     return _chain_with_leaf(leaf)
 
 
+def _leaf_with_unknown_critical_extension() -> SimulatedChain:
+    instance = CHAIN.authorities[-1]
+    key = derive_p384_key(b"variants", "critical-ext-leaf")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "critical")]))
+        .issuer_name(instance.subject)
+        .public_key(key.public_key())
+        .serial_number(8)
+        .not_valid_before(_utc(T0))
+        .not_valid_after(_utc(T0 + 3_600_000))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
+        # A constraint this verifier does not enforce: it must refuse, not ignore.
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.CODE_SIGNING]), critical=True
+        )
+        .sign(instance.private_key, hashes.SHA384(), ecdsa_deterministic=True)
+    )
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    leaf = IssuedCertificate(der=cert.public_bytes(Encoding.DER), certificate=cert, private_key=key)
+    return _chain_with_leaf(leaf)
+
+
+def _instance_without_basic_constraints_chain() -> SimulatedChain:
+    instance = issue_certificate(
+        subject=CHAIN.authorities[3].subject,
+        subject_key=CHAIN.authorities[3].private_key,
+        issuer=CHAIN.authorities[2],
+        serial=13,
+        not_before=_utc(T0),
+        not_after=_utc(T0 + 86_400_000),
+        ca=None,
+        key_cert_sign=True,
+    )
+    return SimulatedChain(
+        authorities=(*CHAIN.authorities[:3], instance), signing=_leaf(issuer=instance)
+    )
+
+
+def _forged(**changes: object) -> bytes:
+    # A valid chain but a signature by a key outside it, over otherwise broken fields.
+    return sign_payload(encode_payload(_fields(**changes)), derive_p384_key(b"variants", "rogue"))
+
+
 def _p256_leaf_doc() -> bytes:
     instance = CHAIN.authorities[-1]
     key = ec.derive_private_key(12345, ec.SECP256R1())
@@ -440,6 +489,16 @@ CASES: list[Case] = [
         Check.CHAIN_BASIC_CONSTRAINTS,
     ),
     Case(
+        "intermediate-without-basic-constraints",
+        lambda: _doc(chain=_instance_without_basic_constraints_chain()),
+        Check.CHAIN_BASIC_CONSTRAINTS,
+    ),
+    Case(
+        "leaf-unknown-critical-extension",
+        lambda: _doc(chain=_leaf_with_unknown_critical_extension()),
+        Check.CERTIFICATE,
+    ),
+    Case(
         "intermediate-without-cert-sign",
         lambda: _doc(chain=_instance_without_cert_sign_chain()),
         Check.CHAIN_KEY_USAGE,
@@ -459,6 +518,12 @@ CASES: list[Case] = [
         Check.SIGNATURE,
     ),
     Case("signed-by-other-key", _signed_by_other_key, Check.SIGNATURE),
+    # Verify before use: fields beyond the chain are judged only after the
+    # signature, so a forgery is refused as a forgery whatever else it breaks.
+    Case("forged-with-mistyped-module-id", lambda: _forged(module_id=b"x"), Check.SIGNATURE),
+    Case("forged-with-wrong-digest", lambda: _forged(digest="SHA256"), Check.SIGNATURE),
+    Case("forged-with-bad-pcrs", lambda: _forged(nitrotpm_pcrs={99: b""}), Check.SIGNATURE),
+    Case("forged-with-oversized-nonce", lambda: _forged(nonce=b"\x00" * 2048), Check.SIGNATURE),
     # -- appraisal ----------------------------------------------------------
     Case(
         "stale-timestamp",

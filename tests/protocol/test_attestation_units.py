@@ -183,6 +183,14 @@ def test_policy_json_round_trips(maps: list[dict[int, bytes]], allow_debug: bool
             ],
         },
         {"version": 1, "releases": [{"name": "a", "pcrs": {"0": "00" * 48}}]},
+        {"version": True, "releases": [{"name": "a", "pcrs": {"0": "aa" * 48}}]},
+        {"version": 1.0, "releases": [{"name": "a", "pcrs": {"0": "aa" * 48}}]},
+        # One PCR listed twice: the second value must not silently win.
+        '{"version": 1, "releases": [{"name": "a", "pcrs": {"0": "'
+        + "aa" * 48
+        + '", "0": "'
+        + "bb" * 48
+        + '"}}]}',
     ],
 )
 def test_malformed_policy_files_are_refused(document: object) -> None:

@@ -133,6 +133,23 @@ def test_envelope_and_signature_faults_are_named() -> None:
     assert rejected(make_document(signature=rsa_signature)) is Check.SIGNATURE_ALGORITHM
 
 
+def test_attest_contents_are_judged_only_after_the_signature() -> None:
+    # Each attest below would fail a content check; the AK and signature checks come first.
+    other = ec.generate_private_key(ec.SECP384R1())
+
+    def document(attest_bytes: bytes, signer: ec.EllipticCurvePrivateKey, ak: bytes) -> bytes:
+        fields = cbor2.loads(make_document())
+        fields.update(attest=attest_bytes, signature=sign(attest_bytes, signer), ak_public=ak)
+        return cbor2.dumps(fields, canonical=True)
+
+    broken = quote.encode_attest(make_attest(magic=0, extra_data=bytes(48), pcr_digest=b""))
+    assert rejected(document(broken, other, spki(other))) is Check.ATTESTATION_KEY
+    assert rejected(document(broken, other, spki(AK))) is Check.SIGNATURE
+    assert rejected(document(b"\x00" * 7, other, spki(AK))) is Check.SIGNATURE
+    # The same broken attest signed by the pinned AK is refused for its content.
+    assert rejected(document(broken, AK, spki(AK))) is Check.QUOTE_MAGIC
+
+
 def test_rsa_attestation_keys_are_refused_even_if_pinned() -> None:
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     trust = quote.QuoteTrust.from_ak_public_keys([spki(rsa_key)])

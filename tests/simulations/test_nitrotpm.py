@@ -120,6 +120,15 @@ def test_sealed_data_is_bound_to_its_tpm_and_tamper_evident() -> None:
         tpm.unseal(b"short")
 
 
+def test_seal_nonces_do_not_repeat_when_nv_state_starts_over() -> None:
+    # Same seed, fresh NvState each time: the RNG position repeats, the nonce must not.
+    first = _tpm("same").seal(b"first secret", [0])
+    second = _tpm("same").seal(b"other secret", [0])
+    nonce = slice(5, 17)  # after the version byte and the PCR selection
+    assert first[nonce] != second[nonce]
+    assert _tpm("same").seal(b"first secret", [0]) == first  # still deterministic
+
+
 def test_counters_are_monotonic_and_survive_reboot_and_restart() -> None:
     tpm = _tpm()
     assert tpm.counter_read(3) == 0
