@@ -371,6 +371,9 @@ def _tlog_verify(args: argparse.Namespace) -> int:
                 log.consistency_proof(previous.tree_size, sth.tree_size),
             )
         previous = sth
+    # Every append signs a head in the same transaction as its entries.
+    if not heads or heads[-1].tree_size != size:
+        raise TlogError(f"no signed tree head covers all {size} entries")
     print(f"log verified: {size} entries, {len(heads)} signed tree heads consistent")
     return EXIT_OK
 

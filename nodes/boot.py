@@ -11,8 +11,9 @@ In order, and nothing is changed on the TPM until every check passed:
    Model artifacts name plaintext weights, which exist only in memory after
    the data key arrives; the model loader checks them there;
 5. check that the application PCRs are at their reset value;
-6. advance the counter to this release's version (a newer release raises the
-   floor for ever; the same version leaves it alone);
+6. read the counter again (it may have risen since step 1: refuse as a
+   rollback) and advance it to this release's version (a newer release raises
+   the floor for ever; the same version leaves it alone);
 7. extend the release, model and config digests into PCRs 12, 13 and 14
    (see :mod:`protocol.measurement` for why those) and read them back;
 8. generate the node's Noise static key in memory and attest, binding it.
@@ -158,9 +159,12 @@ def verify_release(inputs: BootInputs, *, tpm: TPM, now: datetime) -> VerifiedRe
         )
         if release.version < floor:  # belt and braces: the floor is this module's promise
             raise VersionRollback("targets", release.version, floor)
-        verify_release_in_log(
-            release, ReleaseLogProof.from_json_bytes(inputs.log_proof), inputs.log_public_key
-        )
+        try:
+            proof = ReleaseLogProof.from_json_bytes(inputs.log_proof)
+        except MalformedRelease as error:
+            # Unreadable evidence is missing evidence, as `release verify` reports it.
+            raise NotInLog(f"the log proof is malformed: {error}") from None
+        verify_release_in_log(release, proof, inputs.log_public_key)
         verify_installed_artifacts(release, _installed_artifacts(release, inputs.install_root))
     except VersionRollback as error:
         raise BootError(
@@ -198,7 +202,15 @@ def measured_boot(inputs: BootInputs, *, tpm: TPM, random: Random, now: datetime
                     " before this node (a second start without a reboot, or a boot component"
                     " using a Mantle PCR); reboot the machine",
                 )
+        # Read again: the floor checked in step 2 may have risen since (another
+        # start on this TPM); a release below the counter never gets measured.
         counter = tpm.counter_read(RELEASE_COUNTER)
+        if counter > release.version:
+            raise BootError(
+                BootCheck.ROLLBACK,
+                f"release version {release.version} is lower than this TPM's release counter"
+                f" {counter}; refusing to roll back",
+            )
         while counter < release.version:
             counter = tpm.counter_increment(RELEASE_COUNTER)
         for index, digest in boot_extends(measurement):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Protocol
 
@@ -86,6 +86,10 @@ class SqliteStore:
                     self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA busy_timeout=5000")
         except sqlite3.Error as exc:
+            # A connection that opened but refused a PRAGMA is not leaked.
+            connection = getattr(self, "_conn", None)
+            if connection is not None:
+                connection.close()
             raise StoreError(f"cannot open database: {type(exc).__name__}") from exc
 
     @classmethod
@@ -118,21 +122,29 @@ class SqliteStore:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot begin transaction: {exc}") from exc
+                raise StoreError(f"cannot begin transaction: {type(exc).__name__}: {exc}") from exc
             self._in_transaction = True
             try:
                 yield
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
             else:
                 try:
                     self._conn.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    self._conn.execute("ROLLBACK")
-                    raise StoreError(f"commit failed: {exc}") from exc
+                    self._rollback()
+                    raise StoreError(f"commit failed: {type(exc).__name__}: {exc}") from exc
             finally:
                 self._in_transaction = False
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back by itself (after a full disk or
+        # an I/O error); a ROLLBACK then fails, and must not replace the error
+        # that explains why the transaction ended.
+        if self._conn.in_transaction:
+            with suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
 
     def close(self) -> None:
         with self._lock:

@@ -53,13 +53,20 @@ def _hash_open_file(fd: int, algorithms: Iterable[str]) -> tuple[int, dict[str, 
 
 def _open_regular(path: Path) -> tuple[int, int]:
     """Open ``path`` for reading; return ``(fd, size)``; refuse non-regular files."""
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
+    # and hang boot; it has no effect on reads of a regular file.
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)
     except FileNotFoundError as exc:
         raise _ReadFailure("missing", "no file at the installed path") from exc
     except OSError as exc:
         raise _ReadFailure("missing", f"cannot open: {exc.strerror}") from exc
-    info = os.fstat(fd)
+    try:
+        info = os.fstat(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise _ReadFailure("missing", f"cannot stat: {exc.strerror}") from exc
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise _ReadFailure("not-a-file", "installed path is not a regular file")

@@ -11,7 +11,8 @@ Routes (GET only), under a prefix that defaults to ``/ct/v1/``:
 Binary fields are standard base64. A bad query (missing, repeated or unknown
 parameter, non-decimal or out-of-range number, bad base64, unknown leaf)
 answers 400 with ``{"success": false, "error_message": ...}``; the message
-states which check failed and never echoes the request. Unknown paths answer
+states which check failed and never echoes request text (at most a number the
+query parsed to). Unknown paths answer
 404, other methods 405.
 
 Store lookups run in a worker thread so a slow disk never stalls the event
@@ -95,6 +96,8 @@ class TlogHttpApp:
     ) -> None:
         if not prefix.startswith("/") or not prefix.endswith("/"):
             raise ValueError("prefix must start and end with '/'")
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
         self._log = log
         self._prefix = prefix
         self._max_entries = max_entries

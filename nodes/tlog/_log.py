@@ -152,7 +152,7 @@ class TransparencyLog:
         return _int(rows[0][0])
 
     def _perfect(self, level: int, index: int) -> bytes:
-        rows = self._store.execute(
+        rows = self._query(
             "SELECT hash FROM tlog_nodes WHERE level = ? AND idx = ?", (level, index)
         )
         if not rows:

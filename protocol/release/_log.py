@@ -110,7 +110,8 @@ class ReleaseLogProof:
             raise MalformedRelease("log proof is too large")
         try:
             body = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            # RecursionError: deeply nested arrays fit well inside the size cap.
             raise MalformedRelease("log proof is not JSON") from exc
         if not isinstance(body, dict) or set(body) != {"log_id", "sth", "leaf_index", "audit_path"}:
             raise MalformedRelease("log proof needs exactly log_id, sth, leaf_index, audit_path")

@@ -3,7 +3,9 @@
 Order of checks, cheapest and most fundamental first (verify before use):
 
 1. sizes, then parsing, role types;
-2. the root: signed by a threshold of its own root keys and, when a pinned
+2. the root: each role names distinct public keys of supported types (a
+   threshold counts keys, not keyids); signed by a threshold of its own root
+   keys and, when a pinned
    root is given, either identical to it or its direct successor signed by a
    threshold of the pinned root's keys too (TUF root rotation, one step);
    never an older version than the pinned one;
@@ -23,6 +25,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, cast
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_public_key,
+)
 from securesystemslib.exceptions import UnverifiedSignatureError
 
 # Both packages re-export these names without __all__; mypy --strict reads
@@ -81,17 +90,46 @@ def _signed_bytes(md: Metadata[Any], role: str) -> bytes:
         raise MalformedRelease(f"{role} metadata has no canonical form") from exc
 
 
+def _public_key_identity(key: SSlibKey, label: str, keyid: str) -> bytes:
+    """The key's DER SubjectPublicKeyInfo: one value per public key, however
+    its ``keyval`` is spelled (hex case, PEM line breaks) or its keyid chosen."""
+    public = key.keyval.get("public")
+    try:
+        if not isinstance(public, str):
+            raise TypeError("public key value is not a string")
+        if key.keytype == "ed25519":
+            crypto_key: Any = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public))
+        else:
+            crypto_key = load_pem_public_key(public.encode("utf-8"))
+    except (TypeError, ValueError, UnsupportedAlgorithm) as exc:
+        raise MalformedRelease(f"{label} key {keyid} does not hold a usable public key") from exc
+    identity: bytes = crypto_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return identity
+
+
 def _check_root_keys(root: Root, label: str) -> None:
     for role_name in ("root", "targets"):
         role = root.roles[role_name]
         if not role.keyids:
             raise MalformedRelease(f"{label} names no keys for the {role_name} role")
+        # python-tuf counts a threshold by keyid, and a keyid is only a label
+        # the root chooses: one key listed under two keyids would let its
+        # holder sign twice and meet a threshold of 2 alone. A threshold is
+        # k distinct keys, so a role may name each public key once.
+        keyid_by_identity: dict[bytes, str] = {}
         for keyid in role.keyids:
             key = root.keys.get(keyid)
             if key is None:
                 raise MalformedRelease(f"{label} lists key {keyid} for {role_name} without the key")
             if not isinstance(key, SSlibKey) or key.keytype not in SUPPORTED_KEY_TYPES:
                 raise MalformedRelease(f"{label} key {keyid} has an unsupported type")
+            identity = _public_key_identity(key, label, keyid)
+            twin = keyid_by_identity.setdefault(identity, keyid)
+            if twin != keyid:
+                raise MalformedRelease(
+                    f"{label} names one public key twice for the {role_name} role "
+                    f"(keyids {twin} and {keyid}); a threshold counts distinct keys"
+                )
 
 
 def _threshold_failure(

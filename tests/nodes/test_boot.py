@@ -140,6 +140,7 @@ def test_missing_artifact_stops_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) ->
         boot(kit, files, tpm)
     assert caught.value.check is BootCheck.ARTIFACT
     assert "missing" in str(caught.value)
+    assert_untouched(tpm, 0)
 
 
 def test_missing_signature_stops_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
@@ -188,6 +189,7 @@ def test_expired_targets_stop_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> N
         boot(kit, files, tpm, now_offset=timedelta(days=2))
     assert caught.value.check is BootCheck.EXPIRED
     assert "targets metadata expired" in str(caught.value)
+    assert_untouched(tpm, 0)
 
 
 def test_release_missing_from_the_log_stops_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
@@ -216,6 +218,7 @@ def test_proof_from_another_log_stops_boot(
     with pytest.raises(BootError) as caught:
         measured_boot(bad, tpm=tpm, random=SystemRandom(), now=NOW)
     assert caught.value.check is BootCheck.NOT_IN_LOG
+    assert_untouched(tpm, 0)
 
 
 def test_root_not_chained_to_the_pin_stops_boot(
@@ -235,6 +238,7 @@ def test_root_not_chained_to_the_pin_stops_boot(
     with pytest.raises(BootError) as caught:
         measured_boot(bad, tpm=tpm, random=SystemRandom(), now=NOW)
     assert caught.value.check is BootCheck.UNTRUSTED_ROOT
+    assert_untouched(tpm, 0)
 
 
 def test_model_the_release_does_not_list_stops_boot(
@@ -262,3 +266,52 @@ def test_tpm_failure_during_measurement_stops_boot(kit: ReleaseKit, tpm: Simulat
     with pytest.raises(BootError) as caught:
         boot(kit, files, tpm)
     assert caught.value.check is BootCheck.TPM
+
+
+class _CounterRaisedAfterFirstRead:
+    """A TPM whose release counter another start raises right after boot's first read."""
+
+    def __init__(self, tpm: SimulatedNitroTPM, raise_to: int) -> None:
+        self._tpm = tpm
+        self._raise_to = raise_to
+        self._reads = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._tpm, name)
+
+    def counter_read(self, counter: int) -> int:
+        value = self._tpm.counter_read(counter)
+        self._reads += 1
+        if self._reads == 1:
+            while self._tpm.counter_read(counter) < self._raise_to:
+                self._tpm.counter_increment(counter)
+        return value
+
+
+def test_counter_raised_during_verification_stops_boot(
+    kit: ReleaseKit, tpm: SimulatedNitroTPM
+) -> None:
+    files = kit.publish(2, models={"smol": WEIGHTS})
+    racing = _CounterRaisedAfterFirstRead(tpm, raise_to=3)
+    with pytest.raises(BootError) as caught:
+        measured_boot(
+            inputs(kit, files),
+            tpm=racing,  # type: ignore[arg-type]
+            random=SystemRandom(),
+            now=NOW,
+        )
+    assert caught.value.check is BootCheck.ROLLBACK
+    assert "release version 2 is lower than this TPM's release counter 3" in str(caught.value)
+    assert_untouched(tpm, 3)
+
+
+def test_malformed_log_proof_stops_boot_as_not_in_log(
+    kit: ReleaseKit, tpm: SimulatedNitroTPM
+) -> None:
+    files = kit.publish(1, models={"smol": WEIGHTS})
+    bad = ReleaseFiles(files.root, files.targets, b"{not json", files.version)
+    with pytest.raises(BootError) as caught:
+        boot(kit, bad, tpm)
+    assert caught.value.check is BootCheck.NOT_IN_LOG
+    assert "log proof is malformed" in str(caught.value)
+    assert_untouched(tpm, 0)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from actors.seams.store import SqliteStore
 from nodes.cli import SUBCOMMAND_MODULES, main
 from nodes.release import (
     ReleaseDirectory,
@@ -31,6 +33,7 @@ from protocol.release import (
     NotInLog,
     VersionRollback,
 )
+from protocol.tlog import leaf_hash
 
 
 def run(*argv: str | Path) -> int:
@@ -186,6 +189,24 @@ def test_good_release_verifies_and_signing_keys_stay_private(
     assert run("release", "keygen", "--out", operator.keys / "alice.pem") == 2
 
 
+def test_tlog_verify_refuses_entries_no_signed_head_covers(
+    operator: Operator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    operator.build(3, "alice", "erin")
+    log_key = operator.keys / "log.pub.pem"
+    assert run("tlog", "verify", "--db", operator.db, "--log-key", log_key) == 0
+    # An entry written around the log (no node, no head): an audit must notice.
+    store = SqliteStore(operator.db)
+    store.execute(
+        "INSERT INTO tlog_leaves (idx, leaf_hash, leaf_input) VALUES (1, ?, ?)",
+        (leaf_hash(b"smuggled"), b"smuggled"),
+    )
+    store.close()
+    capsys.readouterr()
+    assert run("tlog", "verify", "--db", operator.db, "--log-key", log_key) == 1
+    assert "no signed tree head covers all 2 entries" in capsys.readouterr().err
+
+
 def test_tampered_artifact_stops_boot(
     operator: Operator, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -325,6 +346,33 @@ def test_verify_installed_artifacts_names_each_failed_check(operator: Operator) 
     with pytest.raises(ArtifactMismatch) as caught:
         verify_installed_artifacts(verified, {"models/demo.gguf": same_length})
     assert caught.value.check == "sha384"
+
+
+def test_fifo_in_place_of_an_artifact_is_refused_without_waiting(operator: Operator) -> None:
+    operator.build(3, "alice", "bob")
+    verified = load_verified_metadata(
+        ReleaseDirectory(operator.release), trusted_root=None, now=datetime.now(UTC), min_version=0
+    )
+    fifo = operator.install / "fifo"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            verify_installed_artifacts(verified, {"models/demo.gguf": fifo})
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=check, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    if worker.is_alive():
+        # Release the blocked open so the thread ends, then fail.
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(timeout=5)
+        pytest.fail("opening a FIFO artifact blocked waiting for a writer")
+    assert len(outcome) == 1 and isinstance(outcome[0], ArtifactMismatch)
+    assert outcome[0].check == "not-a-file"
 
 
 def test_hash_artifact_streams_multiple_algorithms(tmp_path: Path) -> None:

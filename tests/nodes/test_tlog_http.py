@@ -129,6 +129,48 @@ def test_requests_out_of_range_are_typed_errors() -> None:
         log.append(b"")
 
 
+class FailingClock:
+    """Wall time that fails on demand, part-way through an append."""
+
+    def __init__(self) -> None:
+        self.fail = False
+
+    def wall_ms(self) -> int:
+        if self.fail:
+            raise RuntimeError("clock unavailable")
+        return 1_900_000_000_000
+
+
+def test_failed_append_leaves_no_entry_node_or_head(tmp_path: Path) -> None:
+    clock = FailingClock()
+    store = SqliteStore(tmp_path / "tlog.sqlite")
+    log = TransparencyLog(store, clock=clock, signing_key=KEY)
+    log.append_many([b"a", b"b", b"c"])
+    before = (log.size, log.sth(), log.tree_heads())
+    nodes_before = store.execute("SELECT COUNT(*) FROM tlog_nodes")
+    clock.fail = True  # the head is signed last, after leaves and nodes were written
+    with pytest.raises(RuntimeError):
+        log.append_many([b"d", b"e"])
+    assert (log.size, log.sth(), log.tree_heads()) == before
+    assert store.execute("SELECT COUNT(*) FROM tlog_nodes") == nodes_before
+    clock.fail = False
+    assert log.append(b"d") == 3  # the store is usable and the index was not burnt
+
+
+def test_store_transactions_commit_together_or_not_at_all() -> None:
+    store = SqliteStore.in_memory()
+    store.execute("CREATE TABLE t (v INTEGER PRIMARY KEY)")
+    with pytest.raises(StoreError), store.transaction():
+        store.execute("INSERT INTO t (v) VALUES (1)")
+        store.execute("INSERT INTO t (v) VALUES (1)")  # constraint failure
+    assert store.execute("SELECT v FROM t") == []
+    with pytest.raises(StoreError, match="do not nest"), store.transaction(), store.transaction():
+        pass
+    with store.transaction():
+        store.executemany("INSERT INTO t (v) VALUES (?)", [(1,), (2,)])
+    assert store.execute("SELECT v FROM t ORDER BY v") == [(1,), (2,)]
+
+
 def test_file_store_reopens_read_only_and_pins_the_key(tmp_path: Path) -> None:
     db = tmp_path / "tlog.sqlite"
     writer = TransparencyLog(SqliteStore(db), clock=StepClock(), signing_key=KEY)
@@ -289,7 +331,8 @@ async def test_served_by_hypercorn_over_tcp(tmp_path: Path) -> None:
             lambda: serve_tlog(TlogHttpApp(reader), f"127.0.0.1:{port}", shutdown_trigger=done.wait)
         )
         async with httpx2.AsyncClient() as client:
-            for _ in range(100):
+            # Generous: hypercorn's start-up competes for two loaded CI cores.
+            for _ in range(600):
                 try:
                     response = await client.get(f"http://127.0.0.1:{port}/ct/v1/get-sth")
                     break

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from securesystemslib.signer import CryptoSigner
+from securesystemslib.signer import CryptoSigner, Signature, SSlibKey
 from tuf.api.metadata import DelegatedRole, Delegations, TargetFile
 from tuf.api.serialization.json import CanonicalJSONSerializer
 
@@ -181,6 +181,32 @@ def test_wrong_key_is_refused_as_unknown_signer(keys: Keys) -> None:
 def test_root_keys_cannot_sign_releases(keys: Keys) -> None:
     with pytest.raises(UnknownSigner):
         verify(make_root(keys), make_targets(keys.root))
+
+
+def test_one_key_under_two_keyids_cannot_meet_a_threshold_of_two(keys: Keys) -> None:
+    # A keyid is a label the root picks; the same public key listed twice
+    # (here with its hex spelled in upper case) must not count as two signers.
+    signer = keys.release[0]
+    public = signer.public_key
+    twin = SSlibKey(
+        "f" * 64, public.keytype, public.scheme, {"public": public.keyval["public"].upper()}
+    )
+    root = new_root(expires=LATER, targets_threshold=2, root_threshold=2)
+    for root_signer in keys.root:
+        add_signer(root, root_signer.public_key, "root")
+    add_signer(root, public, "targets")
+    add_signer(root, twin, "targets")
+    for root_signer in keys.root:
+        sign_metadata(root, root_signer)
+    targets = new_targets(version=5, expires=LATER, artifacts=ARTIFACTS)
+    signature = targets.signatures[sign_metadata(targets, signer)]
+    targets.signatures[twin.keyid] = Signature(twin.keyid, signature.signature)
+    root_bytes = metadata_to_bytes(root)
+    with pytest.raises(MalformedRelease, match="one public key twice for the targets role"):
+        verify(root_bytes, metadata_to_bytes(targets))
+    # Also as the pinned root a rotation is counted against.
+    with pytest.raises(MalformedRelease, match="pinned root names one public key twice"):
+        verify(make_root(keys), make_targets(keys.release[:2]), trusted=root_bytes)
 
 
 def test_metadata_altered_after_signing_is_refused(keys: Keys) -> None:
@@ -446,3 +472,9 @@ def test_release_in_log_verifies_and_absent_release_does_not(keys: Keys) -> None
 def test_malformed_log_proofs_are_typed_refusals(text: bytes) -> None:
     with pytest.raises(MalformedRelease):
         ReleaseLogProof.from_json_bytes(text)
+
+
+def test_deeply_nested_log_proof_is_a_typed_refusal() -> None:
+    # Small enough for the size cap, deep enough to exhaust the JSON parser's recursion.
+    with pytest.raises(MalformedRelease, match="not JSON"):
+        ReleaseLogProof.from_json_bytes(b"[" * 60_000)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from protocol.tlog import (
     EMPTY_ROOT_HASH,
+    MAX_TREE_SIZE,
     InvalidProof,
     InvalidTreeHead,
     MalformedTlogData,
@@ -219,6 +220,43 @@ def test_consistency_fails_for_altered_heads_or_paths() -> None:
         verify_consistency(21, 21, r21, _flip(r21), [])
     with pytest.raises(InvalidProof):
         verify_consistency(0, 21, r21, r21, [])
+
+
+def test_proof_edge_sizes_and_out_of_range_indices() -> None:
+    one = _tree([b"only"])
+    only = leaf_hash(b"only")
+    # A one-leaf tree: the root is the leaf hash and the path is empty.
+    verify_inclusion(only, 0, 1, [], one.root_hash())
+    assert one.root_hash() == only
+    for index, size, path in [
+        (0, 0, []),  # the empty tree has no leaves
+        (1, 1, []),  # index == size
+        (-1, 1, []),
+        (0, 1, [only]),  # a one-leaf tree has no siblings
+        (0, MAX_TREE_SIZE + 1, []),
+    ]:
+        with pytest.raises(InvalidProof):
+            verify_inclusion(only, index, size, path, only)
+    with pytest.raises(InvalidProof):
+        verify_inclusion(only, 0, 2, [only] * 65, only)  # longer than any tree's depth
+    # Consistency from the empty tree and between equal sizes carries no hashes.
+    verify_consistency(0, 0, EMPTY_ROOT_HASH, EMPTY_ROOT_HASH, [])
+    verify_consistency(0, 1, EMPTY_ROOT_HASH, only, [])
+    verify_consistency(1, 1, only, only, [])
+    for first, second, first_root, second_root, path in [
+        (0, 1, EMPTY_ROOT_HASH, only, [only]),
+        (1, 1, only, only, [only]),
+        (0, 0, only, only, []),  # "empty" tree with a non-empty root
+        (-1, 1, only, only, []),
+        (2, 1, only, only, [only]),
+        (1, MAX_TREE_SIZE + 1, only, only, [only]),
+    ]:
+        with pytest.raises(InvalidProof):
+            verify_consistency(first, second, first_root, second_root, path)
+    with pytest.raises(ValueError):
+        one.inclusion_proof(1, 1)
+    with pytest.raises(ValueError):
+        one.consistency_proof(2, 1)
 
 
 @settings(max_examples=60, deadline=None)
