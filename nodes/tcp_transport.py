@@ -36,7 +36,7 @@ from actors.log import get_logger
 from actors.seams.clock import Clock, TrioClock
 from actors.seams.random import Random
 from actors.seams.transport import TransportEvents
-from protocol.framing import SessionError
+from protocol.framing import DEFAULT_MAX_PAYLOAD, SessionError
 from protocol.messages import REGISTRY, Envelope, MessageDecodeError
 from protocol.noise import KeyPair
 
@@ -131,6 +131,10 @@ class TcpNoiseTransport:
     def send(self, peer: str, frame: bytes) -> bool:
         if peer not in self._peers or peer == self._node:
             return False
+        if len(frame) > DEFAULT_MAX_PAYLOAD:
+            # The channel would refuse it in the writer task, after this call
+            # had reported success; refuse it here instead.
+            return False
         link = self._link(peer)
         if link.down or len(link.queue) >= self._queue_limit:
             return False
@@ -142,25 +146,29 @@ class TcpNoiseTransport:
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen for peers and keep links up until cancelled; reports the port."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            port: int = await nursery.start(
-                functools.partial(
-                    serve_secure,
-                    self._listen_host,
-                    self._listen_port,
-                    self._accepted,
-                    static=self._static,
-                    entropy=self._random.token_bytes,
-                    verify_peer=functools.partial(self._verify, None),
-                    handshake_payload=self._hello,
-                    handshake_timeout=self._handshake_timeout,
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                port: int = await nursery.start(
+                    functools.partial(
+                        serve_secure,
+                        self._listen_host,
+                        self._listen_port,
+                        self._accepted,
+                        static=self._static,
+                        entropy=self._random.token_bytes,
+                        verify_peer=functools.partial(self._verify, None),
+                        handshake_payload=self._hello,
+                        handshake_timeout=self._handshake_timeout,
+                    )
                 )
-            )
-            self.port = port
-            for link in self._links.values():
-                self._start(link)
-            task_status.started(port)
+                self.port = port
+                for link in self._links.values():
+                    self._start(link)
+                task_status.started(port)
+        finally:
+            # The nursery is closed: nothing may be started in it any more.
+            self._nursery = None
 
     def _link(self, peer: str) -> _Link:
         link = self._links.get(peer)
@@ -207,7 +215,11 @@ class TcpNoiseTransport:
 
     async def _dial(self, peer: str) -> SecureChannel:
         address = self._peers[peer]
-        stream = await anyio.connect_tcp(address.host, address.port)
+        # Bounded like the handshake: an address that drops SYNs must not hold
+        # the link (and its queued frames) for the kernel's connect timeout.
+        # TimeoutError is an OSError, so _maintain treats it as a failed dial.
+        with anyio.fail_after(self._handshake_timeout):
+            stream = await anyio.connect_tcp(address.host, address.port)
         return await connect_secure(
             stream,
             static=self._static,

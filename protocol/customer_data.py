@@ -16,6 +16,14 @@ from typing import Final, NoReturn
 REDACTED: Final = "<customer-data:redacted>"
 
 
+class CustomerDataNotText(ValueError):
+    """``reveal_text()`` on bytes that are not UTF-8.
+
+    Raised instead of :class:`UnicodeDecodeError`, whose message quotes the
+    offending byte and whose ``object`` attribute holds the whole plaintext.
+    """
+
+
 class CustomerData:
     """Customer plaintext that redacts itself everywhere it could leak."""
 
@@ -31,12 +39,26 @@ class CustomerData:
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError("CustomerData is immutable")
 
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError("CustomerData is immutable")
+
     # -- explicit unwrapping -------------------------------------------------
 
     def reveal_text(self) -> str:
-        """The plaintext as ``str`` (UTF-8 decoded if it was bytes)."""
+        """The plaintext as ``str`` (UTF-8 decoded if it was bytes).
+
+        Raises :class:`CustomerDataNotText` (carrying no content) if the bytes
+        are not UTF-8: data decoded from the wire as bin may be anything.
+        """
         v = self._value
-        return v if isinstance(v, str) else v.decode("utf-8")
+        if isinstance(v, str):
+            return v
+        try:
+            return v.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        # Raised outside the handler so not even __context__ keeps the original.
+        raise CustomerDataNotText("customer data is not UTF-8 text")
 
     def reveal_bytes(self) -> bytes:
         """The plaintext as ``bytes`` (UTF-8 encoded if it was text)."""

@@ -610,6 +610,10 @@ class SecureSession:
         """The frames carrying ``payload``, ready to write in one go."""
         if self._state not in _CAN_SEND:
             self._move(_I.SEND)  # raises: SessionFailed or SessionStateError
+        if type(payload) is not bytes:
+            # len() of a memoryview counts items, not bytes: view it as bytes
+            # so the size bound and the chunk split measure what is sent.
+            payload = memoryview(payload).cast("B")
         size = len(payload)
         if size > self._max_payload:
             # Refused before anything is encrypted: the session stays usable.

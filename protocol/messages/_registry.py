@@ -210,7 +210,9 @@ class MessageRegistry:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise MessageDecodeError("input.type", detail="expected bytes")
         # Size first: nothing below allocates more than a bounded multiple of it.
-        if len(data) > max_size:
+        # (A memoryview's len() counts items, which may be wider than a byte.)
+        size = data.nbytes if isinstance(data, memoryview) else len(data)
+        if size > max_size:
             raise MessageDecodeError("envelope.size", detail=f"larger than {max_size} bytes")
         try:
             obj = msgpack.unpackb(

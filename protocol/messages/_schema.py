@@ -554,9 +554,11 @@ def _record_codec(spec: RecordSpec) -> tuple[Encoder, Decoder]:
             raise
         try:
             return cls(*args)
-        except (ValueError, TypeError):
-            # A record's own __post_init__ invariants; its message may quote
-            # values, so only the record's name goes out.
+        except Exception:
+            # A record's own __post_init__ invariants, whatever exception type
+            # they raise (ValueError, or a module's own error class): nothing
+            # but MessageDecodeError may leave the decoder. The message may
+            # quote values, so only the record's name goes out.
             raise _Fail("record.invariant", cls.__name__) from None
 
     return encode, decode

@@ -26,6 +26,7 @@ from actors._remote._layer import RemoteLayer
 from actors._remote.backoff import Backoff
 from actors.seams.random import SystemRandom
 from nodes.tcp_transport import PeerAddress, TcpNoiseTransport
+from protocol.framing import DEFAULT_MAX_PAYLOAD
 from protocol.messages import U64, MaxLen, Ping, Pong, message
 from protocol.noise import KeyPair, NoiseProtocol
 
@@ -204,7 +205,25 @@ async def test_peer_with_wrong_key_is_refused() -> None:
         assert impostor.system
         notes: list[Note] = []
         impostor.system.spawn(Echo(notes), name="echo")
-        with pytest.raises(PeerUnavailable):
-            await a.system.ref("b", "echo").ask(Ping(1), 2.0)
-        assert notes == []
+        a_notes: list[Note] = []
+        a.system.spawn(Echo(a_notes), name="echo")
+        # a keeps redialling b's address (backoff at most 0.1 s) and the
+        # impostor dials a: every one of those handshakes must be refused, so
+        # asks keep failing in both directions for the whole window.
+        for seq in range(10):
+            with pytest.raises(PeerUnavailable):
+                await a.system.ref("b", "echo").ask(Note(seq, "to b"), 5.0)
+            with pytest.raises(PeerUnavailable):
+                await impostor.system.ref("a", "echo").ask(Note(seq, "to a"), 5.0)
+            await trio.sleep(0.05)
+        assert notes == [] and a_notes == []
         nursery.cancel_scope.cancel()
+
+
+async def test_send_refuses_frames_a_channel_could_not_carry() -> None:
+    transport = TcpNoiseTransport("a", static=_key(), random=SystemRandom(), peers={})
+    transport.add_peer("b", PeerAddress("127.0.0.1", 1, _key().public))
+    assert not transport.send("b", bytes(DEFAULT_MAX_PAYLOAD + 1))
+    assert not transport.send("c", b"unknown peer")
+    assert not transport.send("a", b"to itself")
+    assert transport.send("b", bytes(DEFAULT_MAX_PAYLOAD))  # queued until the link is up

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import itertools
 import random
 from typing import Any
@@ -590,6 +591,23 @@ def test_sender_refuses_oversized_payload_and_stays_usable() -> None:
         initiator.send(b"x" * 1001)
     responder.receive_data(initiator.send(b"x" * 1000))
     assert drain(responder) == [PayloadReceived(b"x" * 1000)]
+
+
+def test_payload_size_is_counted_in_bytes_for_any_buffer() -> None:
+    # len() of a memoryview over 8-byte items counts items; the bound and the
+    # chunking must count bytes.
+    initiator, responder = connected_pair(max_payload=1000)
+    with pytest.raises(PayloadTooLarge):
+        initiator.send(memoryview(array.array("Q", range(200))))  # 1600 bytes
+    fits = array.array("Q", range(100))
+    responder.receive_data(initiator.send(memoryview(fits)))
+    assert drain(responder) == [PayloadReceived(fits.tobytes())]
+    initiator, responder = connected_pair()
+    large = array.array("Q", range(20_000))  # 160 000 bytes: three chunks
+    wire = initiator.send(memoryview(large))
+    assert len(split_frames(wire)) == 3
+    responder.receive_data(wire)
+    assert drain(responder) == [PayloadReceived(large.tobytes())]
 
 
 # -- rule violations by a peer holding the keys ------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import contextlib
 import dataclasses
 import enum
@@ -19,7 +20,7 @@ import actors
 import nodes
 import protocol
 import simulations
-from protocol.customer_data import REDACTED, CustomerData
+from protocol.customer_data import REDACTED, CustomerData, CustomerDataNotText
 from protocol.messages import (
     I32,
     MAX_NESTING_DEPTH,
@@ -133,6 +134,20 @@ class Ordered:
             raise ValueError(f"low {self.low} above high {self.high}")
 
 
+class _OddOnly(Exception):
+    """An invariant error that is not a ValueError (as a module's own error class)."""
+
+
+@TEST_REGISTRY.message("test.odd")
+@dataclasses.dataclass(frozen=True, slots=True)
+class Odd:
+    value: U8
+
+    def __post_init__(self) -> None:
+        if self.value % 2 == 0:
+            raise _OddOnly(f"{self.value} is even")
+
+
 # -- strategies built from the schema, so new message types are covered ------
 
 
@@ -169,8 +184,9 @@ def record_strategy(spec: RecordSpec) -> st.SearchStrategy[Any]:
     def build(args: tuple[Any, ...]) -> Any:
         try:
             return spec.record_type(*args)
-        except (ValueError, TypeError):
-            # The record's own invariants rejected this combination.
+        except Exception:
+            # The record's own invariants rejected this combination (any
+            # exception class, as the codec treats them).
             assume(False)
 
     return fields.map(build)
@@ -326,6 +342,28 @@ def test_record_invariant_failure_is_typed_and_quotes_nothing() -> None:
     error = _decode_error(TEST_REGISTRY, _pack([1, "test.ordered", 0, [201, 7]]))
     assert error.check == "record.invariant"
     assert "201" not in str(error)
+    # Whatever exception class the invariant raises, only MessageDecodeError leaves.
+    error = _decode_error(TEST_REGISTRY, _pack([1, "test.odd", 0, [202]]))
+    assert error.check == "record.invariant"
+    assert "202" not in str(error)
+    assert error.__cause__ is None and error.__suppress_context__
+
+
+def test_customer_data_that_is_not_utf8_reveals_as_bytes_only() -> None:
+    # bin on the wire decodes into CustomerData holding arbitrary bytes; asking
+    # for text must fail with an error that carries none of them.
+    secret = b"\xff" + CANARY.encode()
+    body = _everything(prompt=CustomerData(secret))
+    decoded = TEST_REGISTRY.decode(
+        TEST_REGISTRY.encode(Envelope.wrap(body, registry=TEST_REGISTRY))
+    )
+    assert isinstance(decoded.body, Everything)
+    assert decoded.body.prompt.reveal_bytes() == secret
+    with pytest.raises(CustomerDataNotText) as info:
+        decoded.body.prompt.reveal_text()
+    assert isinstance(info.value, ValueError)
+    assert CANARY not in str(info.value) and "0xff" not in str(info.value)
+    assert info.value.__cause__ is None and info.value.__context__ is None
 
 
 @pytest.mark.parametrize(
@@ -385,9 +423,12 @@ def test_size_bound_is_checked_on_both_sides() -> None:
     with pytest.raises(MessageEncodeError) as info:
         TEST_REGISTRY.encode(envelope, max_size=len(encoded) - 1)
     assert info.value.check == "envelope.size"
+    # Counted in bytes whatever the buffer: 8-byte items are not one byte each.
+    wide = memoryview(array.array("Q", bytes(8 * 200)))
+    assert _decode_error_sized(wide, 1000).check == "envelope.size"
 
 
-def _decode_error_sized(data: bytes, max_size: int) -> MessageDecodeError:
+def _decode_error_sized(data: bytes | memoryview, max_size: int) -> MessageDecodeError:
     with pytest.raises(MessageDecodeError) as info:
         TEST_REGISTRY.decode(data, max_size=max_size)
     return info.value
