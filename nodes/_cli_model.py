@@ -117,6 +117,10 @@ def _verify_keys_node(args: argparse.Namespace) -> bytes:
 def _model_add(args: argparse.Namespace) -> int:
     if not 1 <= args.chunk_size <= MAX_CHUNK_SIZE:
         raise _Unusable(f"--chunk-size must be 1..{MAX_CHUNK_SIZE}")
+    # The range a keys node accepts for an import: checked before anything is
+    # sealed, so a bad version never leaves a file whose key cannot be imported.
+    if not 1 <= args.key_version < 1 << 32:
+        raise _Unusable("--key-version must be 1..4294967295")
     if not args.gguf.is_file():
         raise _Unusable(f"{args.gguf} is not a file")
     with args.gguf.open("rb") as handle:

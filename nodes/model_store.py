@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,8 @@ class SealedModelInfo:
                 sealed_sha384=_digest(body["sealed_sha384"]),
                 chunk_size=_nonneg(body["chunk_size"]),
             )
-        except (ValueError, SealedModelError) as error:
+        except (ValueError, RecursionError, SealedModelError) as error:
+            # RecursionError: deeply nested JSON within the size bound.
             raise ModelStoreError(f"model manifest is malformed ({type(error).__name__})") from None
         return info
 
@@ -139,10 +141,16 @@ def read_blocks(stream: BinaryIO, block: int = READ_BLOCK) -> Iterator[bytes]:
 def _write_atomically(destination: Path, pieces: Iterable[bytes]) -> bytes:
     """Write ``pieces`` to ``destination`` via a temporary file; returns their SHA-384."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(destination.name + ".partial")
+    # A fresh, exclusively created name (O_EXCL, mode 0600): a fixed name would
+    # let two writers share one temporary file, and would follow a symlink
+    # left at that name.
+    fd, name = tempfile.mkstemp(
+        dir=destination.parent, prefix=destination.name + ".", suffix=".partial"
+    )
+    temporary = Path(name)
     digest = hashlib.sha384()
     try:
-        with temporary.open("wb") as out:
+        with os.fdopen(fd, "wb") as out:
             for piece in pieces:
                 digest.update(piece)
                 out.write(piece)

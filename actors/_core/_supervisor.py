@@ -173,7 +173,9 @@ class Supervisor(Actor):
         """Record a restart; False if it exceeds the intensity within the period."""
         now = ctx.clock.monotonic()
         horizon = now - self.period
-        self._restarts = [t for t in self._restarts if t > horizon]
+        # Inclusive, as in OTP: a restart exactly ``period`` ago still counts
+        # (virtual time in the simulator makes exact ties ordinary).
+        self._restarts = [t for t in self._restarts if t >= horizon]
         self._restarts.append(now)
         return len(self._restarts) <= self.intensity
 

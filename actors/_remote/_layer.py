@@ -108,9 +108,14 @@ class RemoteLayer:
             raise NotSendable(type(message).__qualname__) from None
 
     def _send(self, node: str, body: object, request_id: int = 0) -> bool:
-        frame = self._registry.encode(
-            Envelope.wrap(body, request_id=request_id, registry=self._registry)
-        )
+        try:
+            frame = self._registry.encode(
+                Envelope.wrap(body, request_id=request_id, registry=self._registry)
+            )
+        except MessageEncodeError:
+            # A payload that fits an envelope on its own can still push the
+            # frame around it past the size bound.
+            raise NotSendable(type(body).__qualname__) from None
         if node in self._down or not self._transport.send(node, frame):
             return False
         self.frames_sent += 1
@@ -158,7 +163,12 @@ class RemoteLayer:
             body = RemoteFailure(FailureCode.NO_SUCH_ACTOR, None)
         else:
             body = RemoteFailure(FailureCode.STOPPED, None)
-        self._send(node, body, request_id)
+        try:
+            self._send(node, body, request_id)
+        except NotSendable:
+            # The reply fitted alone but not inside its frame: the asker
+            # still gets an answer (I7), and the replying actor keeps running.
+            self._send(node, RemoteFailure(FailureCode.NOT_SENDABLE, None), request_id)
 
     def monitor(self, watcher: ActorRef, target: ActorRef, monitor: int) -> bool:
         return self._send(

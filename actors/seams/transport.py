@@ -1,6 +1,6 @@
 """The Transport seam: how one node's actor runtime reaches other nodes.
 
-Real nodes use ``actors.remote.TcpNoiseTransport`` (TCP, every link a Noise XX
+Real nodes use ``nodes.tcp_transport.TcpNoiseTransport`` (TCP, every link a Noise XX
 channel); the simulator uses ``simulations.network.SimTransport`` (in-memory,
 with latency, loss, duplication, reordering and partitions). The remote
 messaging layer above is the same code for both.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors._core._driver import TaskHandle, TimerHandle, Waiter
 from actors.seams.clock import Clock
-from simulations.clock import VirtualClock
 from simulations.kernel._loop import Kernel, SimKilled, SimWaiter
+
+if TYPE_CHECKING:
+    from simulations.clock import VirtualClock
 
 
 class SimDriver:
@@ -18,7 +20,14 @@ class SimDriver:
 
     def __init__(self, kernel: Kernel, clock: VirtualClock | None = None) -> None:
         self.kernel = kernel
-        self.clock: Clock = clock if clock is not None else VirtualClock(kernel)
+        if clock is None:
+            # Imported here: simulations.clock imports this package's event
+            # loop, so a module-level import is a cycle whenever
+            # simulations.clock is the first of the two to be imported.
+            from simulations.clock import VirtualClock
+
+            clock = VirtualClock(kernel)
+        self.clock: Clock = clock
 
     def new_waiter(self) -> Waiter:
         return SimWaiter(self.kernel)

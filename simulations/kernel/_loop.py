@@ -80,7 +80,16 @@ class _Event:
 class SimTask:
     """One coroutine driven by the kernel."""
 
-    __slots__ = ("_kernel", "coro", "done", "name", "on_abort", "parked", "pending_throw")
+    __slots__ = (
+        "_kernel",
+        "coro",
+        "done",
+        "name",
+        "on_abort",
+        "parked",
+        "pending_throw",
+        "started",
+    )
 
     def __init__(self, kernel: Kernel, coro: Coroutine[Any, Any, None], name: str) -> None:
         self._kernel = kernel
@@ -88,6 +97,7 @@ class SimTask:
         self.name = name
         self.done = False
         self.parked = False
+        self.started = False
         self.on_abort: Callable[[], None] | None = None
         self.pending_throw: BaseException | None = None
 
@@ -149,7 +159,15 @@ class Kernel:
     def _step(self, task: SimTask, value: object, exc: BaseException | None) -> None:
         if task.done:
             return
-        if task.pending_throw is not None and exc is None:
+        if not task.started:
+            # A coroutine that never ran cannot run its ``finally`` blocks if
+            # something is thrown into it (``throw`` on an unstarted coroutine
+            # raises at once, outside its body). Like a trio task cancelled
+            # before it first ran, it runs to its first suspension and a kill
+            # or injected fault is delivered there (below), so an actor killed
+            # right after spawn still does its exit bookkeeping.
+            task.started = True
+        elif task.pending_throw is not None and exc is None:
             exc, task.pending_throw = task.pending_throw, None
         self.current = task
         try:

@@ -14,6 +14,7 @@ never show it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -221,8 +222,6 @@ class Client(Actor):
 
 
 def _log1m(u: float) -> float:
-    import math
-
     return math.log(1.0 - u)
 
 

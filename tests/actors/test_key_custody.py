@@ -262,6 +262,43 @@ def test_challenges_are_single_use_and_expire(cluster: Cluster) -> None:
     assert caught.value.attestation_check == "nonce"
 
 
+def test_denied_requests_consume_the_challenge_and_never_unseal(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seal_weights(cluster, 1)
+    unseals: list[bytes] = []
+    real_unseal = cluster.keys_tpm.unseal
+
+    def counting_unseal(blob: bytes) -> bytes:
+        unseals.append(blob)
+        return real_unseal(blob)
+
+    monkeypatch.setattr(cluster.keys_tpm, "unseal", counting_unseal)
+    tpm, custody = cluster.node("inference-1")
+    ingress_tpm, ingress = cluster.node("ingress-1", model_id=None)
+    thief = NodeKeyCustody(random=SystemRandom())
+
+    denied = [
+        cluster.request_key(ingress_tpm, ingress),  # PCRs outside the policy
+        replace(cluster.request_key(tpm, custody), static_public=thief.static_public),
+        custody.data_key_request(
+            tpm, challenge=cluster.vault.issue_challenge(), model_id="not-listed"
+        ),
+    ]
+    for request in denied:
+        with pytest.raises(KeyReleaseDenied):
+            cluster.vault.release_data_key(request)
+        # The nonce went with the refusal: a correct request over it is refused too.
+        retry = custody.data_key_request(tpm, challenge=request.nonce, model_id=MODEL)
+        with pytest.raises(KeyReleaseDenied) as caught:
+            cluster.vault.release_data_key(retry)
+        assert caught.value.denial is Denial.UNKNOWN_CHALLENGE
+    # No refused request got as far as unsealing a KEK.
+    assert unseals == []
+    cluster.fetch(tpm, custody)
+    assert len(unseals) == 1
+
+
 def test_unknown_model_and_version_are_refused(cluster: Cluster) -> None:
     seal_weights(cluster, 1)
     tpm, custody = cluster.node("inference-1")
@@ -492,12 +529,20 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
     stranger = NodeKeyCustody(random=SystemRandom()).static_public.hex()
     assert main([*args, "--keys-static", stranger]) == 1
     assert not (tmp_path / "store").exists()
+    # So is a key version no keys node would accept an import for.
+    attested = keys_node.custody.static_public.hex()
+    assert main([*args, "--keys-static", attested, "--key-version", "0"]) == 2
+    assert not (tmp_path / "store").exists()
 
     assert main([*args, "--keys-static", keys_node.custody.static_public.hex()]) == 0
     sealed = tmp_path / "store" / MODEL / "v1.sealed"
     envelope = DataKeyImport.decode(sealed.with_suffix(".import").read_bytes())
     assert vault.import_data_key(envelope) == 1
     assert main(["model", "list", "--store", str(tmp_path / "store")]) == 0
+    # A manifest nested deeper than the JSON parser recurses is a typed refusal.
+    manifest = tmp_path / "store" / MODEL / "manifest.json"
+    manifest.write_bytes(b"[" * 30_000 + b"]" * 30_000)
+    assert main(["model", "list", "--store", str(tmp_path / "store")]) == 1
 
     tpm = SimulatedNitroTPM(seed="inference-cli", pki=cluster.pki, clock=wall)
     custody = measured_boot(

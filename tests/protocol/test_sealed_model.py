@@ -142,9 +142,16 @@ def test_chunks_spliced_from_another_file_under_the_same_key_fail() -> None:
 def test_header_fields_are_authenticated() -> None:
     hdr = header(model_id="model-a", chunk_size=16)
     sealed = seal(b"weights" * 10, hdr)
-    relabelled = header(model_id="model-b", chunk_size=16).encode() + sealed[hdr.encoded_size :]
-    with pytest.raises(SealedModelAuthError):
-        unseal(relabelled)
+    body = sealed[hdr.encoded_size :]
+    for changed in (
+        header(model_id="model-b", chunk_size=16),
+        SealedModelHeader(
+            model_id="model-a", key_version=2, chunk_size=16, nonce_prefix=b"\x01" * 8
+        ),
+        header(model_id="model-a", chunk_size=16, prefix=b"\x09" * 8),
+    ):
+        with pytest.raises(SealedModelAuthError, match="chunk 0 "):
+            unseal(changed.encode() + body)
 
 
 def test_wrong_key_fails() -> None:

@@ -108,3 +108,37 @@ def test_main_blocked_forever_is_reported() -> None:
 
     with pytest.raises(KernelError):
         kernel.run_main(main)
+
+
+def test_kill_or_fault_before_first_step_still_ends_the_actor() -> None:
+    # A kill (or an injected fault) that lands before the actor's task first
+    # ran must still run the runtime's exit bookkeeping, as under trio: the
+    # monitor fires, the name is freed, and the kernel itself keeps running.
+    from simulations.faults import InjectedCrash
+
+    kernel = Kernel()
+    system = _system(kernel)
+    downs: list[Down] = []
+    watcher = system.spawn(Watch(downs))
+    kernel.run()
+
+    # Two monitored actors, and two that have not run at all yet; one of
+    # each is killed and the other gets an injected fault, from outside any task.
+    killed = system.spawn(Actor(), name="killed")
+    faulted = system.spawn(Actor(), name="faulted")
+    kernel.run_main(lambda: watcher.ask(killed, 1.0))
+    kernel.run_main(lambda: watcher.ask(faulted, 1.0))
+    fresh_kill = system.spawn(Actor(), name="fresh_kill")
+    fresh_fault = system.spawn(Actor(), name="fresh_fault")
+    system.kill(fresh_kill)
+    task = system.task_of(fresh_fault)
+    assert task is not None
+    task.throw_in(InjectedCrash())
+    system.kill(killed)
+    system.task_of(faulted).throw_in(InjectedCrash())  # type: ignore[union-attr]
+    assert kernel.run() is True
+    for name in ("killed", "faulted", "fresh_kill", "fresh_fault"):
+        assert system.whereis(name) is None
+    assert system.live_actors() == [watcher]
+    assert sorted(d.reason.kind.value for d in downs) == ["crashed", "killed"]
+    assert system.stats.crashes == 2

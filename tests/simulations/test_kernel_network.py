@@ -12,10 +12,11 @@ from actors import (
     Context,
     Down,
     ExitKind,
+    NotSendable,
     PeerUnavailable,
 )
 from actors._remote._layer import RemoteLayer
-from protocol.messages import U64, Ping, Pong, message
+from protocol.messages import MAX_ENVELOPE_SIZE, U64, Ping, Pong, message
 from simulations.kernel import Kernel, SimDriver
 from simulations.network import Fixed, LinkProfile, SimNetwork, Uniform
 from simulations.random import RecordedRandom
@@ -28,6 +29,16 @@ class Seq:
     n: U64
 
 
+@message("test.simnet.blob")
+@dataclasses.dataclass(frozen=True, slots=True)
+class Blob:
+    data: bytes
+
+
+# Fits an envelope on its own, but not inside the remote frame around it.
+_NEAR_LIMIT = MAX_ENVELOPE_SIZE - 32
+
+
 class Echo(Actor):
     def __init__(self, seen: list[int] | None = None):
         self.seen = seen if seen is not None else []
@@ -37,6 +48,8 @@ class Echo(Actor):
             return Pong(message.nonce)
         if isinstance(message, Seq):
             self.seen.append(message.n)
+        if isinstance(message, Blob):
+            return Blob(bytes(_NEAR_LIMIT))
         return None
 
 
@@ -138,3 +151,30 @@ def test_loss_duplication_and_reordering() -> None:
     )
     assert sorted(shuffled) == list(range(200)) and shuffled != list(range(200))
     assert net.stats.reordered > 0
+
+
+def test_frame_over_the_size_bound_is_a_typed_error_and_the_ask_still_ends() -> None:
+    kernel, _network, systems = _cluster(["a", "b"], LinkProfile(latency=Fixed(0.001)))
+
+    async def main() -> None:
+        systems["b"].spawn(Echo(), name="echo")
+        echo = systems["a"].ref("b", "echo")
+        # Outgoing: refused with the runtime's typed error, not a codec error.
+        try:
+            echo.tell(Blob(bytes(_NEAR_LIMIT)))
+        except NotSendable:
+            pass
+        else:
+            raise AssertionError("an oversized tell was accepted")
+        # Incoming reply too large for its frame: the asker gets NotSendable
+        # (not a timeout) and the replying actor keeps serving.
+        try:
+            await echo.ask(Blob(b""), 1.0)
+        except NotSendable:
+            pass
+        else:
+            raise AssertionError("an oversized reply was delivered")
+        assert await echo.ask(Ping(7), 1.0) == Pong(7)
+
+    kernel.run_main(main)
+    assert systems["b"].stats.crashes == 0
