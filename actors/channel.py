@@ -209,8 +209,16 @@ class SecureChannel:
     async def __aenter__(self) -> SecureChannel:
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is None:
+            await self.aclose()
+        else:
+            # The block failed, so the stream did not end where its author
+            # meant it to: close without CLOSE, and the peer sees
+            # TruncatedStream instead of a clean end of a partial answer.
+            await self._abort()
 
     # -- internals ----------------------------------------------------------------------
 
@@ -378,7 +386,8 @@ async def serve_secure(
     Connections are served concurrently. A connection whose handshake or
     handler fails is logged (by error type and check, never content),
     reported to ``on_error`` and closed; the server and the other connections
-    carry on. The channel is closed (CLOSE sent) when the handler returns.
+    carry on. The channel ends with CLOSE when the handler returns, and without
+    it when the handler raises, so the peer sees a truncated stream.
     ``task_status.started`` receives the bound port (useful with ``port=0``).
     """
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
