@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import cbor2
 import pytest
+from _swtpm import Swtpm, require_swtpm
 
 from actors.seams.tpm import TPM, TPMError
 from protocol.attestation import (
@@ -33,7 +34,6 @@ from protocol.attestation import (
     UntrustedChain,
 )
 from protocol.attestation import tpm2_quote as quote
-from tests.nodes._swtpm import Swtpm, require_swtpm
 
 if TYPE_CHECKING:
     from nodes.tpm import TpmDeviceBackend

@@ -1,7 +1,8 @@
 """TPM 2.0 quote evidence: the strict TPMS_ATTEST/TPMT_SIGNATURE codec and the
 quote verifier, without a TPM (quotes here are made by a software key that
 marshals exactly what a TPM marshals; swtpm-made quotes are tested in
-tests/nodes/test_tpm_device.py)."""
+tests/nodes/test_tpm_device.py and run through the shared verifier suite in
+tests/protocol/test_attestation_suite.py)."""
 
 from __future__ import annotations
 
