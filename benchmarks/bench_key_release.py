@@ -46,20 +46,6 @@ from simulations.nitrotpm import ManualClock, SimulatedNitroPKI, SimulatedNitroT
 MODEL = "smol"
 
 
-class SeamClock:
-    def __init__(self, wall: ManualClock) -> None:
-        self.wall = wall
-
-    def monotonic(self) -> float:
-        return self.wall.wall_ms() / 1000
-
-    def wall_ms(self) -> int:
-        return self.wall.wall_ms()
-
-    async def sleep(self, seconds: float) -> None:
-        self.wall.advance(seconds)
-
-
 def _median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
@@ -92,7 +78,7 @@ def bench_key_release(reps: int, cached: bool, workdir: Path) -> dict[str, float
     vault = KeyVault(
         tpm=keys_tpm,
         random=SystemRandom(),
-        clock=SeamClock(wall),
+        clock=wall,
         verifier=AttestationVerifier([authenticator]),
         policy_for=lambda model_id: policy if model_id == MODEL else None,
         keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),

@@ -33,17 +33,10 @@ from protocol.release import (
     verify_release_metadata,
 )
 from protocol.tlog import leaf_hash
+from simulations.nitrotpm import ManualClock
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 CODE_ARTIFACT = "code/mantle-src.tar"
-
-
-class FixedWallClock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def wall_ms(self) -> int:
-        return self.ms
 
 
 def spec_of(data: bytes) -> ArtifactSpec:
@@ -81,7 +74,7 @@ class ReleaseKit:
         self.root = metadata_to_bytes(root_md)
         self.log = TransparencyLog(
             SqliteStore.in_memory(),
-            clock=FixedWallClock(int(NOW.timestamp() * 1000)),
+            clock=ManualClock(int(NOW.timestamp() * 1000)),
             signing_key=self.log_key,
         )
         self.config = b'{"cluster": "test", "replicas": 2}\n'

@@ -74,13 +74,20 @@ class WallClock(Protocol):
 
 
 class ManualClock:
-    """A wall clock that moves only when told (for tools and tests)."""
+    """The Clock seam on time that moves only when told (for tools and tests):
+    ``advance`` and ``sleep`` move it; nothing else does."""
 
     def __init__(self, start_ms: int) -> None:
         self._now_ms = start_ms
 
     def wall_ms(self) -> int:
         return self._now_ms
+
+    def monotonic(self) -> float:
+        return self._now_ms / 1000
+
+    async def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:

@@ -51,22 +51,6 @@ MODEL = "smol"
 WEIGHTS = b"GGUF" + hashlib.shake_256(b"weights").digest(300_000)
 
 
-class SeamClock:
-    """The Clock seam over the simulated TPM's manual wall clock."""
-
-    def __init__(self, wall: ManualClock) -> None:
-        self.wall = wall
-
-    def monotonic(self) -> float:
-        return self.wall.wall_ms() / 1000
-
-    def wall_ms(self) -> int:
-        return self.wall.wall_ms()
-
-    async def sleep(self, seconds: float) -> None:
-        self.wall.advance(seconds)
-
-
 @dataclass
 class Cluster:
     kit: ReleaseKit
@@ -152,7 +136,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     vault = KeyVault(
         tpm=keys_tpm,
         random=SystemRandom(),
-        clock=SeamClock(wall),
+        clock=wall,
         verifier=verifier,
         policy_for=lambda model_id: model_policy([release], model_id),
         keyring=keyring,
@@ -506,7 +490,7 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
     vault = KeyVault(
         tpm=keys_tpm,
         random=SystemRandom(),
-        clock=SeamClock(wall),
+        clock=wall,
         verifier=AttestationVerifier(
             [NitroAuthenticator(TrustAnchor.from_der(cluster.pki.root_der))]
         ),

