@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 
 from actors.seams.store import SqliteStore
+from nodes.boot import BootInputs
 from nodes.tlog import TransparencyLog
 from protocol.measurement import CONFIG_ARTIFACT, model_artifact_name
 from protocol.release import (
@@ -141,6 +142,18 @@ class ReleaseKit:
             targets=metadata_to_bytes(targets_md),
             log_proof=proof,
             version=version,
+        )
+
+    def boot_inputs(self, files: ReleaseFiles, model_id: str | None) -> BootInputs:
+        """What a node boots from: ``files`` with this kit's pins and install dir."""
+        return BootInputs(
+            root_metadata=files.root,
+            targets_metadata=files.targets,
+            log_proof=files.log_proof,
+            trusted_root=self.root,
+            log_public_key=self.log_public_key,
+            install_root=self.install_root,
+            model_id=model_id,
         )
 
     def verified(self, files: ReleaseFiles) -> VerifiedRelease:

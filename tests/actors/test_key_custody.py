@@ -71,16 +71,7 @@ class Cluster:
         return tpm, booted.custody
 
     def boot_inputs(self, model_id: str | None) -> BootInputs:
-        files = self.files
-        return BootInputs(
-            root_metadata=files.root,
-            targets_metadata=files.targets,
-            log_proof=files.log_proof,
-            trusted_root=self.kit.root,
-            log_public_key=self.kit.log_public_key,
-            install_root=self.kit.install_root,
-            model_id=model_id,
-        )
+        return self.kit.boot_inputs(self.files, model_id)
 
     def request_key(
         self, tpm: SimulatedNitroTPM, custody: NodeKeyCustody, version: int | None = None
@@ -118,15 +109,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     wall = ManualClock(NOW_MS)
     pki = SimulatedNitroPKI("cluster")
     keys_tpm = SimulatedNitroTPM(seed="keys-node", pki=pki, clock=wall)
-    inputs = BootInputs(
-        root_metadata=files.root,
-        targets_metadata=files.targets,
-        log_proof=files.log_proof,
-        trusted_root=kit.root,
-        log_public_key=kit.log_public_key,
-        install_root=kit.install_root,
-        model_id=None,
-    )
+    inputs = kit.boot_inputs(files, None)
     measured_boot(inputs, tpm=keys_tpm, random=SystemRandom(), now=NOW)
     verifier = AttestationVerifier(
         [NitroAuthenticator(TrustAnchor.from_der(pki.root_der), cache=ChainCache())]

@@ -11,7 +11,7 @@ from _release_kit import NOW, ReleaseKit
 
 from actors.key_custody import KeyVault, NodeKeyCustody
 from actors.seams.random import SystemRandom
-from nodes.boot import BootInputs, measured_boot
+from nodes.boot import measured_boot
 from nodes.model_store import open_sealed_model, seal_model_file
 from protocol.attestation import AttestationVerifier, NitroAuthenticator, TrustAnchor
 from protocol.measurement import APPLICATION_PCRS, model_artifact_name, model_policy
@@ -47,15 +47,7 @@ def test_demo_gguf_sealed_released_and_opened_in_memory(tmp_path: Path) -> None:
 
     def boot(seed: str, model_id: str | None) -> tuple[SimulatedNitroTPM, NodeKeyCustody]:
         tpm = SimulatedNitroTPM(seed=seed, pki=pki, clock=wall)
-        inputs = BootInputs(
-            root_metadata=files.root,
-            targets_metadata=files.targets,
-            log_proof=files.log_proof,
-            trusted_root=kit.root,
-            log_public_key=kit.log_public_key,
-            install_root=kit.install_root,
-            model_id=model_id,
-        )
+        inputs = kit.boot_inputs(files, model_id)
         return tpm, measured_boot(inputs, tpm=tpm, random=SystemRandom(), now=NOW).custody
 
     keys_tpm, _ = boot("keys", None)

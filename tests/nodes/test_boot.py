@@ -6,6 +6,7 @@ check, and leaves the TPM untouched (no PCR extended, counter not advanced).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from datetime import timedelta
 from pathlib import Path
@@ -49,15 +50,7 @@ def tpm() -> SimulatedNitroTPM:
 
 
 def inputs(kit: ReleaseKit, files: ReleaseFiles, model_id: str | None = "smol") -> BootInputs:
-    return BootInputs(
-        root_metadata=files.root,
-        targets_metadata=files.targets,
-        log_proof=files.log_proof,
-        trusted_root=kit.root,
-        log_public_key=kit.log_public_key,
-        install_root=kit.install_root,
-        model_id=model_id,
-    )
+    return kit.boot_inputs(files, model_id)
 
 
 def boot(
@@ -206,15 +199,7 @@ def test_proof_from_another_log_stops_boot(
 ) -> None:
     files = kit.publish(1, models={"smol": WEIGHTS})
     other = ReleaseKit(install_root=tmp_path / "other")
-    bad = BootInputs(
-        root_metadata=files.root,
-        targets_metadata=files.targets,
-        log_proof=files.log_proof,
-        trusted_root=kit.root,
-        log_public_key=other.log_public_key,
-        install_root=kit.install_root,
-        model_id="smol",
-    )
+    bad = dataclasses.replace(inputs(kit, files), log_public_key=other.log_public_key)
     with pytest.raises(BootError) as caught:
         measured_boot(bad, tpm=tpm, random=SystemRandom(), now=NOW)
     assert caught.value.check is BootCheck.NOT_IN_LOG
@@ -226,15 +211,7 @@ def test_root_not_chained_to_the_pin_stops_boot(
 ) -> None:
     impostor = ReleaseKit(install_root=kit.install_root)
     files = impostor.publish(1, models={"smol": WEIGHTS})
-    bad = BootInputs(
-        root_metadata=files.root,
-        targets_metadata=files.targets,
-        log_proof=files.log_proof,
-        trusted_root=kit.root,
-        log_public_key=impostor.log_public_key,
-        install_root=kit.install_root,
-        model_id="smol",
-    )
+    bad = dataclasses.replace(inputs(kit, files), log_public_key=impostor.log_public_key)
     with pytest.raises(BootError) as caught:
         measured_boot(bad, tpm=tpm, random=SystemRandom(), now=NOW)
     assert caught.value.check is BootCheck.UNTRUSTED_ROOT
