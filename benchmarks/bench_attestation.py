@@ -33,7 +33,7 @@ from protocol.attestation import (
 from simulations.nitrotpm import ManualClock, SimulatedNitroTPM
 
 T0 = 1_760_000_000_000
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "nitro"
+VECTORS = Path(__file__).resolve().parents[1] / "tests" / "data" / "nitro"
 COLD_TARGET_MS = 2.0
 CACHED_TARGET_MS = 0.5
 

@@ -33,7 +33,7 @@ kernel, IMA, the UKI stub) and 15 would carry the per-machine id, which makes
 its value differ per machine. The node image boots a UKI with its command
 line built in and with no shim and no system extensions, so 12, 13 and 14
 reach user space at their reset value (all zeros, as the genuine NitroTPM
-documents in ``shared/vectors/nitro/nitrotpm`` show). Mantle takes them:
+documents in ``tests/data/nitro/nitrotpm`` show). Mantle takes them:
 
 * PCR 12 -- the release digest (SHA-384 of the verified release metadata);
 * PCR 13 -- the model digest (SHA-384 of the GGUF the node will load, or

@@ -18,7 +18,7 @@ settings.register_profile("mantle", deadline=None, print_blob=True)
 settings.load_profile("mantle")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_VECTORS = REPO_ROOT.parent / "shared" / "vectors"
+TEST_DATA = REPO_ROOT / "tests" / "data"
 
 
 @pytest.fixture
@@ -27,8 +27,8 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def shared_vectors() -> Path:
-    """The shared test-vector folder (Noise vectors, genuine Nitro documents)."""
-    if not SHARED_VECTORS.is_dir():
-        pytest.fail(f"shared vectors missing at {SHARED_VECTORS}")
-    return SHARED_VECTORS
+def test_data() -> Path:
+    """The vendored test data (Noise vectors, genuine Nitro documents; see each README)."""
+    if not TEST_DATA.is_dir():
+        pytest.fail(f"test data missing at {TEST_DATA}")
+    return TEST_DATA

@@ -173,19 +173,19 @@ def test_sim_attest_rejects_bad_arguments(tmp_path: Path) -> None:
 
 
 def test_genuine_aws_documents_verify_as_of_their_time(
-    shared_vectors: Path, capsys: pytest.CaptureFixture[str]
+    test_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    manifest = json.loads((shared_vectors / "nitro" / "manifest.json").read_text())
-    root = str(shared_vectors / "nitro" / "aws_nitro_root.pem")
+    manifest = json.loads((test_data / "nitro" / "manifest.json").read_text())
+    root = str(test_data / "nitro" / "aws_nitro_root.pem")
     for entry in manifest["documents"]:
-        path = str(shared_vectors / "nitro" / entry["file"])
+        path = str(test_data / "nitro" / entry["file"])
         status = mantle_main(
             ["attest", "inspect", path, "--root", root, "--at", str(entry["timestamp_ms"])]
         )
         assert status == (0 if entry["expect"] == "accept" else 1), entry["file"]
     capsys.readouterr()
     debug = next(e for e in manifest["documents"] if e["expect"] == "accept" and e["debug"])
-    path = str(shared_vectors / "nitro" / debug["file"])
+    path = str(test_data / "nitro" / debug["file"])
     assert (
         mantle_main(["attest", "inspect", path, "--root", root, "--at", str(debug["timestamp_ms"])])
         == 0

@@ -24,28 +24,28 @@ from protocol.attestation import (
 )
 
 
-def _manifest(shared_vectors: Path) -> list[dict[str, object]]:
-    return json.loads((shared_vectors / "nitro" / "manifest.json").read_text())["documents"]
+def _manifest(test_data: Path) -> list[dict[str, object]]:
+    return json.loads((test_data / "nitro" / "manifest.json").read_text())["documents"]
 
 
-def test_embedded_aws_root_matches_the_published_hash_and_vector_file(shared_vectors: Path) -> None:
+def test_embedded_aws_root_matches_the_published_hash_and_vector_file(test_data: Path) -> None:
     anchor = aws_nitro_root()
     assert anchor.sha256 == AWS_NITRO_ROOT_SHA256
     from_file = TrustAnchor.from_pem(
-        (shared_vectors / "nitro" / "aws_nitro_root.pem").read_bytes(),
+        (test_data / "nitro" / "aws_nitro_root.pem").read_bytes(),
         expected_sha256=AWS_NITRO_ROOT_SHA256,
     )
     assert from_file.der == anchor.der
 
 
 def test_every_genuine_document_verifies_and_every_negative_is_rejected(
-    shared_vectors: Path,
+    test_data: Path,
 ) -> None:
-    entries = _manifest(shared_vectors)
+    entries = _manifest(test_data)
     verifier = AttestationVerifier([NitroAuthenticator(aws_nitro_root(), cache=ChainCache())])
     accepted, rejected = [], {}
     for entry in entries:
-        data = (shared_vectors / "nitro" / str(entry["file"])).read_bytes()
+        data = (test_data / "nitro" / str(entry["file"])).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
         try:
             verified = verifier.verify(
@@ -71,12 +71,12 @@ def test_every_genuine_document_verifies_and_every_negative_is_rejected(
     }
 
 
-def test_both_pcr_field_names_and_map_encodings_are_read(shared_vectors: Path) -> None:
+def test_both_pcr_field_names_and_map_encodings_are_read(test_data: Path) -> None:
     counts: dict[tuple[str, int], int] = {}
-    for entry in _manifest(shared_vectors):
+    for entry in _manifest(test_data):
         if entry["expect"] != "accept":
             continue
-        data = (shared_vectors / "nitro" / str(entry["file"])).read_bytes()
+        data = (test_data / "nitro" / str(entry["file"])).read_bytes()
         authenticator = NitroAuthenticator(aws_nitro_root())
         document = authenticator.authenticate_document(data, now_ms=int(entry["timestamp_ms"]))  # type: ignore[call-overload]
         counts.setdefault((document.payload.pcrs_field, len(document.payload.pcrs)), 0)
@@ -86,12 +86,12 @@ def test_both_pcr_field_names_and_map_encodings_are_read(shared_vectors: Path) -
 
 @pytest.mark.parametrize("debug", [True, False])
 def test_production_policy_rejects_genuine_debug_documents(
-    shared_vectors: Path, debug: bool
+    test_data: Path, debug: bool
 ) -> None:
     entry = next(
-        e for e in _manifest(shared_vectors) if e["expect"] == "accept" and e["debug"] is debug
+        e for e in _manifest(test_data) if e["expect"] == "accept" and e["debug"] is debug
     )
-    data = (shared_vectors / "nitro" / str(entry["file"])).read_bytes()
+    data = (test_data / "nitro" / str(entry["file"])).read_bytes()
     verifier = AttestationVerifier([NitroAuthenticator(aws_nitro_root())])
     now_ms = int(entry["timestamp_ms"])  # type: ignore[call-overload]
     pcrs = verifier.authenticate(data, kind=DocumentKind.NITRO, now_ms=now_ms).pcrs
@@ -115,9 +115,9 @@ def test_production_policy_rejects_genuine_debug_documents(
         assert not verified.debug_mode
 
 
-def test_genuine_documents_expire_with_their_signing_certificate(shared_vectors: Path) -> None:
-    entry = next(e for e in _manifest(shared_vectors) if e["kind"] == "nitrotpm")
-    data = (shared_vectors / "nitro" / str(entry["file"])).read_bytes()
+def test_genuine_documents_expire_with_their_signing_certificate(test_data: Path) -> None:
+    entry = next(e for e in _manifest(test_data) if e["kind"] == "nitrotpm")
+    data = (test_data / "nitro" / str(entry["file"])).read_bytes()
     verifier = AttestationVerifier([NitroAuthenticator(aws_nitro_root())])
     with pytest.raises(AttestationError) as caught:
         verifier.verify(

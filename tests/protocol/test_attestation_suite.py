@@ -53,7 +53,7 @@ from simulations.nitrotpm import ManualClock, SimulatedNitroPKI, SimulatedNitroT
 
 SIM_T0 = 1_760_000_123_456
 DAY_MS = 86_400_000
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "nitro"
+VECTORS = Path(__file__).resolve().parents[1] / "data" / "nitro"
 NITRO_SIGNATURE_SIZE = 96  # ECDSA P-384 r || s, the end of every COSE_Sign1 here
 
 # (nonce, key material for the bound key, user data) of each source made here.

@@ -88,8 +88,8 @@ def test_the_chosen_pcrs_are_static_os_registers() -> None:
     assert NO_MODEL_DIGEST != PCR_RESET_VALUE
 
 
-def test_genuine_nitrotpm_documents_leave_the_chosen_pcrs_at_reset(shared_vectors: Path) -> None:
-    documents = sorted((shared_vectors / "nitro" / "nitrotpm").glob("*.cbor"))
+def test_genuine_nitrotpm_documents_leave_the_chosen_pcrs_at_reset(test_data: Path) -> None:
+    documents = sorted((test_data / "nitro" / "nitrotpm").glob("*.cbor"))
     assert documents
     for path in documents:
         cose = cbor2.loads(path.read_bytes())

@@ -133,18 +133,18 @@ def run_handshake(init: HandshakeState, resp: HandshakeState) -> list[bytes]:
 
 @pytest.mark.parametrize(("filename", "count"), [("cacophony.txt", 944), ("snow.txt", 408)])
 def test_shared_vector_files_pass_completely(
-    shared_vectors: Path, filename: str, count: int
+    test_data: Path, filename: str, count: int
 ) -> None:
-    results = runner.run_file(shared_vectors / "noise" / filename)
+    results = runner.run_file(test_data / "noise" / filename)
     failures = [r for r in results if not r.passed]
     assert failures == []
     assert len(results) == count
 
 
-def test_vector_files_cover_every_pattern(shared_vectors: Path) -> None:
+def test_vector_files_cover_every_pattern(test_data: Path) -> None:
     names = set()
     for filename in ("cacophony.txt", "snow.txt"):
-        for vector in runner.load_vectors(shared_vectors / "noise" / filename):
+        for vector in runner.load_vectors(test_data / "noise" / filename):
             assert isinstance(vector, dict)
             names.add(NoiseProtocol.from_name(vector["protocol_name"]).pattern.name)
     bases = {re.match(r"[A-Z0-9]+", name).group(0) for name in names}  # type: ignore[union-attr]
@@ -153,18 +153,18 @@ def test_vector_files_cover_every_pattern(shared_vectors: Path) -> None:
 
 
 def test_runner_main_prints_summary(
-    shared_vectors: Path, capsys: pytest.CaptureFixture[str]
+    test_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc = runner.main([str(shared_vectors / "noise" / "snow.txt")])
+    rc = runner.main([str(test_data / "noise" / "snow.txt")])
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1] == "408 passed, 0 failed"
     assert rc == 0
 
 
 def test_runner_counts_unsupported_malformed_and_wrong_vectors_as_failed(
-    shared_vectors: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    test_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    good = runner.load_vectors(shared_vectors / "noise" / "snow.txt")[30]
+    good = runner.load_vectors(test_data / "noise" / "snow.txt")[30]
     assert isinstance(good, dict)
     tampered = json.loads(json.dumps(good))
     last = tampered["messages"][-1]
