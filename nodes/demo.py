@@ -48,7 +48,7 @@ from actors.channel import ConnectionHandler, SecureChannel, connect_secure, ser
 from actors.key_custody import KeyVault, NodeKeyCustody
 from actors.log import configure_logging
 from actors.seams.clock import TrioClock
-from actors.seams.engine import CancelToken, ChatMessage, Engine, GenerationParams
+from actors.seams.engine import CancelToken, Engine, GenerationParams
 from actors.seams.random import SystemRandom
 from actors.seams.store import SqliteStore
 from nodes.boot import BootedNode, BootInputs, measured_boot
@@ -243,9 +243,8 @@ def _generate_into_channel(
         top_p=request.top_p,
         seed=request.seed,
     )
-    turns = [ChatMessage(turn.role.value, turn.content) for turn in request.turns]
     produced = 0
-    for chunk in engine.generate(turns, params, cancel):
+    for chunk in engine.generate(request.turns, params, cancel):
         produced += chunk.tokens
         anyio.from_thread.run(
             channel.send_message,

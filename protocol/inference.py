@@ -17,6 +17,21 @@ from protocol.messages import U16, U32, IntRange, MaxLen, message
 
 #: Upper bound on one turn's text, in characters or bytes.
 MAX_TURN_LEN = 256 * 1024
+#: The sampling parameters every engine accepts (the wire format and the
+#: Engine seam check the same ranges).
+MAX_TOKENS_LIMIT = 8192
+MAX_TEMPERATURE = 2.0
+
+
+def check_sampling(max_tokens: int, temperature: float, top_p: float) -> None:
+    """Raise :class:`ValueError` unless the sampling parameters are in range:
+    ``max_tokens`` in [1, 8192], ``temperature`` in [0, 2], ``top_p`` in (0, 1]."""
+    if not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
+        raise ValueError(f"max_tokens must be in [1, {MAX_TOKENS_LIMIT}]")
+    if not 0.0 <= temperature <= MAX_TEMPERATURE:
+        raise ValueError(f"temperature must be in [0, {MAX_TEMPERATURE:g}]")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError("top_p must be in (0, 1]")
 
 
 class Role(enum.StrEnum):
@@ -42,7 +57,7 @@ class ChatTurn:
 class GenerateRequest:
     model: Annotated[str, MaxLen(128)]
     turns: Annotated[tuple[ChatTurn, ...], MaxLen(256)]
-    max_tokens: Annotated[int, IntRange(1, 8192)]
+    max_tokens: Annotated[int, IntRange(1, MAX_TOKENS_LIMIT)]
     temperature: float
     top_p: float
     seed: U32
@@ -50,10 +65,7 @@ class GenerateRequest:
     def __post_init__(self) -> None:
         if not self.turns:
             raise ValueError("a request needs at least one turn")
-        if not 0.0 <= self.temperature <= 2.0:
-            raise ValueError("temperature out of range")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError("top_p out of range")
+        check_sampling(self.max_tokens, self.temperature, self.top_p)
 
 
 @message("inference.chunk")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 
-from actors.seams.engine import CancelToken, ChatMessage, Chunk, GenerationParams
+from actors.seams.engine import CancelToken, Chunk, GenerationParams
 from protocol.customer_data import CustomerData
+from protocol.inference import ChatTurn
 
 _WORDS = (
     "amber",
@@ -45,13 +46,13 @@ class ScriptedEngine:
 
     def generate(
         self,
-        messages: Sequence[ChatMessage],
+        messages: Sequence[ChatTurn],
         params: GenerationParams,
         cancel: CancelToken,
     ) -> Iterator[Chunk]:
         h = hashlib.sha256(params.seed.to_bytes(8, "big"))
         for m in messages:
-            h.update(m.role.encode() + b"\x00" + m.content.reveal_bytes() + b"\x00")
+            h.update(m.role.value.encode() + b"\x00" + m.content.reveal_bytes() + b"\x00")
         stream = h.digest()
         for i in range(params.max_tokens):
             if cancel.cancelled:

@@ -38,17 +38,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from actors._core._system import Actor, Context
 from actors._core._types import SHUTDOWN, ActorRef, Exit, ExitKind, ExitReason
 from actors.log import get_logger
 
-
-def _log() -> Any:
-    # Bound on use, not at import: binding freezes whatever logging
-    # configuration is current, and processes configure logging after import.
-    return get_logger("actors.supervisor")
+# get_logger returns a lazy proxy, so a module-level logger still follows a
+# configuration installed after import.
+_log = get_logger("actors.supervisor")
 
 
 class Strategy(enum.Enum):
@@ -199,7 +196,7 @@ class Supervisor(Actor):
         if restart is Restart.TRANSIENT and not reason.abnormal:
             return
         if not self._note_restart(ctx):
-            _log().error(
+            _log.error(
                 "supervisor_gave_up",
                 node=ctx.node,
                 supervisor=ctx.label,
@@ -211,7 +208,7 @@ class Supervisor(Actor):
             await self._terminate_all(ctx, self._children)
             ctx.stop(ExitReason(ExitKind.ESCALATED))
             return
-        _log().info(
+        _log.info(
             "child_restarting",
             node=ctx.node,
             supervisor=ctx.label,

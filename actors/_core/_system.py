@@ -68,10 +68,9 @@ if TYPE_CHECKING:
     from actors._remote._layer import RemoteLayer
 
 
-def _log() -> Any:
-    # Bound on use, not at import: binding freezes whatever logging
-    # configuration is current, and processes configure logging after import.
-    return get_logger("actors")
+# get_logger returns a lazy proxy, so a module-level logger still follows a
+# configuration installed after import.
+_log = get_logger("actors")
 
 
 DEFAULT_MAILBOX: Final = 1024
@@ -472,7 +471,7 @@ class ActorSystem:
         if cell.current_request is not None:
             request, cell.current_request = cell.current_request, None
             self._reply(request, None, ActorCrashed(report))
-        _log().warning(
+        _log.warning(
             "actor_crashed",
             node=self.node,
             actor=report.actor,

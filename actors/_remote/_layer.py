@@ -14,7 +14,7 @@ to be lost.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from actors._core._errors import (
     ActorCrashed,
@@ -53,10 +53,9 @@ if TYPE_CHECKING:
     from actors._core._system import ActorSystem
 
 
-def _log() -> Any:
-    # Bound on use, not at import: binding freezes whatever logging
-    # configuration is current, and processes configure logging after import.
-    return get_logger("actors.remote")
+# get_logger returns a lazy proxy, so a module-level logger still follows a
+# configuration installed after import.
+_log = get_logger("actors.remote")
 
 
 def _wire_ref(ref: ActorRef) -> WireRef:
@@ -250,7 +249,7 @@ class RemoteLayer:
 
     def _reject(self, peer: str, check: str) -> None:
         self.frames_rejected += 1
-        _log().warning("remote_frame_rejected", peer=peer, check=check)
+        _log.warning("remote_frame_rejected", peer=peer, check=check)
 
     def _local_ref(self, peer: str, wire: WireRef) -> ActorRef | None:
         if wire.node != self._system.node:

@@ -8,7 +8,9 @@ Generation is blocking CPU work, so :meth:`Engine.generate` is a plain
 iterator meant to run in a worker thread; the caller stops it by setting the
 :class:`CancelToken` (checked between tokens) or by closing the iterator.
 Prompts and completions are customer data and stay wrapped in
-:class:`CustomerData` on both sides of this seam.
+:class:`CustomerData` on both sides of this seam. A chat is a sequence of the
+wire format's own :class:`~protocol.inference.ChatTurn` (one definition of a
+turn, its roles and the sampling ranges: :mod:`protocol.inference`).
 """
 
 from __future__ import annotations
@@ -16,17 +18,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from protocol.customer_data import CustomerData
-
-Role = Literal["system", "user", "assistant"]
-
-
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
-    role: Role
-    content: CustomerData
+from protocol.inference import ChatTurn, check_sampling
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +32,7 @@ class GenerationParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_tokens <= 8192:
-            raise ValueError("max_tokens must be in [1, 8192]")
-        if not 0.0 <= self.temperature <= 2.0:
-            raise ValueError("temperature must be in [0, 2]")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError("top_p must be in (0, 1]")
+        check_sampling(self.max_tokens, self.temperature, self.top_p)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +41,6 @@ class Chunk:
 
     text: CustomerData
     tokens: int
-
-
-FinishReason = Literal["stop", "length", "cancelled"]
 
 
 class CancelToken:
@@ -82,7 +69,7 @@ class Engine(Protocol):
 
     def generate(
         self,
-        messages: Sequence[ChatMessage],
+        messages: Sequence[ChatTurn],
         params: GenerationParams,
         cancel: CancelToken,
     ) -> Iterator[Chunk]:

@@ -11,8 +11,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from actors.seams.engine import CancelToken, ChatMessage, Chunk, GenerationParams
+from actors.seams.engine import CancelToken, Chunk, GenerationParams
 from protocol.customer_data import CustomerData
+from protocol.inference import ChatTurn
 
 
 class EngineLoadError(Exception):
@@ -57,11 +58,11 @@ class LlamaEngine:
 
     def generate(
         self,
-        messages: Sequence[ChatMessage],
+        messages: Sequence[ChatTurn],
         params: GenerationParams,
         cancel: CancelToken,
     ) -> Iterator[Chunk]:
-        chat = [{"role": m.role, "content": m.content.reveal_text()} for m in messages]
+        chat = [{"role": m.role.value, "content": m.content.reveal_text()} for m in messages]
         # With stream=True llama-cpp returns an iterator of chunk dicts.
         stream = cast(
             Iterator[Any],

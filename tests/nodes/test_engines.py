@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from actors.seams.engine import CancelToken, ChatMessage, GenerationParams
+from actors.seams.engine import CancelToken, GenerationParams
 from nodes.demo import demo_model_path
 from nodes.engines.llama import EngineLoadError, LlamaEngine
 from protocol.customer_data import CustomerData
+from protocol.inference import ChatTurn, Role
 from simulations.engine import ScriptedEngine
 
 
@@ -19,8 +20,8 @@ def llama() -> LlamaEngine:
     return LlamaEngine(demo_model_path(), model_id="smollm2")
 
 
-def _ask(text: str) -> list[ChatMessage]:
-    return [ChatMessage("user", CustomerData(text))]
+def _ask(text: str) -> list[ChatTurn]:
+    return [ChatTurn(Role.USER, CustomerData(text))]
 
 
 def test_llama_streams_redacted_chunks_within_max_tokens(llama: LlamaEngine) -> None:
