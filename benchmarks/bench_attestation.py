@@ -30,7 +30,8 @@ from protocol.attestation import (
     aws_nitro_root,
     noise_key_binding,
 )
-from simulations.nitrotpm import ManualClock, SimulatedNitroTPM
+from simulations.clock import ManualClock
+from simulations.nitrotpm import SimulatedNitroTPM
 
 T0 = 1_760_000_000_000
 VECTORS = Path(__file__).resolve().parents[1] / "tests" / "data" / "nitro"

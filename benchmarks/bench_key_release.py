@@ -41,7 +41,8 @@ from protocol.attestation import (
     TrustAnchor,
 )
 from protocol.measurement import APPLICATION_PCRS, model_policy
-from simulations.nitrotpm import ManualClock, SimulatedNitroPKI, SimulatedNitroTPM
+from simulations.clock import ManualClock
+from simulations.nitrotpm import SimulatedNitroPKI, SimulatedNitroTPM
 
 MODEL = "smol"
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from actors.seams.tpm import TPMError
 from protocol.attestation import PcrPolicy, PcrRelease
-from simulations.nitrotpm import PCR_COUNT, ManualClock, SimulatedNitroTPM
+from simulations.clock import ManualClock
+from simulations.nitrotpm import PCR_COUNT, SimulatedNitroTPM
 
 _MAX_HEX_FIELD_BYTES = 1024
 

@@ -1,4 +1,6 @@
-"""Virtual time for the simulator (the Clock seam)."""
+"""Test and simulated time (the Clock seam): :class:`VirtualClock` on the
+simulator kernel's virtual time, :class:`ManualClock` for tools and tests that
+move time by hand."""
 
 from __future__ import annotations
 
@@ -26,3 +28,25 @@ class VirtualClock:
 
     async def sleep(self, seconds: float) -> None:
         await SimWaiter(self._kernel).wait(max(0.0, seconds))
+
+
+class ManualClock:
+    """The Clock seam on time that moves only when told (for tools and tests):
+    ``advance`` and ``sleep`` move it; nothing else does."""
+
+    def __init__(self, start_ms: int) -> None:
+        self._now_ms = start_ms
+
+    def wall_ms(self) -> int:
+        return self._now_ms
+
+    def monotonic(self) -> float:
+        return self._now_ms / 1000
+
+    async def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("time does not go backwards")
+        self._now_ms += round(seconds * 1000)

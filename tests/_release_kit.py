@@ -34,7 +34,7 @@ from protocol.release import (
     verify_release_metadata,
 )
 from protocol.tlog import leaf_hash
-from simulations.nitrotpm import ManualClock
+from simulations.clock import ManualClock
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 CODE_ARTIFACT = "code/mantle-src.tar"

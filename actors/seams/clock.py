@@ -12,15 +12,20 @@ from typing import Protocol
 import trio
 
 
-class Clock(Protocol):
+class WallClock(Protocol):
+    """The part of the Clock seam that components without timers read: wall time
+    (a TPM's document timestamps, a log's tree-head timestamps)."""
+
+    def wall_ms(self) -> int:
+        """Milliseconds since the Unix epoch (for attestation timestamps, expiry)."""
+        ...
+
+
+class Clock(WallClock, Protocol):
     """Time as actors see it."""
 
     def monotonic(self) -> float:
         """Seconds on a clock that never goes backwards (for timeouts, intervals)."""
-        ...
-
-    def wall_ms(self) -> int:
-        """Milliseconds since the Unix epoch (for attestation timestamps, expiry)."""
         ...
 
     async def sleep(self, seconds: float) -> None:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from actors.seams.clock import WallClock
 from actors.seams.store import SqlValue, Store
 from protocol.tlog import (
     MAX_TREE_SIZE,
@@ -49,12 +49,6 @@ _SCHEMA = (
     " root_hash BLOB NOT NULL, signature BLOB NOT NULL)",
 )
 MAX_LEAF_INPUT = 64 * 1024
-
-
-class WallClock(Protocol):
-    """The part of the Clock seam a log needs: wall time for tree-head timestamps."""
-
-    def wall_ms(self) -> int: ...
 
 
 class LogStoreError(TlogError):

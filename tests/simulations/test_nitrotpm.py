@@ -19,9 +19,9 @@ from protocol.attestation import (
     TrustAnchor,
     noise_key_binding,
 )
+from simulations.clock import ManualClock
 from simulations.nitrotpm import (
     FIRMWARE_MEASUREMENT,
-    ManualClock,
     NvState,
     SimulatedNitroPKI,
     SimulatedNitroTPM,
