@@ -5,9 +5,32 @@ An actor is a mailbox plus a handler (:class:`Actor`); it is addressed by an
 :class:`Supervisor` restarts children with Erlang/OTP semantics. Actor code
 reaches time, randomness and the network only through the seams in
 :mod:`actors.seams`, so the deterministic simulator runs the same code.
+
+Layout
+------
+
+Public, for code that writes actors or wires a node:
+
+* :mod:`actors` (this module): actors, contexts, refs, exit reasons,
+  supervision, errors, :class:`ActorSystem` and its production
+  driver :class:`TrioDriver`, :func:`open_actor_system`.
+* :mod:`actors.remote`: :class:`~actors.remote.RemoteLayer`, which attaches
+  a system to other nodes over a transport.
+* :mod:`actors.seams` (clock, random, store, TPM, transport, engine),
+  :mod:`actors.channel` (Noise secure channels), :mod:`actors.key_custody`,
+  :mod:`actors.log`.
+
+Low level, for code that implements what actors run on (a Driver such as the
+simulator kernel's, a Transport such as the TCP one or the simulated
+network): :mod:`actors.lowlevel`.
+
+Private: ``actors._core`` (the runtime itself) and ``actors._remote`` (the
+remote layer and its wire messages). Nothing outside this package imports
+them; the core does not import the remote layer either, which attaches
+through a private hooks object instead (``actors._core._remote_hooks``).
 """
 
-from actors._core._driver import TIMED_OUT, Driver, TrioDriver, Waiter
+from actors._core._driver import TrioDriver
 from actors._core._errors import (
     ActorCrashed,
     ActorError,
@@ -49,7 +72,6 @@ __all__ = [
     "NOPROC",
     "NORMAL",
     "SHUTDOWN",
-    "TIMED_OUT",
     "Actor",
     "ActorCrashed",
     "ActorError",
@@ -61,7 +83,6 @@ __all__ = [
     "Context",
     "CrashReport",
     "Down",
-    "Driver",
     "Exit",
     "ExitKind",
     "ExitReason",
@@ -76,7 +97,6 @@ __all__ = [
     "SupervisorStartError",
     "SystemStats",
     "TrioDriver",
-    "Waiter",
     "WhichChildren",
     "open_actor_system",
 ]

@@ -29,8 +29,8 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors import Actor, ActorSystem, Context, MailboxFull, TrioDriver, open_actor_system
-from actors._remote._layer import RemoteLayer
 from actors.log import configure_logging
+from actors.remote import RemoteLayer
 from actors.seams.random import SystemRandom
 from nodes.tcp_transport import PeerAddress, TcpNoiseTransport
 from protocol.messages import Envelope, Ping, Pong, decode_envelope, encode_envelope

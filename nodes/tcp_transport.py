@@ -29,10 +29,9 @@ from dataclasses import dataclass
 import anyio
 import trio
 
-from actors._remote.backoff import Backoff
-from actors._remote.messages import NodeHello
 from actors.channel import SecureChannel, connect_secure, serve_secure
 from actors.log import get_logger
+from actors.lowlevel import Backoff, NodeHello
 from actors.seams.clock import Clock, TrioClock
 from actors.seams.random import Random
 from actors.seams.transport import TransportEvents

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from actors._core._system import ActorSystem
-from actors._core._types import CrashReport
+from actors import ActorSystem, CrashReport
 from simulations.network import NetworkStats
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from actors._core._system import ActorSystem
-from actors._core._types import ActorRef
+from actors import ActorRef, ActorSystem
 from simulations.kernel._loop import Kernel, SimTask
 from simulations.network import SimNetwork
 from simulations.random import RecordedRandom

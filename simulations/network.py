@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from actors._remote.backoff import Backoff
+from actors.lowlevel import Backoff
 from actors.seams.transport import TransportEvents
 from simulations.kernel._loop import Kernel
 from simulations.random import RecordedRandom

@@ -10,6 +10,11 @@ against :class:`Driver`. Two drivers exist:
 An actor's coroutine may await only what a driver (or a seam built on it,
 such as the Clock) hands out: :meth:`Waiter.wait`. That rule is what lets the
 simulator own scheduling completely.
+
+:class:`TrioDriver` is public through :mod:`actors`; the protocol and its
+parts (:class:`Driver`, :class:`Waiter`, :class:`TaskHandle`,
+:class:`TimerHandle`, :data:`TIMED_OUT`), for other drivers, through
+:mod:`actors.lowlevel`.
 """
 
 from __future__ import annotations

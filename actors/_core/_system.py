@@ -3,10 +3,14 @@ the name registry.
 
 An actor is a mailbox plus a handler. Each live actor has a *cell* holding its
 queues, links and monitors, and one task (started through the
-:class:`~actors._core._driver.Driver`) that takes one message at a time and
+:class:`~actors.lowlevel.Driver`) that takes one message at a time and
 awaits the actor's ``receive``. Nothing here touches trio, sockets, the OS
 clock or OS randomness directly: time, randomness, scheduling and the network
 arrive by injection, so the simulator runs this exact code.
+
+The network arrives as :class:`~actors._core._remote_hooks.RemoteHooks`,
+attached by the remote layer with :func:`attach_remote`; this module never
+imports that layer. Without hooks, refs on other nodes are unreachable.
 
 Mailbox bound (the backpressure contract)
 -----------------------------------------
@@ -65,7 +69,7 @@ from actors.seams.clock import Clock
 from actors.seams.random import Random
 
 if TYPE_CHECKING:
-    from actors._remote._layer import RemoteLayer
+    from actors._core._remote_hooks import RemoteHooks
 
 
 # get_logger returns a lazy proxy, so a module-level logger still follows a
@@ -303,7 +307,12 @@ class Context:
 
 
 class ActorSystem:
-    """All actors of one node, and the node's side of remote messaging."""
+    """All actors of one node.
+
+    Refs on other nodes reach their node once a
+    :class:`~actors.remote.RemoteLayer` is attached; until then they are
+    unreachable (:class:`PeerUnavailable`, ``Down(noconnection)``).
+    """
 
     def __init__(
         self,
@@ -328,7 +337,8 @@ class ActorSystem:
         self._request_ids = itertools.count(1)
         self._monitor_ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
-        self.remote: RemoteLayer | None = None
+        # Set by attach_remote; None: refs on other nodes are unreachable.
+        self._remote: RemoteHooks | None = None
 
     # ------------------------------------------------------------- registry
 
@@ -559,7 +569,7 @@ class ActorSystem:
             else:
                 cell.monitoring[monitor] = target.ref
                 target.monitored_by[monitor] = cell.ref
-        elif self.remote is None or not self.remote.monitor(cell.ref, ref, monitor):
+        elif self._remote is None or not self._remote.monitor(cell.ref, ref, monitor):
             self._deliver_down(cell.ref, Down(ref, NOCONNECTION, monitor))
         return monitor
 
@@ -573,13 +583,13 @@ class ActorSystem:
             target_cell = self._resolve(target)
             if target_cell is not None:
                 target_cell.monitored_by.pop(monitor, None)
-        elif self.remote is not None:
-            self.remote.demonitor(target, monitor)
+        elif self._remote is not None:
+            self._remote.demonitor(target, monitor)
 
     def _deliver_down(self, watcher: ActorRef, down: Down) -> None:
         if watcher.node != self.node:
-            if self.remote is not None:
-                self.remote.send_down(watcher, down)
+            if self._remote is not None:
+                self._remote.send_down(watcher, down)
             return
         cell = self._cells.get(watcher.actor_id)
         if cell is None or cell.monitoring.pop(down.monitor, None) is None:
@@ -587,7 +597,11 @@ class ActorSystem:
         cell.system_queue.append(down)
         cell.waiter.wake()
 
-    def deliver_down_from(self, watcher: ActorRef, down: Down) -> None:
+    # The next four, _fail_pending_to and _complete (with a node) are the
+    # inbound side of remote messaging: the remote layer reaches them only
+    # through its RemoteInbox.
+
+    def _deliver_down_from(self, watcher: ActorRef, down: Down) -> None:
         """A ``Down`` from another node for a local watcher; honoured only for
         a monitor whose target lives on the node the ``Down`` came from."""
         cell = self._cells.get(watcher.actor_id)
@@ -597,14 +611,14 @@ class ActorSystem:
         if target is not None and target.node == down.ref.node:
             self._deliver_down(watcher, down)
 
-    def remote_monitors_lost(self, node: str) -> None:
+    def _remote_monitors_lost(self, node: str) -> None:
         """Every local monitor of an actor on ``node`` gets ``Down(noconnection)``."""
         for cell in list(self._cells.values()):
             for monitor, target in list(cell.monitoring.items()):
                 if target.node == node:
                     self._deliver_down(cell.ref, Down(target, NOCONNECTION, monitor))
 
-    def add_remote_monitor(self, watcher: ActorRef, target: ActorRef, monitor: int) -> None:
+    def _add_remote_monitor(self, watcher: ActorRef, target: ActorRef, monitor: int) -> None:
         """A watcher on another node monitors a local actor."""
         cell = self._resolve(target)
         if cell is None:
@@ -612,7 +626,7 @@ class ActorSystem:
         else:
             cell.monitored_by[monitor] = watcher
 
-    def remove_remote_monitors(self, node: str, monitor: int | None = None) -> None:
+    def _remove_remote_monitors(self, node: str, monitor: int | None = None) -> None:
         """Forget monitors held by watchers on ``node`` (one, or all of them)."""
         for cell in self._cells.values():
             for key, watcher in list(cell.monitored_by.items()):
@@ -686,13 +700,13 @@ class ActorSystem:
 
     def tell(self, ref: ActorRef, message: object, *, sender: ActorRef | None = None) -> None:
         if ref.node == self.node:
-            self.deliver_local(ref, message, sender, None)
-        elif self.remote is None:
+            self._deliver_local(ref, message, sender, None)
+        elif self._remote is None:
             raise PeerUnavailable(ref.node)
         else:
-            self.remote.send_tell(ref, message, sender)
+            self._remote.send_tell(ref, message, sender)
 
-    def deliver_local(
+    def _deliver_local(
         self,
         ref: ActorRef,
         message: object,
@@ -741,11 +755,11 @@ class ActorSystem:
         self._pending[request_id] = pending
         try:
             if ref.node == self.node:
-                self.deliver_local(ref, message, sender, (self.node, request_id))
-            elif self.remote is None:
+                self._deliver_local(ref, message, sender, (self.node, request_id))
+            elif self._remote is None:
                 raise PeerUnavailable(ref.node)
             else:
-                self.remote.send_ask(ref, message, sender, request_id)
+                self._remote.send_ask(ref, message, sender, request_id)
             if (
                 not pending.done
                 and await pending.waiter.wait(timeout) is TIMED_OUT
@@ -761,11 +775,11 @@ class ActorSystem:
     def _reply(self, request: RequestKey, value: object, error: ActorError | None) -> None:
         node, request_id = request
         if node == self.node:
-            self.complete(request_id, value, error)
-        elif self.remote is not None:
-            self.remote.send_reply(node, request_id, value, error)
+            self._complete(request_id, value, error)
+        elif self._remote is not None:
+            self._remote.send_reply(node, request_id, value, error)
 
-    def complete(
+    def _complete(
         self,
         request_id: int,
         value: object,
@@ -787,11 +801,77 @@ class ActorSystem:
         pending.error = error
         pending.waiter.wake()
 
-    def fail_pending_to(self, node: str) -> None:
+    def _fail_pending_to(self, node: str) -> None:
         """Every ask waiting on ``node`` fails with :class:`PeerUnavailable`."""
         for request_id, pending in list(self._pending.items()):
             if pending.node == node and not pending.done:
-                self.complete(request_id, None, PeerUnavailable(node))
+                self._complete(request_id, None, PeerUnavailable(node))
 
 
-__all__ = ["DEFAULT_MAILBOX", "Actor", "ActorSystem", "Context", "SystemStats"]
+class RemoteInbox:
+    """The remote layer's only way into an :class:`ActorSystem`: what arrives
+    from other nodes, already checked against the authenticated peer by the
+    layer. Obtained from :func:`attach_remote`; not a public API."""
+
+    __slots__ = ("_system",)
+
+    def __init__(self, system: ActorSystem) -> None:
+        self._system = system
+
+    def deliver(
+        self,
+        target: ActorRef,
+        message: object,
+        sender: ActorRef | None,
+        request: RequestKey | None,
+    ) -> None:
+        """Enqueue into a local mailbox or raise (NoSuchActor, MailboxFull)."""
+        self._system._deliver_local(target, message, sender, request)
+
+    def complete(
+        self, request_id: int, value: object, error: ActorError | None, *, node: str
+    ) -> None:
+        """Settle a local ask with a reply (or failure) from peer ``node``."""
+        self._system._complete(request_id, value, error, node=node)
+
+    def add_monitor(self, watcher: ActorRef, target: ActorRef, monitor: int) -> None:
+        """A watcher on another node monitors a local actor."""
+        self._system._add_remote_monitor(watcher, target, monitor)
+
+    def remove_monitors(self, node: str, monitor: int | None = None) -> None:
+        """Forget monitors held by watchers on ``node`` (one, or all of them)."""
+        self._system._remove_remote_monitors(node, monitor)
+
+    def deliver_down(self, watcher: ActorRef, down: Down) -> None:
+        """A ``Down`` from the target's node for a local watcher."""
+        self._system._deliver_down_from(watcher, down)
+
+    def peer_lost(self, node: str) -> None:
+        """The link to ``node`` is gone: its pending asks fail, local monitors
+        of its actors fire ``Down(noconnection)``, its watchers are forgotten."""
+        system = self._system
+        system._fail_pending_to(node)
+        system._remote_monitors_lost(node)
+        system._remove_remote_monitors(node)
+
+
+def attach_remote(system: ActorSystem, hooks: RemoteHooks) -> RemoteInbox:
+    """Route ``system``'s refs on other nodes through ``hooks`` (the remote
+    layer) and give the layer its :class:`RemoteInbox`.
+
+    A module function rather than a method, so that :class:`ActorSystem`
+    carries nothing remote-specific in its public interface.
+    """
+    system._remote = hooks
+    return RemoteInbox(system)
+
+
+__all__ = [
+    "DEFAULT_MAILBOX",
+    "Actor",
+    "ActorSystem",
+    "Context",
+    "RemoteInbox",
+    "SystemStats",
+    "attach_remote",
+]

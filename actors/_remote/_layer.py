@@ -4,6 +4,12 @@ The same layer runs over TCP + Noise in the daemon and over the simulated
 network in the simulator; only the transport differs. Frames are envelopes
 of the ``actor.*`` messages in :mod:`actors._remote.messages`.
 
+The layer attaches to its system through the core's private seam
+(:func:`actors._core._system.attach_remote`): it implements the
+:class:`~actors._core._remote_hooks.RemoteHooks` the system calls for refs on
+other nodes, and reaches back in only through the
+:class:`~actors._core._system.RemoteInbox` it gets in return.
+
 Failure semantics: a tell across nodes is delivered at most once (and, on a
 simulated network that duplicates, possibly twice); problems on the far side
 (no such actor, full mailbox) are counted there, not reported back. An ask
@@ -14,8 +20,6 @@ to be lost.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from actors._core._errors import (
     ActorCrashed,
     ActorError,
@@ -25,6 +29,7 @@ from actors._core._errors import (
     NotSendable,
     PeerUnavailable,
 )
+from actors._core._system import ActorSystem, attach_remote
 from actors._core._types import ActorRef, CrashReport, Down, ExitKind, ExitReason
 from actors._remote.messages import (
     FailureCode,
@@ -48,10 +53,6 @@ from protocol.messages import (
     MessageEncodeError,
     MessageRegistry,
 )
-
-if TYPE_CHECKING:
-    from actors._core._system import ActorSystem
-
 
 # get_logger returns a lazy proxy, so a module-level logger still follows a
 # configuration installed after import.
@@ -77,7 +78,9 @@ def _crash_report(wire: WireCrash | None) -> CrashReport | None:
 
 
 class RemoteLayer:
-    """This node's end of remote messaging; the transport's event sink."""
+    """This node's end of remote messaging: attaches to ``system`` (which
+    then routes refs on other nodes here) and to ``transport`` (whose events
+    it receives). Construct it once per system; that is all the wiring."""
 
     def __init__(
         self,
@@ -95,7 +98,7 @@ class RemoteLayer:
         self.frames_sent = 0
         self.frames_received = 0
         self.frames_rejected = 0
-        system.remote = self
+        self._inbox = attach_remote(system, self)
         transport.bind(self)
 
     # ------------------------------------------------------------ encoding
@@ -123,7 +126,7 @@ class RemoteLayer:
     def peer_is_down(self, node: str) -> bool:
         return node in self._down
 
-    # ---------------------------------------------- called by the system
+    # --------------------------- called by the system (its RemoteHooks)
 
     def send_tell(self, ref: ActorRef, message: object, sender: ActorRef | None) -> None:
         body = RemoteTell(
@@ -194,10 +197,7 @@ class RemoteLayer:
 
     def peer_down(self, peer: str) -> None:
         self._down.add(peer)
-        system = self._system
-        system.fail_pending_to(peer)
-        system.remote_monitors_lost(peer)
-        system.remove_remote_monitors(peer)
+        self._inbox.peer_lost(peer)
 
     def frame_received(self, peer: str, frame: bytes) -> None:
         try:
@@ -208,13 +208,14 @@ class RemoteLayer:
         self.frames_received += 1
         body = envelope.body
         system = self._system
+        inbox = self._inbox
         if isinstance(body, RemoteTell):
             target = self._local_ref(peer, body.target)
             message = self._inner(peer, body.payload)
             if target is None or message is None:
                 return
             try:
-                system.deliver_local(target, message, self._peer_ref(peer, body.sender), None)
+                inbox.deliver(target, message, self._peer_ref(peer, body.sender), None)
             except MailboxFull:
                 system.stats.dropped_full += 1
             except NoSuchActor:
@@ -224,24 +225,24 @@ class RemoteLayer:
         elif isinstance(body, RemoteReply):
             value = None if not body.payload else self._inner(peer, body.payload)
             if body.payload and value is None:
-                system.complete(envelope.request_id, None, NotSendable("undecodable"), node=peer)
+                inbox.complete(envelope.request_id, None, NotSendable("undecodable"), node=peer)
             else:
-                system.complete(envelope.request_id, value, None, node=peer)
+                inbox.complete(envelope.request_id, value, None, node=peer)
         elif isinstance(body, RemoteFailure):
-            system.complete(envelope.request_id, None, self._failure(peer, body), node=peer)
+            inbox.complete(envelope.request_id, None, self._failure(peer, body), node=peer)
         elif isinstance(body, RemoteMonitor):
             target = self._local_ref(peer, body.target)
             watcher = self._peer_ref(peer, body.watcher)
             if target is not None and watcher is not None:
-                system.add_remote_monitor(watcher, target, body.monitor)
+                inbox.add_monitor(watcher, target, body.monitor)
         elif isinstance(body, RemoteDemonitor):
-            system.remove_remote_monitors(peer, body.monitor)
+            inbox.remove_monitors(peer, body.monitor)
         elif isinstance(body, RemoteDown):
             watcher = self._local_ref(peer, body.watcher)
             target = self._peer_ref(peer, body.target)
             if watcher is not None and target is not None:
                 reason = ExitReason(ExitKind(body.reason.value), _crash_report(body.crash))
-                system.deliver_down_from(watcher, Down(target, reason, body.monitor))
+                inbox.deliver_down(watcher, Down(target, reason, body.monitor))
         else:
             self._reject(peer, "actor.unexpected_type")
 
@@ -281,7 +282,7 @@ class RemoteLayer:
             self._send(peer, RemoteFailure(FailureCode.UNDECODABLE, None), request_id)
             return
         try:
-            self._system.deliver_local(
+            self._inbox.deliver(
                 target, message, self._peer_ref(peer, body.sender), (peer, request_id)
             )
         except ActorError as error:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from actors._core._driver import TaskHandle, TimerHandle, Waiter
+from actors.lowlevel import TaskHandle, TimerHandle, Waiter
 from actors.seams.clock import Clock
 from simulations.kernel._loop import Kernel, SimKilled, SimWaiter
 

@@ -29,7 +29,7 @@ import heapq
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Final
 
-from actors._core._driver import TIMED_OUT
+from actors.lowlevel import TIMED_OUT
 
 
 class SimKilled(BaseException):

@@ -20,19 +20,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from actors._core._errors import (
+from actors import (
+    Actor,
     ActorCrashed,
     ActorError,
+    ActorRef,
     ActorStopped,
+    ActorSystem,
     AskTimeout,
+    ChildSpec,
+    Context,
+    CrashReport,
     MailboxFull,
     NoSuchActor,
     PeerUnavailable,
+    Restart,
+    Strategy,
+    Supervisor,
 )
-from actors._core._supervisor import ChildSpec, Restart, Strategy, Supervisor
-from actors._core._system import Actor, ActorSystem, Context
-from actors._core._types import ActorRef, CrashReport
-from actors._remote._layer import RemoteLayer
+from actors.remote import RemoteLayer
 from protocol.messages import U8, U64, MaxLen, message
 from simulations import checkers
 from simulations.faults import FaultInjector

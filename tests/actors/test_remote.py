@@ -22,8 +22,8 @@ from actors import (
     PeerUnavailable,
     TrioDriver,
 )
-from actors._remote._layer import RemoteLayer
-from actors._remote.backoff import Backoff
+from actors.lowlevel import Backoff
+from actors.remote import RemoteLayer
 from actors.seams.random import SystemRandom
 from nodes.tcp_transport import PeerAddress, TcpNoiseTransport
 from protocol.framing import DEFAULT_MAX_PAYLOAD

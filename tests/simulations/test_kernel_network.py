@@ -15,7 +15,7 @@ from actors import (
     NotSendable,
     PeerUnavailable,
 )
-from actors._remote._layer import RemoteLayer
+from actors.remote import RemoteLayer
 from protocol.messages import MAX_ENVELOPE_SIZE, U64, Ping, Pong, message
 from simulations.kernel import Kernel, SimDriver
 from simulations.network import Fixed, LinkProfile, SimNetwork, Uniform
