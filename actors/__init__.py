@@ -12,7 +12,7 @@ Layout
 Public, for code that writes actors or wires a node:
 
 * :mod:`actors` (this module): actors, contexts, refs, exit reasons,
-  supervision, errors, :class:`ActorSystem` and its production
+  supervision, the errors below, :class:`ActorSystem` and its production
   driver :class:`TrioDriver`, :func:`open_actor_system`.
 * :mod:`actors.remote`: :class:`~actors.remote.RemoteLayer`, which attaches
   a system to other nodes over a transport.
@@ -28,6 +28,36 @@ Private: ``actors._core`` (the runtime itself) and ``actors._remote`` (the
 remote layer and its wire messages). Nothing outside this package imports
 them; the core does not import the remote layer either, which attaches
 through a private hooks object instead (``actors._core._remote_hooks``).
+
+Errors
+------
+
+Every exception the package defines, under its base (a module in
+parentheses is where a class is imported from, when not here)::
+
+    Exception
+    ├── ActorError                       the runtime refused or failed a request
+    │   ├── MailboxFull
+    │   ├── NoSuchActor
+    │   ├── NameTaken
+    │   ├── AskTimeout                   (also a TimeoutError)
+    │   ├── ActorCrashed                 .report: CrashReport
+    │   ├── ActorStopped
+    │   ├── PeerUnavailable
+    │   └── NotSendable
+    ├── SupervisorStartError
+    ├── KeyCustodyError                  (actors.key_custody)
+    │   ├── KeyringError
+    │   ├── KeyReleaseDenied             .denial: Denial
+    │   └── EnvelopeError
+    ├── StoreError                       (actors.seams)
+    ├── TPMError                         (actors.seams)
+    └── SessionError                     (protocol.framing; .check: SessionCheck,
+        │                                 its subclasses are drawn there)
+        ├── HandshakeTimeout             (actors.channel)
+        └── TransportBroken              (actors.channel)
+
+No error carries a message's contents or the text of a handler's exception.
 """
 
 from actors._core._driver import TrioDriver

@@ -46,6 +46,7 @@ from protocol.framing import (
     PayloadTooLarge,
     PeerIdentity,
     SecureSession,
+    SessionCheck,
     SessionError,
     SessionState,
 )
@@ -232,7 +233,7 @@ class SecureChannel:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self._write_broken = True
             await self._abort()
-            raise TransportBroken("transport.write") from None
+            raise TransportBroken(SessionCheck.TRANSPORT_WRITE) from None
         except BaseException:
             # Cancelled mid-write: part of a frame may be on the wire.
             self._write_broken = True
@@ -326,7 +327,9 @@ async def _establish(
             await _handshake(stream, session, verify_peer)
     except TimeoutError:
         await anyio.aclose_forcefully(stream)
-        raise HandshakeTimeout("handshake.timeout", f"after {handshake_timeout} s") from None
+        raise HandshakeTimeout(
+            SessionCheck.HANDSHAKE_TIMEOUT, f"after {handshake_timeout} s"
+        ) from None
     except BaseException:
         await anyio.aclose_forcefully(stream)
         raise
@@ -341,7 +344,7 @@ async def _handshake(
             try:
                 await stream.send(session.write_handshake())
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                raise HandshakeFailed("handshake.transport", "peer went away") from None
+                raise HandshakeFailed(SessionCheck.HANDSHAKE_TRANSPORT, "peer went away") from None
             continue
         event = session.next_event()
         if event is NEED_DATA:

@@ -20,6 +20,7 @@ with backoff. ``send`` refuses frames while the link is known to be down.
 
 from __future__ import annotations
 
+import enum
 import functools
 import hmac
 from collections import deque
@@ -48,11 +49,26 @@ _LINK_ERRORS = (
 )
 
 
+class PeerCheck(enum.StrEnum):
+    """Why a node link refused its peer (:attr:`PeerNotAllowed.check`)."""
+
+    #: The handshake payload is not a decodable envelope.
+    HELLO_DECODE = "hello.decode"
+    #: The handshake payload is not a :class:`NodeHello`.
+    HELLO_TYPE = "hello.type"
+    #: The claimed node is not a configured peer (or is this node itself).
+    PEER_UNKNOWN = "peer.unknown"
+    #: A dialled peer answered as another configured node.
+    PEER_UNEXPECTED = "peer.unexpected"
+    #: The Noise static key is not the one configured for the claimed node.
+    PEER_STATIC_KEY = "peer.static_key"
+
+
 class PeerNotAllowed(Exception):
     """A handshake named a node that is not configured, or proved another key."""
 
-    def __init__(self, check: str) -> None:
-        super().__init__(f"peer refused: {check}")
+    def __init__(self, check: PeerCheck) -> None:
+        super().__init__(f"peer refused: {check.value}")
         self.check = check
 
 
@@ -190,17 +206,17 @@ class TcpNoiseTransport:
         try:
             envelope = REGISTRY.decode(payload)
         except MessageDecodeError:
-            raise PeerNotAllowed("hello.decode") from None
+            raise PeerNotAllowed(PeerCheck.HELLO_DECODE) from None
         hello = envelope.body
         if not isinstance(hello, NodeHello):
-            raise PeerNotAllowed("hello.type")
+            raise PeerNotAllowed(PeerCheck.HELLO_TYPE)
         address = self._peers.get(hello.node)
         if address is None or hello.node == self._node:
-            raise PeerNotAllowed("peer.unknown")
+            raise PeerNotAllowed(PeerCheck.PEER_UNKNOWN)
         if expected is not None and hello.node != expected:
-            raise PeerNotAllowed("peer.unexpected")
+            raise PeerNotAllowed(PeerCheck.PEER_UNEXPECTED)
         if not hmac.compare_digest(address.static_public, remote_static):
-            raise PeerNotAllowed("peer.static_key")
+            raise PeerNotAllowed(PeerCheck.PEER_STATIC_KEY)
         if self._verify_attestation is not None:
             self._verify_attestation(hello.node, remote_static, hello.attestation)
 

@@ -59,6 +59,32 @@ After any error the session is ``FAILED``: its keys are dropped and every
 further call raises :class:`SessionFailed`. The one exception is
 :meth:`SecureSession.send` refusing a payload above ``max_payload``, which is
 checked before anything is encrypted and leaves the session as it was.
+
+Errors
+------
+
+Every failure is a :class:`SessionError`; its ``check``, a
+:class:`SessionCheck`, names the rule that failed. The whole tree, with the
+checks each class carries (``actors.channel``, which drives a session over a
+stream, adds the last two)::
+
+    SessionError                 nonce.exhausted
+    ├── FrameTooLarge            frame.length
+    ├── TruncatedStream          stream.truncated
+    ├── PayloadTooLarge          payload.size
+    ├── DecryptFailed            frame.authentication, frame.decrypt
+    ├── HandshakeFailed          handshake.write, handshake.read,
+    │                            handshake.unexpected_payload, handshake.no_peer_identity,
+    │                            handshake.transport (actors.channel)
+    ├── PeerRejected             handshake.peer_rejected
+    ├── ProtocolViolation        session.unexpected, session.data_after_close,
+    │                            chunk.empty, chunk.flag, chunk.short_more,
+    │                            chunk.close_with_data, chunk.close_mid_payload
+    ├── SessionStateError        session.state, session.fresh_handshake,
+    │                            session.handshake_hash, session.data_after_eof
+    ├── SessionFailed            session.failed, frame.failed
+    ├── HandshakeTimeout         handshake.timeout (actors.channel)
+    └── TransportBroken          transport.write (actors.channel)
 """
 
 from __future__ import annotations
@@ -102,15 +128,79 @@ _CLOSE_FLAG: Final = bytes([CHUNK_CLOSE])
 # -- errors ---------------------------------------------------------------------------
 
 
+class SessionCheck(enum.StrEnum):
+    """The rule a :class:`SessionError` reports as failed (its ``check``)."""
+
+    # Frames.
+    #: A frame's length prefix exceeds the maximum.
+    FRAME_LENGTH = "frame.length"
+    #: The frame decoder was used again after it failed.
+    FRAME_FAILED = "frame.failed"
+    #: A transport frame failed authentication (tampered, replayed, reordered, dropped).
+    FRAME_AUTHENTICATION = "frame.authentication"
+    #: A transport frame could not be decrypted for another reason.
+    FRAME_DECRYPT = "frame.decrypt"
+    #: The stream ended before the peer's CLOSE.
+    STREAM_TRUNCATED = "stream.truncated"
+    #: A payload exceeds ``max_payload``.
+    PAYLOAD_SIZE = "payload.size"
+    #: The 64-bit nonce of a direction is used up; nothing more may be encrypted.
+    NONCE_EXHAUSTED = "nonce.exhausted"
+    # Chunks (the plaintext of a transport frame).
+    #: A transport frame carried no chunk flag.
+    CHUNK_EMPTY = "chunk.empty"
+    #: The chunk flag is none of MORE, FINAL, CLOSE.
+    CHUNK_FLAG = "chunk.flag"
+    #: A MORE chunk carried less than MIN_MORE_CHUNK_DATA bytes.
+    CHUNK_SHORT_MORE = "chunk.short_more"
+    #: A CLOSE chunk carried data.
+    CHUNK_CLOSE_WITH_DATA = "chunk.close_with_data"
+    #: CLOSE arrived in the middle of a chunked payload.
+    CHUNK_CLOSE_MID_PAYLOAD = "chunk.close_mid_payload"
+    # The handshake.
+    #: Writing a handshake message failed.
+    HANDSHAKE_WRITE = "handshake.write"
+    #: A handshake message was malformed or failed authentication.
+    HANDSHAKE_READ = "handshake.read"
+    #: A handshake message carried a payload where none may travel.
+    HANDSHAKE_UNEXPECTED_PAYLOAD = "handshake.unexpected_payload"
+    #: The handshake completed without revealing the peer's static key.
+    HANDSHAKE_NO_PEER_IDENTITY = "handshake.no_peer_identity"
+    #: The peer's identity was refused by the verifier.
+    HANDSHAKE_PEER_REJECTED = "handshake.peer_rejected"
+    #: The handshake did not complete in time (raised by ``actors.channel``).
+    HANDSHAKE_TIMEOUT = "handshake.timeout"
+    #: The stream ended during the handshake (raised by ``actors.channel``).
+    HANDSHAKE_TRANSPORT = "handshake.transport"
+    # The session's state machine.
+    #: The peer sent a message its state does not allow.
+    SESSION_UNEXPECTED = "session.unexpected"
+    #: The peer sent data after its own CLOSE.
+    SESSION_DATA_AFTER_CLOSE = "session.data_after_close"
+    #: A method was called in a state that does not allow it (a local bug).
+    SESSION_STATE = "session.state"
+    #: A session was built on a handshake that had already started.
+    SESSION_FRESH_HANDSHAKE = "session.fresh_handshake"
+    #: The handshake hash was read before the handshake completed.
+    SESSION_HANDSHAKE_HASH = "session.handshake_hash"
+    #: Bytes were fed after the end of the stream.
+    SESSION_DATA_AFTER_EOF = "session.data_after_eof"
+    #: The session was used again after it failed.
+    SESSION_FAILED = "session.failed"
+    # The stream under a channel.
+    #: Writing to the underlying stream failed (raised by ``actors.channel``).
+    TRANSPORT_WRITE = "transport.write"
+
+
 class SessionError(Exception):
     """Base class of framing and secure-session errors; ``check`` names the rule.
 
     Messages are fixed text plus sizes: never payload bytes, keys or ciphertext.
     """
 
-    def __init__(self, check: str, detail: str = "") -> None:
+    def __init__(self, check: SessionCheck, detail: str = "") -> None:
         self.check = check
-        super().__init__(f"check={check}" + (f" ({detail})" if detail else ""))
+        super().__init__(f"check={check.value}" + (f" ({detail})" if detail else ""))
 
 
 class FrameTooLarge(SessionError):
@@ -155,7 +245,7 @@ class SessionFailed(SessionError):
 def encode_frame(message: bytes) -> bytes:
     """``message`` with its 2-byte length prefix."""
     if len(message) > MAX_FRAME_LEN:
-        raise FrameTooLarge("frame.length", f"{len(message)} > {MAX_FRAME_LEN}")
+        raise FrameTooLarge(SessionCheck.FRAME_LENGTH, f"{len(message)} > {MAX_FRAME_LEN}")
     return _HEADER.pack(len(message)) + message
 
 
@@ -186,7 +276,7 @@ class FrameDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[memoryview]:
         if self._failed:
-            raise SessionFailed("frame.failed", "decoder failed earlier")
+            raise SessionFailed(SessionCheck.FRAME_FAILED, "decoder failed earlier")
         # Views into the caller's mutable buffer could change under us; bytes cannot.
         view = memoryview(data if type(data) is bytes else bytes(data))
         end = len(view)
@@ -239,7 +329,7 @@ class FrameDecoder:
         if length > self._max:
             self._failed = True
             self._buffer = bytearray()
-            raise FrameTooLarge("frame.length", f"{length} > {self._max}")
+            raise FrameTooLarge(SessionCheck.FRAME_LENGTH, f"{length} > {self._max}")
         return length
 
 
@@ -391,7 +481,7 @@ class SecureSession:
     ) -> None:
         if handshake.message_index != 0:
             raise SessionStateError(
-                "session.fresh_handshake", "the handshake must not have started"
+                SessionCheck.SESSION_FRESH_HANDSHAKE, "the handshake must not have started"
             )
         if max_payload < 0:
             raise ValueError("max_payload must not be negative")
@@ -431,7 +521,9 @@ class SecureSession:
     def handshake_hash(self) -> bytes:
         """The Noise handshake hash: a unique, both-sides-agreed id of this session."""
         if self._handshake_hash is None:
-            raise SessionStateError("session.handshake_hash", "the handshake is not complete")
+            raise SessionStateError(
+                SessionCheck.SESSION_HANDSHAKE_HASH, "the handshake is not complete"
+            )
         return self._handshake_hash
 
     @property
@@ -451,14 +543,18 @@ class SecureSession:
         if target is None:
             if peer:
                 self._fail(
-                    ProtocolViolation("session.unexpected", f"{event.value} in {state.value}")
+                    ProtocolViolation(
+                        SessionCheck.SESSION_UNEXPECTED, f"{event.value} in {state.value}"
+                    )
                 )
-            self._fail(SessionStateError("session.state", f"{event.value} in {state.value}"))
+            self._fail(
+                SessionStateError(SessionCheck.SESSION_STATE, f"{event.value} in {state.value}")
+            )
         self._state = target
 
     def _raise_failed(self) -> NoReturn:
-        check = self._error.check if self._error is not None else "unknown"
-        raise SessionFailed("session.failed", f"failed earlier: {check}")
+        check = self._error.check.value if self._error is not None else "unknown"
+        raise SessionFailed(SessionCheck.SESSION_FAILED, f"failed earlier: {check}")
 
     def _fail(self, error: SessionError) -> NoReturn:
         """Enter FAILED (see _enter_failed) and raise ``error``."""
@@ -486,7 +582,7 @@ class SecureSession:
         if self._state is _S.FAILED:
             self._raise_failed()
         if self._eof:
-            self._fail(SessionStateError("session.data_after_eof"))
+            self._fail(SessionStateError(SessionCheck.SESSION_DATA_AFTER_EOF))
         try:
             self._frames.extend(self._decoder.feed(data))
         except FrameTooLarge as error:
@@ -510,7 +606,9 @@ class SecureSession:
             if state is _S.FAILED:
                 self._raise_failed()
             if state is _S.HANDSHAKE_WRITE or state is _S.HANDSHAKE_VERIFY:
-                self._fail(SessionStateError("session.state", f"next_event in {state.value}"))
+                self._fail(
+                    SessionStateError(SessionCheck.SESSION_STATE, f"next_event in {state.value}")
+                )
             if not self._frames:
                 if not self._eof:
                     return NEED_DATA
@@ -519,7 +617,7 @@ class SecureSession:
                 where = "mid-frame" if self._decoder.buffered else "before close"
                 if state is _S.HANDSHAKE_READ:
                     where = "during the handshake"
-                self._fail(TruncatedStream("stream.truncated", where))
+                self._fail(TruncatedStream(SessionCheck.STREAM_TRUNCATED, where))
             frame = self._frames.popleft()
             if state is _S.HANDSHAKE_READ:
                 return self._read_handshake(frame)
@@ -534,14 +632,16 @@ class SecureSession:
         self._check_alive()
         if self._state is not _S.HANDSHAKE_WRITE or self._handshake is None:
             self._fail(
-                SessionStateError("session.state", f"write_handshake in {self._state.value}")
+                SessionStateError(
+                    SessionCheck.SESSION_STATE, f"write_handshake in {self._state.value}"
+                )
             )
         handshake = self._handshake
         first_of_initiator = handshake.is_initiator and self._written == 0
         try:
             message = handshake.write_message(b"" if first_of_initiator else self._payload)
         except NoiseError as exc:
-            self._fail(HandshakeFailed("handshake.write", type(exc).__name__))
+            self._fail(HandshakeFailed(SessionCheck.HANDSHAKE_WRITE, type(exc).__name__))
         self._written += 1
         if handshake.is_complete:
             self._finish_handshake()
@@ -556,7 +656,7 @@ class SecureSession:
         try:
             payload = handshake.read_message(bytes(frame))
         except NoiseError as exc:
-            self._fail(HandshakeFailed("handshake.read", type(exc).__name__))
+            self._fail(HandshakeFailed(SessionCheck.HANDSHAKE_READ, type(exc).__name__))
         if self._remote_static is None and handshake.remote_static is not None:
             self._remote_static = bytes(handshake.remote_static)
             self._peer_payload = payload
@@ -565,7 +665,7 @@ class SecureSession:
         if payload:
             # Before the peer's key is known the payload is unauthenticated (and
             # in XX's first message unencrypted); afterwards it has been given.
-            self._fail(HandshakeFailed("handshake.unexpected_payload"))
+            self._fail(HandshakeFailed(SessionCheck.HANDSHAKE_UNEXPECTED_PAYLOAD))
         if handshake.is_complete:
             self._finish_handshake()
             self._move(_I.READ_LAST_HANDSHAKE, peer=True)
@@ -578,7 +678,9 @@ class SecureSession:
         self._check_alive()
         handshake = self._handshake
         if self._state is not _S.HANDSHAKE_VERIFY or handshake is None:
-            self._fail(SessionStateError("session.state", f"accept_peer in {self._state.value}"))
+            self._fail(
+                SessionStateError(SessionCheck.SESSION_STATE, f"accept_peer in {self._state.value}")
+            )
         if handshake.is_complete:
             self._finish_handshake()
             self._move(_I.ACCEPTED_LAST)
@@ -591,7 +693,7 @@ class SecureSession:
         Returns the error for the caller to raise (chained to its reason).
         """
         self._check_alive()
-        error = PeerRejected("handshake.peer_rejected")
+        error = PeerRejected(SessionCheck.HANDSHAKE_PEER_REJECTED)
         self._enter_failed(error)
         return error
 
@@ -599,7 +701,7 @@ class SecureSession:
         handshake = self._handshake
         assert handshake is not None
         if self._remote_static is None:
-            self._fail(HandshakeFailed("handshake.no_peer_identity"))
+            self._fail(HandshakeFailed(SessionCheck.HANDSHAKE_NO_PEER_IDENTITY))
         self._handshake_hash = handshake.handshake_hash
         self._send, self._recv = handshake.split()
         self._handshake = None
@@ -617,7 +719,7 @@ class SecureSession:
         size = len(payload)
         if size > self._max_payload:
             # Refused before anything is encrypted: the session stays usable.
-            raise PayloadTooLarge("payload.size", f"{size} > {self._max_payload}")
+            raise PayloadTooLarge(SessionCheck.PAYLOAD_SIZE, f"{size} > {self._max_payload}")
         send = self._send
         assert send is not None
         try:
@@ -637,7 +739,7 @@ class SecureSession:
                 start = end
             return b"".join(parts)
         except NoiseNonceExhausted:
-            self._fail(SessionError("nonce.exhausted"))
+            self._fail(SessionError(SessionCheck.NONCE_EXHAUSTED))
 
     def close(self) -> bytes:
         """The CLOSE frame: this side will send nothing more."""
@@ -648,25 +750,25 @@ class SecureSession:
         try:
             ciphertext = send.encrypt_with_ad(b"", _CLOSE_FLAG)
         except NoiseNonceExhausted:
-            self._fail(SessionError("nonce.exhausted"))
+            self._fail(SessionError(SessionCheck.NONCE_EXHAUSTED))
         self._send = None  # nothing more may be encrypted under this key
         return _HEADER.pack(len(ciphertext)) + ciphertext
 
     def _read_transport(self, frame: memoryview) -> Event | None:
         recv = self._recv
         if recv is None:  # the peer closed its direction, then sent more
-            self._fail(ProtocolViolation("session.data_after_close"))
+            self._fail(ProtocolViolation(SessionCheck.SESSION_DATA_AFTER_CLOSE))
         try:
             # A view of the received bytes, not a copy: the AEAD reads any
             # buffer, and copying 64 KiB per frame would cost more than a
             # tenth of the decryption itself.
             plaintext = recv.decrypt_with_ad(b"", frame)
         except NoiseDecryptError:
-            self._fail(DecryptFailed("frame.authentication"))
+            self._fail(DecryptFailed(SessionCheck.FRAME_AUTHENTICATION))
         except NoiseError as exc:
-            self._fail(DecryptFailed("frame.decrypt", type(exc).__name__))
+            self._fail(DecryptFailed(SessionCheck.FRAME_DECRYPT, type(exc).__name__))
         if not plaintext:
-            self._fail(ProtocolViolation("chunk.empty"))
+            self._fail(ProtocolViolation(SessionCheck.CHUNK_EMPTY))
         flag = plaintext[0]
         data_len = len(plaintext) - 1
         if flag == CHUNK_FINAL:
@@ -674,7 +776,9 @@ class SecureSession:
                 self._move(_I.RECV_DATA, peer=True)  # raises
             total = self._partial_len + data_len
             if total > self._max_payload:
-                self._fail(PayloadTooLarge("payload.size", f"more than {self._max_payload}"))
+                self._fail(
+                    PayloadTooLarge(SessionCheck.PAYLOAD_SIZE, f"more than {self._max_payload}")
+                )
             if not self._partial:
                 return PayloadReceived(plaintext[1:])
             self._partial.append(memoryview(plaintext)[1:])
@@ -688,18 +792,20 @@ class SecureSession:
             if data_len < MIN_MORE_CHUNK_DATA:
                 # Bounds the pieces held to max_payload / MIN_MORE_CHUNK_DATA:
                 # without it, empty MORE chunks could grow the list forever.
-                self._fail(ProtocolViolation("chunk.short_more"))
+                self._fail(ProtocolViolation(SessionCheck.CHUNK_SHORT_MORE))
             if self._partial_len + data_len > self._max_payload:
-                self._fail(PayloadTooLarge("payload.size", f"more than {self._max_payload}"))
+                self._fail(
+                    PayloadTooLarge(SessionCheck.PAYLOAD_SIZE, f"more than {self._max_payload}")
+                )
             self._partial.append(memoryview(plaintext)[1:])
             self._partial_len += data_len
             return None
         if flag == CHUNK_CLOSE:
             if data_len:
-                self._fail(ProtocolViolation("chunk.close_with_data"))
+                self._fail(ProtocolViolation(SessionCheck.CHUNK_CLOSE_WITH_DATA))
             if self._partial:
-                self._fail(ProtocolViolation("chunk.close_mid_payload"))
+                self._fail(ProtocolViolation(SessionCheck.CHUNK_CLOSE_MID_PAYLOAD))
             self._move(_I.RECV_CLOSE, peer=True)
             self._recv = None
             return PEER_CLOSED
-        self._fail(ProtocolViolation("chunk.flag"))
+        self._fail(ProtocolViolation(SessionCheck.CHUNK_FLAG))

@@ -4,6 +4,8 @@ No error here ever carries a message's contents or the text of an exception
 raised by a handler: messages may hold customer data (invariant I2), so an
 error names what failed (the check, the actor, the exception type and code
 location) and nothing else.
+
+The error tree of the whole package is drawn in the docstring of :mod:`actors`.
 """
 
 from __future__ import annotations
