@@ -1,12 +1,12 @@
-"""The ``mantle`` command line (see :mod:`mantle._commands` for the convention)."""
+"""The ``mantle`` command line (see :mod:`mantle.commands` for the convention)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
 
-from mantle._commands import build_parser as _build_parser
-from mantle._commands import dispatch
+from mantle.commands import build_parser as _build_parser
+from mantle.commands import dispatch
 
 #: Subcommand modules, imported in this order (an explicit list, not discovery).
 SUBCOMMAND_MODULES: tuple[str, ...] = ("mantle._cli_attest",)

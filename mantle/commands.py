@@ -1,4 +1,8 @@
-"""The plumbing shared by Mantle's three command lines.
+"""The command-line convention shared by Mantle's three command lines.
+
+A public module of the client package on purpose: the client installs without
+any server code, so the operators' and the simulator's command lines build on
+the client's convention, never the other way round.
 
 ``mantle`` (client), ``mantle-node`` (operators) and ``mantle-sim``
 (simulator) are each an argparse dispatcher over subcommand groups. A group
