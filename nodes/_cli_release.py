@@ -54,10 +54,11 @@ from nodes.release import (
     load_public_key,
     load_verified_metadata,
     read_metadata_file,
+    read_small_file,
     verify_installed_artifacts,
     write_keypair,
+    write_new_file,
 )
-from nodes.release._keyfiles import read_small_file, write_new_file
 from nodes.tlog import (
     TlogHttpApp,
     TransparencyLog,
@@ -70,6 +71,8 @@ from protocol.measurement import model_artifact_name
 from protocol.release import (
     DEFAULT_HASH_ALGORITHM,
     HASH_ALGORITHMS,
+    MAX_ROOT_BYTES,
+    MAX_TARGETS_BYTES,
     SIGNER_ROLES,
     ArtifactSpec,
     ReleaseError,
@@ -83,7 +86,6 @@ from protocol.release import (
     release_log_proof,
     sign_metadata,
 )
-from protocol.release._verify import MAX_ROOT_BYTES, MAX_TARGETS_BYTES
 from protocol.tlog import MerkleTree, TlogError, leaf_hash, verify_consistency, verify_sth
 
 EXIT_OK = 0

@@ -7,7 +7,7 @@ import io
 import sys
 
 from actors.log import configure_logging
-from simulations.kernel._workload import KernelConfig, run_kernel_workload
+from simulations.kernel import KernelConfig, run_kernel_workload
 
 
 def _positive(text: str) -> int:

@@ -4,7 +4,7 @@ move time by hand."""
 
 from __future__ import annotations
 
-from simulations.kernel._loop import Kernel, SimWaiter
+from simulations.kernel import Kernel, SimWaiter
 
 # A fixed wall-clock origin (2025-01-01T00:00:00Z) so that wall_ms is a
 # function of the seed, not of when the run happened.

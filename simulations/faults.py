@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from actors import ActorRef, ActorSystem
-from simulations.kernel._loop import Kernel, SimTask
+from simulations.kernel import Kernel, SimTask
 from simulations.network import SimNetwork
 from simulations.random import RecordedRandom
 from simulations.trace import TraceRecorder

@@ -31,7 +31,7 @@ from typing import Protocol
 
 from actors.lowlevel import Backoff
 from actors.seams.transport import TransportEvents
-from simulations.kernel._loop import Kernel
+from simulations.kernel import Kernel
 from simulations.random import RecordedRandom
 from simulations.trace import TraceRecorder
 

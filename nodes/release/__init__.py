@@ -31,7 +31,9 @@ from nodes.release._keyfiles import (
     KeyFileError,
     load_private_key,
     load_public_key,
+    read_small_file,
     write_keypair,
+    write_new_file,
 )
 
 __all__ = [
@@ -48,7 +50,9 @@ __all__ = [
     "load_public_key",
     "load_verified_metadata",
     "read_metadata_file",
+    "read_small_file",
     "verify_installed_artifacts",
     "verify_release_bundle",
     "write_keypair",
+    "write_new_file",
 ]

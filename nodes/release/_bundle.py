@@ -23,6 +23,8 @@ from pathlib import Path
 
 from nodes.release._artifacts import verify_installed_artifacts
 from protocol.release import (
+    MAX_ROOT_BYTES,
+    MAX_TARGETS_BYTES,
     MalformedRelease,
     NotInLog,
     ReleaseLogProof,
@@ -30,7 +32,6 @@ from protocol.release import (
     verify_release_in_log,
     verify_release_metadata,
 )
-from protocol.release._verify import MAX_ROOT_BYTES, MAX_TARGETS_BYTES
 
 ROOT_FILE = "root.json"
 TARGETS_FILE = "targets.json"

@@ -7,7 +7,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from nodes.release._keyfiles import KeyFileError, load_private_key, load_public_key, write_keypair
+from nodes.release import KeyFileError, load_private_key, load_public_key, write_keypair
 
 
 def write_log_keypair(private_path: Path) -> Path:

@@ -68,11 +68,13 @@ from protocol.release._model import (
     ArtifactSpec,
     VerifiedRelease,
 )
-from protocol.release._verify import verify_release_metadata
+from protocol.release._verify import MAX_ROOT_BYTES, MAX_TARGETS_BYTES, verify_release_metadata
 
 __all__ = [
     "DEFAULT_HASH_ALGORITHM",
     "HASH_ALGORITHMS",
+    "MAX_ROOT_BYTES",
+    "MAX_TARGETS_BYTES",
     "RELEASE_ENTRY_SIZE",
     "RELEASE_ENTRY_TAG",
     "SIGNER_ROLES",

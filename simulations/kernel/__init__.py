@@ -12,13 +12,19 @@ from simulations.kernel._loop import (
     park,
 )
 
+# Last: the workload composes the simulator's network, faults and checkers,
+# which import the kernel's names above.
+from simulations.kernel._workload import KernelConfig, run_kernel_workload
+
 __all__ = [
     "ForeignAwait",
     "Kernel",
+    "KernelConfig",
     "KernelError",
     "SimDriver",
     "SimKilled",
     "SimTask",
     "SimWaiter",
     "park",
+    "run_kernel_workload",
 ]
