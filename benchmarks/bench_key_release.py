@@ -62,17 +62,19 @@ def bench_key_release(reps: int, cached: bool, workdir: Path) -> dict[str, float
         inputs = kit.boot_inputs(files, model_id)
         return tpm, measured_boot(inputs, tpm=tpm, random=SystemRandom(), now=NOW).custody
 
-    keys_tpm, _ = boot("keys", None)
+    keys_tpm, keys_custody = boot("keys", None)
     policy = model_policy([release], MODEL)
     authenticator = NitroAuthenticator(
         TrustAnchor.from_der(pki.root_der), cache=ChainCache() if cached else None
     )
     vault = KeyVault(
+        custody=keys_custody,
         tpm=keys_tpm,
         random=SystemRandom(),
         clock=wall,
         verifier=AttestationVerifier([authenticator]),
         policy_for=lambda model_id: policy if model_id == MODEL else None,
+        provider_static_for=lambda model_id: None,
         keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
     )
     vault.add_data_key(MODEL, SystemRandom().token_bytes(32))
@@ -81,12 +83,12 @@ def bench_key_release(reps: int, cached: bool, workdir: Path) -> dict[str, float
     legs: dict[str, list[float]] = {"attest": [], "release": [], "open": [], "total": []}
     for rep in range(reps + 5):
         start = time.perf_counter()
-        challenge = vault.issue_challenge()
+        challenge = vault.issue_challenge(custody.static_public)
         request = custody.data_key_request(tpm, challenge=challenge, model_id=MODEL)
         attested = time.perf_counter()
-        grant = vault.release_data_key(request)
+        grant = vault.release_data_key(request, peer=custody.static_public)
         released = time.perf_counter()
-        custody.accept_grant(request, grant)
+        custody.accept_grant(request, grant, keys_node_static=keys_custody.static_public)
         done = time.perf_counter()
         if rep >= 5:  # warm-up
             legs["attest"].append(attested - start)

@@ -1,6 +1,6 @@
 """Key custody (ARCHITECTURE §4): the node's Noise static key on every node,
-and on ``keys`` nodes the model KEKs sealed to the TPM and the release of data
-keys to attested peers only."""
+and on ``keys`` nodes the model KEKs sealed to the TPM, data key imports from
+model providers only, and the release of data keys to attested peers only."""
 
 from actors.key_custody._envelope import (
     ENVELOPE_PROTOCOL,
@@ -26,15 +26,20 @@ from actors.key_custody._keyring import (
 )
 from actors.key_custody._node import NodeKeyCustody
 from actors.key_custody._vault import (
+    MAX_CHALLENGE_PEERS,
+    MAX_CHALLENGES_PER_PEER,
     DataKeyGrant,
     DataKeyImport,
     DataKeyRequest,
     KeyVault,
+    ProviderKeyLookup,
     seal_data_key_import,
 )
 
 __all__ = [
     "ENVELOPE_PROTOCOL",
+    "MAX_CHALLENGES_PER_PEER",
+    "MAX_CHALLENGE_PEERS",
     "SERVABLE_DATA_KEY_STATES",
     "DataKeyEvent",
     "DataKeyGrant",
@@ -51,6 +56,7 @@ __all__ = [
     "Keyring",
     "KeyringError",
     "NodeKeyCustody",
+    "ProviderKeyLookup",
     "SealedKek",
     "WrappedDataKey",
     "open_envelope",

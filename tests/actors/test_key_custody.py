@@ -12,6 +12,7 @@ import pytest
 from _release_kit import NOW, ReleaseFiles, ReleaseKit
 
 from actors.key_custody import (
+    ENVELOPE_PROTOCOL,
     DataKeyEvent,
     DataKeyRequest,
     DataKeyState,
@@ -42,6 +43,7 @@ from protocol.measurement import (
     model_artifact_name,
     model_policy,
 )
+from protocol.noise import KeyPair
 from protocol.release import VerifiedRelease
 from protocol.sealed_model import SealedModelAuthError
 from simulations.nitrotpm import ManualClock, SimulatedNitroPKI, SimulatedNitroTPM
@@ -58,6 +60,8 @@ class Cluster:
     pki: SimulatedNitroPKI
     wall: ManualClock
     keys_tpm: SimulatedNitroTPM
+    keys_custody: NodeKeyCustody
+    provider: KeyPair
     vault: KeyVault
     persisted: list[Keyring]
     store: Path
@@ -77,14 +81,20 @@ class Cluster:
         self, tpm: SimulatedNitroTPM, custody: NodeKeyCustody, version: int | None = None
     ) -> DataKeyRequest:
         return custody.data_key_request(
-            tpm, challenge=self.vault.issue_challenge(), model_id=MODEL, key_version=version
+            tpm,
+            challenge=self.vault.issue_challenge(custody.static_public),
+            model_id=MODEL,
+            key_version=version,
         )
 
     def fetch(
         self, tpm: SimulatedNitroTPM, custody: NodeKeyCustody, version: int | None = None
     ) -> int:
         request = self.request_key(tpm, custody, version)
-        return custody.accept_grant(request, self.vault.release_data_key(request))
+        grant = self.vault.release_data_key(request, peer=custody.static_public)
+        return custody.accept_grant(
+            request, grant, keys_node_static=self.keys_custody.static_public
+        )
 
     def load(self, custody: NodeKeyCustody, path: Path) -> bytes:
         spec = self.release.artifacts[model_artifact_name(MODEL)]
@@ -110,22 +120,38 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     pki = SimulatedNitroPKI("cluster")
     keys_tpm = SimulatedNitroTPM(seed="keys-node", pki=pki, clock=wall)
     inputs = kit.boot_inputs(files, None)
-    measured_boot(inputs, tpm=keys_tpm, random=SystemRandom(), now=NOW)
+    keys_node = measured_boot(inputs, tpm=keys_tpm, random=SystemRandom(), now=NOW)
     verifier = AttestationVerifier(
         [NitroAuthenticator(TrustAnchor.from_der(pki.root_der), cache=ChainCache())]
     )
     persisted: list[Keyring] = []
     keyring = KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS)
+    # The model provider's static key, as the release would name it for MODEL.
+    provider = KeyPair.generate(ENVELOPE_PROTOCOL.dh, SystemRandom().token_bytes)
     vault = KeyVault(
+        custody=keys_node.custody,
         tpm=keys_tpm,
         random=SystemRandom(),
         clock=wall,
         verifier=verifier,
         policy_for=lambda model_id: model_policy([release], model_id),
+        provider_static_for=lambda model_id: provider.public if model_id == MODEL else None,
         keyring=keyring,
         persist=persisted.append,
     )
-    yield Cluster(kit, release, pki, wall, keys_tpm, vault, persisted, tmp_path / "store", files)
+    yield Cluster(
+        kit,
+        release,
+        pki,
+        wall,
+        keys_tpm,
+        keys_node.custody,
+        provider,
+        vault,
+        persisted,
+        tmp_path / "store",
+        files,
+    )
 
 
 def seal_weights(cluster: Cluster, version: int, name: str = "weights.gguf") -> Path:
@@ -196,36 +222,40 @@ def test_key_goes_only_to_the_attested_key(cluster: Cluster) -> None:
     thief = NodeKeyCustody(random=SystemRandom())
     # Swapping in another static key breaks the binding...
     with pytest.raises(KeyReleaseDenied) as caught:
-        cluster.vault.release_data_key(replace(request, static_public=thief.static_public))
+        cluster.vault.release_data_key(
+            replace(request, static_public=thief.static_public), peer=custody.static_public
+        )
     assert caught.value.attestation_check == "bound_key"
     # ...and a grant to the attested key opens for nobody else.
     request = cluster.request_key(tpm, custody)
-    grant = cluster.vault.release_data_key(request)
+    grant = cluster.vault.release_data_key(request, peer=custody.static_public)
+    keys_static = cluster.keys_custody.static_public
     with pytest.raises(EnvelopeError):
-        thief.accept_grant(request, grant)
-    custody.accept_grant(request, grant)
+        thief.accept_grant(request, grant, keys_node_static=keys_static)
+    custody.accept_grant(request, grant, keys_node_static=keys_static)
 
 
 def test_challenges_are_single_use_and_expire(cluster: Cluster) -> None:
     seal_weights(cluster, 1)
     tpm, custody = cluster.node("inference-1")
+    peer = custody.static_public
     request = cluster.request_key(tpm, custody)
-    cluster.vault.release_data_key(request)
+    cluster.vault.release_data_key(request, peer=peer)
     with pytest.raises(KeyReleaseDenied) as caught:
-        cluster.vault.release_data_key(request)
+        cluster.vault.release_data_key(request, peer=peer)
     assert caught.value.denial is Denial.UNKNOWN_CHALLENGE
 
     request = cluster.request_key(tpm, custody)
     cluster.wall.advance(61)
     with pytest.raises(KeyReleaseDenied) as caught:
-        cluster.vault.release_data_key(request)
+        cluster.vault.release_data_key(request, peer=peer)
     assert caught.value.denial is Denial.EXPIRED_CHALLENGE
 
     # A document made for another nonce does not answer this challenge.
     stale = cluster.request_key(tpm, custody)
-    fresh_nonce = cluster.vault.issue_challenge()
+    fresh_nonce = cluster.vault.issue_challenge(peer)
     with pytest.raises(KeyReleaseDenied) as caught:
-        cluster.vault.release_data_key(replace(stale, nonce=fresh_nonce))
+        cluster.vault.release_data_key(replace(stale, nonce=fresh_nonce), peer=peer)
     assert caught.value.attestation_check == "nonce"
 
 
@@ -246,20 +276,26 @@ def test_denied_requests_consume_the_challenge_and_never_unseal(
     thief = NodeKeyCustody(random=SystemRandom())
 
     denied = [
-        cluster.request_key(ingress_tpm, ingress),  # PCRs outside the policy
-        replace(cluster.request_key(tpm, custody), static_public=thief.static_public),
-        custody.data_key_request(
-            tpm, challenge=cluster.vault.issue_challenge(), model_id="not-listed"
+        (cluster.request_key(ingress_tpm, ingress), ingress),  # PCRs outside the policy
+        (replace(cluster.request_key(tpm, custody), static_public=thief.static_public), custody),
+        (
+            custody.data_key_request(
+                tpm,
+                challenge=cluster.vault.issue_challenge(custody.static_public),
+                model_id="not-listed",
+            ),
+            custody,
         ),
     ]
-    for request in denied:
+    for request, asker in denied:
         with pytest.raises(KeyReleaseDenied):
-            cluster.vault.release_data_key(request)
+            cluster.vault.release_data_key(request, peer=asker.static_public)
         # The nonce went with the refusal: a correct request over it is refused too.
         retry = custody.data_key_request(tpm, challenge=request.nonce, model_id=MODEL)
-        with pytest.raises(KeyReleaseDenied) as caught:
-            cluster.vault.release_data_key(retry)
-        assert caught.value.denial is Denial.UNKNOWN_CHALLENGE
+        for peer in {asker.static_public, custody.static_public}:
+            with pytest.raises(KeyReleaseDenied) as caught:
+                cluster.vault.release_data_key(retry, peer=peer)
+            assert caught.value.denial is Denial.UNKNOWN_CHALLENGE
     # No refused request got as far as unsealing a KEK.
     assert unseals == []
     cluster.fetch(tpm, custody)
@@ -273,10 +309,10 @@ def test_unknown_model_and_version_are_refused(cluster: Cluster) -> None:
         cluster.fetch(tpm, custody, version=7)
     assert caught.value.denial is Denial.UNKNOWN_KEY
     request = custody.data_key_request(
-        tpm, challenge=cluster.vault.issue_challenge(), model_id="not-listed"
+        tpm, challenge=cluster.vault.issue_challenge(custody.static_public), model_id="not-listed"
     )
     with pytest.raises(KeyReleaseDenied) as caught:
-        cluster.vault.release_data_key(request)
+        cluster.vault.release_data_key(request, peer=custody.static_public)
     assert caught.value.denial is Denial.NO_POLICY
 
 
@@ -443,16 +479,32 @@ def test_tampered_or_substituted_sealed_file_does_not_load(cluster: Cluster) -> 
 
 def test_provider_import_is_opened_only_by_the_keys_node(cluster: Cluster) -> None:
     data_key = SystemRandom().token_bytes(32)
-    envelope = seal_data_key_import(MODEL, data_key, cluster.vault.static_public, SystemRandom())
+    envelope = seal_data_key_import(
+        MODEL, data_key, cluster.vault.static_public, SystemRandom(), provider=cluster.provider
+    )
     version = cluster.vault.import_data_key(envelope)
     assert cluster.vault._data_key(cluster.vault.keyring.data_key(MODEL, version)) == data_key  # type: ignore[arg-type]
     elsewhere = NodeKeyCustody(random=SystemRandom())
-    misaddressed = seal_data_key_import(MODEL, data_key, elsewhere.static_public, SystemRandom())
+    misaddressed = seal_data_key_import(
+        MODEL, data_key, elsewhere.static_public, SystemRandom(), provider=cluster.provider
+    )
     with pytest.raises(EnvelopeError):
         cluster.vault.import_data_key(misaddressed)
     relabelled = replace(envelope, model_id="another-model")
     with pytest.raises(EnvelopeError):
         cluster.vault.import_data_key(relabelled)
+    # The same authentic import again (a replayed file) does not re-add a version.
+    with pytest.raises(KeyringError, match="not a new version"):
+        cluster.vault.import_data_key(envelope)
+    renumbered = replace(
+        seal_data_key_import(
+            MODEL, data_key, cluster.vault.static_public, SystemRandom(), provider=cluster.provider,
+            key_version=2,
+        ),
+        key_version=3,
+    )  # fmt: skip
+    with pytest.raises(EnvelopeError):
+        cluster.vault.import_data_key(renumbered)
 
 
 def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
@@ -470,7 +522,15 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
     keys_node = measured_boot(
         cluster.boot_inputs(None), tpm=keys_tpm, random=SystemRandom(), now=NOW
     )
+    provider_key = tmp_path / "provider.key"
+    assert main(["model", "provider-key", str(provider_key)]) == 0
+    assert provider_key.stat().st_mode & 0o077 == 0
+    assert main(["model", "provider-key", str(provider_key)]) == 2  # never overwritten
+    provider = KeyPair.from_private(
+        ENVELOPE_PROTOCOL.dh, bytes.fromhex(provider_key.read_text().strip())
+    )
     vault = KeyVault(
+        custody=keys_node.custody,
         tpm=keys_tpm,
         random=SystemRandom(),
         clock=wall,
@@ -478,8 +538,8 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
             [NitroAuthenticator(TrustAnchor.from_der(cluster.pki.root_der))]
         ),
         policy_for=lambda model_id: model_policy([cluster.release], model_id),
+        provider_static_for=lambda model_id: provider.public if model_id == MODEL else None,
         keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
-        static=keys_node.custody.static,
     )
     (tmp_path / "keys.cbor").write_bytes(keys_node.document)
     (tmp_path / "policy.json").write_text(cluster_policy([cluster.release]).to_json())
@@ -490,7 +550,7 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
         "model", "add", str(gguf), "--model-id", MODEL, "--store", str(tmp_path / "store"),
         "--keys-document", str(tmp_path / "keys.cbor"), "--keys-policy",
         str(tmp_path / "policy.json"), "--trust-root", str(tmp_path / "root.pem"),
-        "--chunk-size", "65536",
+        "--chunk-size", "65536", "--provider-key", str(provider_key),
     ]  # fmt: skip
     # A static key other than the attested one is refused before anything is sealed.
     stranger = NodeKeyCustody(random=SystemRandom()).static_public.hex()
@@ -505,6 +565,11 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
     sealed = tmp_path / "store" / MODEL / "v1.sealed"
     envelope = DataKeyImport.decode(sealed.with_suffix(".import").read_bytes())
     assert vault.import_data_key(envelope) == 1
+    # A provider key file that holds no key is refused before anything is sealed.
+    (tmp_path / "bad.key").write_text("not hex\n")
+    bad = [*args[:-1], str(tmp_path / "bad.key"), "--keys-static", attested, "--key-version", "2"]
+    assert main(bad) == 2
+    assert not (tmp_path / "store" / MODEL / "v2.sealed").exists()
     assert main(["model", "list", "--store", str(tmp_path / "store")]) == 0
     # A manifest nested deeper than the JSON parser recurses is a typed refusal.
     manifest = tmp_path / "store" / MODEL / "manifest.json"
@@ -515,6 +580,12 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
     custody = measured_boot(
         cluster.boot_inputs(MODEL), tpm=tpm, random=SystemRandom(), now=NOW
     ).custody
-    request = custody.data_key_request(tpm, challenge=vault.issue_challenge(), model_id=MODEL)
-    custody.accept_grant(request, vault.release_data_key(request))
+    request = custody.data_key_request(
+        tpm, challenge=vault.issue_challenge(custody.static_public), model_id=MODEL
+    )
+    custody.accept_grant(
+        request,
+        vault.release_data_key(request, peer=custody.static_public),
+        keys_node_static=keys_node.custody.static_public,
+    )
     assert cluster.load(custody, sealed) == WEIGHTS
