@@ -59,7 +59,7 @@ def bench_key_release(reps: int, cached: bool, workdir: Path) -> dict[str, float
 
     def boot(seed: str, model_id: str | None) -> tuple[SimulatedNitroTPM, NodeKeyCustody]:
         tpm = SimulatedNitroTPM(seed=seed, pki=pki, clock=wall)
-        inputs = kit.boot_inputs(files, model_id)
+        inputs = kit.boot_inputs(files, model_id, kit.node_state_dir(tpm))
         return tpm, measured_boot(inputs, tpm=tpm, random=SystemRandom(), now=NOW).custody
 
     keys_tpm, keys_custody = boot("keys", None)

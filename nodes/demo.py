@@ -203,6 +203,8 @@ def boot_node(
         trusted_root=release.root,
         log_public_key=release.log_public_key,
         install_root=release.install_root,
+        # Each simulated machine keeps its own state (the release counter's binding).
+        state_dir=release.install_root.parent / "node-state" / tpm.instance_id,
         model_id=model_id,
     )
     return measured_boot(inputs, tpm=tpm, random=random, now=now)

@@ -71,11 +71,13 @@ class Cluster:
         self, seed: str, *, model_id: str | None = MODEL
     ) -> tuple[SimulatedNitroTPM, NodeKeyCustody]:
         tpm = SimulatedNitroTPM(seed=seed, pki=self.pki, clock=self.wall)
-        booted = measured_boot(self.boot_inputs(model_id), tpm=tpm, random=SystemRandom(), now=NOW)
+        booted = measured_boot(
+            self.boot_inputs(model_id, tpm), tpm=tpm, random=SystemRandom(), now=NOW
+        )
         return tpm, booted.custody
 
-    def boot_inputs(self, model_id: str | None) -> BootInputs:
-        return self.kit.boot_inputs(self.files, model_id)
+    def boot_inputs(self, model_id: str | None, tpm: SimulatedNitroTPM) -> BootInputs:
+        return self.kit.boot_inputs(self.files, model_id, self.kit.node_state_dir(tpm))
 
     def request_key(
         self, tpm: SimulatedNitroTPM, custody: NodeKeyCustody, version: int | None = None
@@ -119,7 +121,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     wall = ManualClock(NOW_MS)
     pki = SimulatedNitroPKI("cluster")
     keys_tpm = SimulatedNitroTPM(seed="keys-node", pki=pki, clock=wall)
-    inputs = kit.boot_inputs(files, None)
+    inputs = kit.boot_inputs(files, None, kit.node_state_dir(keys_tpm))
     keys_node = measured_boot(inputs, tpm=keys_tpm, random=SystemRandom(), now=NOW)
     verifier = AttestationVerifier(
         [NitroAuthenticator(TrustAnchor.from_der(pki.root_der), cache=ChainCache())]
@@ -209,7 +211,7 @@ def test_node_with_unlisted_pcrs_gets_no_key(cluster: Cluster) -> None:
 def test_document_from_another_pki_gets_no_key(cluster: Cluster) -> None:
     seal_weights(cluster, 1)
     foreign = SimulatedNitroTPM.from_seed("elsewhere", clock=cluster.wall)
-    measured_boot(cluster.boot_inputs(MODEL), tpm=foreign, random=SystemRandom(), now=NOW)
+    measured_boot(cluster.boot_inputs(MODEL, foreign), tpm=foreign, random=SystemRandom(), now=NOW)
     with pytest.raises(KeyReleaseDenied) as caught:
         cluster.fetch(foreign, NodeKeyCustody(random=SystemRandom()))
     assert caught.value.attestation_check == "chain_root"
@@ -335,7 +337,12 @@ def test_kek_cannot_be_unsealed_after_the_keys_node_pcrs_change(cluster: Cluster
     with pytest.raises(TPMError):
         cluster.keys_tpm.unseal(blob)
     # ...measured boot of the same release does.
-    measured_boot(cluster.boot_inputs(None), tpm=cluster.keys_tpm, random=SystemRandom(), now=NOW)
+    measured_boot(
+        cluster.boot_inputs(None, cluster.keys_tpm),
+        tpm=cluster.keys_tpm,
+        random=SystemRandom(),
+        now=NOW,
+    )
     assert len(cluster.keys_tpm.unseal(blob)) == 32
     cluster.fetch(tpm, custody)
 
@@ -343,7 +350,12 @@ def test_kek_cannot_be_unsealed_after_the_keys_node_pcrs_change(cluster: Cluster
 def test_keys_node_booted_with_a_model_measurement_cannot_unseal(cluster: Cluster) -> None:
     blob = cluster.vault.keyring.active_kek.sealed_blob
     cluster.keys_tpm.reboot()
-    measured_boot(cluster.boot_inputs(MODEL), tpm=cluster.keys_tpm, random=SystemRandom(), now=NOW)
+    measured_boot(
+        cluster.boot_inputs(MODEL, cluster.keys_tpm),
+        tpm=cluster.keys_tpm,
+        random=SystemRandom(),
+        now=NOW,
+    )
     with pytest.raises(TPMError):
         cluster.keys_tpm.unseal(blob)
 
@@ -520,7 +532,7 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
     wall = ManualClock(time.time_ns() // 1_000_000)
     keys_tpm = SimulatedNitroTPM(seed="keys-cli", pki=cluster.pki, clock=wall)
     keys_node = measured_boot(
-        cluster.boot_inputs(None), tpm=keys_tpm, random=SystemRandom(), now=NOW
+        cluster.boot_inputs(None, keys_tpm), tpm=keys_tpm, random=SystemRandom(), now=NOW
     )
     provider_key = tmp_path / "provider.key"
     assert main(["model", "provider-key", str(provider_key)]) == 0
@@ -578,7 +590,7 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
 
     tpm = SimulatedNitroTPM(seed="inference-cli", pki=cluster.pki, clock=wall)
     custody = measured_boot(
-        cluster.boot_inputs(MODEL), tpm=tpm, random=SystemRandom(), now=NOW
+        cluster.boot_inputs(MODEL, tpm), tpm=tpm, random=SystemRandom(), now=NOW
     ).custody
     request = custody.data_key_request(
         tpm, challenge=vault.issue_challenge(custody.static_public), model_id=MODEL

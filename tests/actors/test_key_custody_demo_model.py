@@ -47,7 +47,7 @@ def test_demo_gguf_sealed_released_and_opened_in_memory(tmp_path: Path) -> None:
 
     def boot(seed: str, model_id: str | None) -> tuple[SimulatedNitroTPM, NodeKeyCustody]:
         tpm = SimulatedNitroTPM(seed=seed, pki=pki, clock=wall)
-        inputs = kit.boot_inputs(files, model_id)
+        inputs = kit.boot_inputs(files, model_id, kit.node_state_dir(tpm))
         return tpm, measured_boot(inputs, tpm=tpm, random=SystemRandom(), now=NOW).custody
 
     keys_tpm, keys_custody = boot("keys", None)
