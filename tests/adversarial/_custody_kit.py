@@ -60,7 +60,7 @@ class CustodyCloud:
         self.pki = SimulatedNitroPKI("adversarial-cloud")
         self.keys_tpm = SimulatedNitroTPM(seed="keys-node", pki=self.pki, clock=self.wall)
         self.keys_node = measured_boot(
-            self.kit.boot_inputs(self.files, None),
+            self.kit.boot_inputs(self.files, None, self.kit.node_state_dir(self.keys_tpm)),
             tpm=self.keys_tpm,
             random=SystemRandom(),
             now=NOW,
@@ -96,7 +96,10 @@ class CustodyCloud:
     def inference_node(self, seed: str) -> tuple[SimulatedNitroTPM, NodeKeyCustody]:
         tpm = SimulatedNitroTPM(seed=seed, pki=self.pki, clock=self.wall)
         booted = measured_boot(
-            self.kit.boot_inputs(self.files, MODEL), tpm=tpm, random=SystemRandom(), now=NOW
+            self.kit.boot_inputs(self.files, MODEL, self.kit.node_state_dir(tpm)),
+            tpm=tpm,
+            random=SystemRandom(),
+            now=NOW,
         )
         return tpm, booted.custody
 
