@@ -76,6 +76,7 @@ def bench_key_release(reps: int, cached: bool, workdir: Path) -> dict[str, float
         policy_for=lambda model_id: policy if model_id == MODEL else None,
         provider_static_for=lambda model_id: None,
         keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
+        persist=(workdir / f"keyring-{cached}").write_bytes,
     )
     vault.add_data_key(MODEL, SystemRandom().token_bytes(32))
     tpm, custody = boot("inference", MODEL)

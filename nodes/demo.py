@@ -404,6 +404,11 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
         # The model provider seals the weights; the keys node holds the data key.
         verifier = AttestationVerifier([NitroAuthenticator(TrustAnchor.from_der(pki.root_der))])
         release = keys_node.release
+        keyring_path = work / "keys-node.keyring"
+
+        def persist_keyring(keyring_file: bytes) -> None:
+            keyring_path.write_bytes(keyring_file)
+
         vault = KeyVault(
             custody=keys_node.custody,
             tpm=keys_tpm,
@@ -415,6 +420,7 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
             # no release names a provider key and every import is refused.
             provider_static_for=lambda model_id: None,
             keyring=KeyVault.new_keyring(keys_tpm, random, APPLICATION_PCRS),
+            persist=persist_keyring,
         )
         data_key = random.token_bytes(32)
         key_version = vault.add_data_key(MODEL_ID, data_key)

@@ -1,5 +1,6 @@
 """Key custody (ARCHITECTURE §4): the node's Noise static key on every node,
-and on ``keys`` nodes the model KEKs sealed to the TPM, data key imports from
+and on ``keys`` nodes the model KEKs sealed to the TPM (in a keyring bound to
+a TPM counter, so an older copy of it is refused), data key imports from
 model providers only, and the release of data keys to attested peers only."""
 
 from actors.key_custody._envelope import (
@@ -24,6 +25,12 @@ from actors.key_custody._keyring import (
     SealedKek,
     WrappedDataKey,
 )
+from actors.key_custody._keyring_file import (
+    KEYRING_COUNTER,
+    KeyringCheck,
+    KeyringFile,
+    KeyringRefused,
+)
 from actors.key_custody._node import NodeKeyCustody
 from actors.key_custody._vault import (
     MAX_CHALLENGE_PEERS,
@@ -38,6 +45,7 @@ from actors.key_custody._vault import (
 
 __all__ = [
     "ENVELOPE_PROTOCOL",
+    "KEYRING_COUNTER",
     "MAX_CHALLENGES_PER_PEER",
     "MAX_CHALLENGE_PEERS",
     "SERVABLE_DATA_KEY_STATES",
@@ -54,7 +62,10 @@ __all__ = [
     "KeyReleaseDenied",
     "KeyVault",
     "Keyring",
+    "KeyringCheck",
     "KeyringError",
+    "KeyringFile",
+    "KeyringRefused",
     "NodeKeyCustody",
     "ProviderKeyLookup",
     "SealedKek",

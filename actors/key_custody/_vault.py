@@ -48,6 +48,15 @@ superseded key back.
 The KEK is unsealed for each use and dropped afterwards: key releases are rare
 (node start, rotation), and a change to this node's PCRs stops releases at once.
 
+The keyring lives in a file bound to the TPM counter :data:`KEYRING_COUNTER`
+and authenticated under its KEKs (:mod:`actors.key_custody._keyring_file`):
+:meth:`KeyVault.new_keyring` defines the counter and makes the first file,
+the constructor opens only the newest file (an older copy, a counter the
+owner deleted or re-created, or an edited file are refused), and every change
+goes through :meth:`KeyVault._commit`, which writes the next version and then
+advances the counter. So a retired data key or a destroyed KEK does not come
+back by restoring an old file.
+
 Rotation without downtime:
 
 * data key: :meth:`begin_data_key_rotation` stages version n+1 (already
@@ -57,13 +66,16 @@ Rotation without downtime:
   :meth:`retire_data_key` once every node runs the new file.
 * KEK: :meth:`begin_kek_rotation` seals a new pending KEK (new wraps go under
   it) -> :meth:`rewrap_data_keys` moves wrapped DEKs onto it a batch at a
-  time, each record replaced atomically, every record always unwrappable by
-  the KEK it names -> :meth:`complete_kek_rotation` promotes the new KEK and
-  deletes the old sealed blob, after which the old KEK is gone for good.
+  time, each batch committed atomically (one file write and one counter step
+  per batch, not per record: NV writes wear the TPM), every record always
+  unwrappable by the KEK it names -> :meth:`complete_kek_rotation` promotes
+  the new KEK and deletes the old sealed blob, after which no keyring this
+  vault opens holds the old KEK.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -71,6 +83,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgpack
 
+from actors.counter_guard import advance_counter, open_counter
 from actors.key_custody._envelope import envelope_prologue, open_envelope, seal_envelope
 from actors.key_custody._errors import Denial, EnvelopeError, KeyReleaseDenied, KeyringError
 from actors.key_custody._keyring import (
@@ -86,6 +99,12 @@ from actors.key_custody._keyring import (
     WrappedDataKey,
     unwrap_data_key,
     wrap_data_key,
+)
+from actors.key_custody._keyring_file import (
+    KEYRING_COUNTER,
+    KeyringCheck,
+    KeyringFile,
+    KeyringRefused,
 )
 from actors.seams.clock import Clock
 from actors.seams.random import Random
@@ -135,7 +154,9 @@ PolicyLookup = Callable[[str], PcrPolicy | None]
 #: model id -> the model provider's 32-byte X25519 static public key named for it
 #: in the verified release (``VerifiedRelease.model_provider_static``), or None.
 ProviderKeyLookup = Callable[[str], bytes | None]
-KeyringSink = Callable[[Keyring], None]
+#: Stores a keyring file durably (atomically replacing the previous one) before
+#: returning; the vault uses the new keyring only after it returned.
+KeyringSink = Callable[[bytes], None]
 
 
 @dataclass(frozen=True)
@@ -222,8 +243,8 @@ class KeyVault:
         verifier: AttestationVerifier,
         policy_for: PolicyLookup,
         provider_static_for: ProviderKeyLookup,
-        keyring: Keyring,
-        persist: KeyringSink | None = None,
+        keyring: bytes,
+        persist: KeyringSink,
         challenge_ttl_s: float = DEFAULT_CHALLENGE_TTL_S,
         max_evidence_age_ms: int = DEFAULT_MAX_EVIDENCE_AGE_MS,
     ) -> None:
@@ -233,7 +254,6 @@ class KeyVault:
         self._verifier = verifier
         self._policy_for = policy_for
         self._provider_static_for = provider_static_for
-        self._keyring = keyring
         self._persist = persist
         self._challenge_ttl_s = challenge_ttl_s
         self._max_evidence_age_ms = max_evidence_age_ms
@@ -242,13 +262,54 @@ class KeyVault:
         # The node's one Noise static key, the one its attestation documents
         # bind; never a key of the vault's own (there is no parameter for one).
         self._static: KeyPair = custody.static
+        opened = self._open_keyring(keyring)
+        self._keyring = opened.keyring
+        self._binding = opened.binding
+        #: The keyring's version, equal to the keyring counter once opened.
+        self._version = opened.version
 
     # --- creation ----------------------------------------------------------------------
 
     @staticmethod
-    def new_keyring(tpm: TPM, random: Random, pcr_indices: Sequence[int]) -> Keyring:
-        """A first keyring: one fresh KEK, sealed to ``pcr_indices`` as they are now."""
-        return Keyring(keks=(_seal_new_kek(tpm, random, 1, KekState.ACTIVE, pcr_indices),))
+    def new_keyring(tpm: TPM, random: Random, pcr_indices: Sequence[int]) -> bytes:
+        """The first keyring file of this keys node: one fresh KEK, sealed to
+        ``pcr_indices`` as they are now, bound to a newly defined keyring counter.
+
+        Refused (:class:`~actors.counter_guard.CounterRefused`, BINDING_MISSING)
+        if this TPM already has a keyring counter: a keyring exists somewhere,
+        and starting afresh needs the TPM owner to delete that counter first,
+        which forgets every key the old keyring held.
+        """
+        version, binding = open_counter(tpm, KEYRING_COUNTER, None)
+        kek = _seal_new_kek(tpm, random, 1, KekState.ACTIVE, pcr_indices)
+        keyring = Keyring(keks=(kek,))
+        mac_key = KeyringFile.mac_key([_unseal(tpm, kek) for kek in keyring.keks])
+        return KeyringFile.seal(keyring, version=version, binding=binding, mac_key=mac_key).encode()
+
+    def _open_keyring(self, data: bytes) -> KeyringFile:
+        """The stored keyring, if it is the newest this node committed."""
+        stored = KeyringFile.decode(data)
+        # Parsing came first only to find the sealed KEKs the MAC key derives
+        # from; nothing in the file is used before the MAC verified.
+        stored.verify(KeyringFile.mac_key([self._unseal_kek(k) for k in stored.keyring.keks]))
+        counter, binding = open_counter(self._tpm, KEYRING_COUNTER, stored.binding)
+        if stored.version < counter:
+            raise KeyringRefused(
+                KeyringCheck.ROLLBACK,
+                f"keyring version {stored.version} is below the keyring counter {counter}:"
+                " an older copy of the keyring file",
+            )
+        if stored.version > counter + 1:
+            raise KeyringRefused(
+                KeyringCheck.AHEAD_OF_COUNTER,
+                f"keyring version {stored.version} is more than one write ahead of the"
+                f" keyring counter {counter}",
+            )
+        if stored.version == counter + 1:
+            # The last commit wrote the file and stopped before advancing the
+            # counter (see _commit): finish it before anything uses the keyring.
+            advance_counter(self._tpm, binding, counter, stored.version)
+        return stored
 
     # --- state -------------------------------------------------------------------------
 
@@ -257,33 +318,48 @@ class KeyVault:
         return self._keyring
 
     @property
+    def keyring_version(self) -> int:
+        """The committed keyring's version (the keyring counter's value)."""
+        return self._version
+
+    @property
     def static_public(self) -> bytes:
         """This node's attested static key: imports are sealed to it, grants with it."""
         return self._static.public
 
     def _commit(self, keyring: Keyring) -> None:
-        # Persist first: a key a sealed file depends on must never exist only in memory.
-        if self._persist is not None:
-            self._persist(keyring)
+        """Make ``keyring`` the committed one: file first, then counter, then memory.
+
+        1. persist the file as version ``counter + 1`` -- a key a sealed model
+           file depends on must never exist only in memory;
+        2. advance the keyring counter to that version -- from now on every
+           older file is refused;
+        3. use the new keyring.
+
+        A crash after 1 leaves a file one above the counter, which opening
+        accepts and completes (see :meth:`_open_keyring`); a failure in 2
+        leaves memory at the previous keyring, and the next commit writes the
+        same version again.
+        """
+        target = self._version + 1
+        mac_key = KeyringFile.mac_key([self._unseal_kek(k) for k in keyring.keks])
+        stored = KeyringFile.seal(keyring, version=target, binding=self._binding, mac_key=mac_key)
+        self._persist(stored.encode())
+        self._version = advance_counter(self._tpm, self._binding, self._version, target)
         self._keyring = keyring
 
     def _unseal_kek(self, kek: SealedKek) -> bytes:
-        try:
-            secret = self._tpm.unseal(kek.sealed_blob)
-        except TPMError:
-            raise KeyringError(
-                f"KEK {kek.kek_id} does not unseal: this node's PCR state changed"
-            ) from None
-        if len(secret) != KEK_SIZE:
-            raise KeyringError(f"KEK {kek.kek_id} unsealed to the wrong size")
-        return secret
+        return _unseal(self._tpm, kek)
 
     def _data_key(self, record: WrappedDataKey) -> bytes:
         kek = self._unseal_kek(self._keyring.kek(record.kek_id))
         return unwrap_data_key(kek, record)
 
-    def _wrap(self, model_id: str, version: int, state: DataKeyState, data_key: bytes) -> Keyring:
-        kek_record = self._keyring.wrapping_kek
+    def _wrap(
+        self, keyring: Keyring, model_id: str, version: int, state: DataKeyState, data_key: bytes
+    ) -> Keyring:
+        """``keyring`` with ``data_key`` wrapped under its wrapping KEK."""
+        kek_record = keyring.wrapping_kek
         kek = self._unseal_kek(kek_record)
         nonce = self._random.token_bytes(WRAP_NONCE_SIZE)
         record = WrappedDataKey(
@@ -301,7 +377,7 @@ class KeyVault:
                 nonce=nonce,
             ),
         )
-        return self._keyring.with_data_key(record)
+        return keyring.with_data_key(record)
 
     # --- adding models -----------------------------------------------------------------
 
@@ -315,14 +391,15 @@ class KeyVault:
             raise KeyringError("a data key is 32 bytes")
         if version is None:
             version = self._keyring.next_version(model_id)
-        elif not 1 <= version < 1 << 32 or self._keyring.data_key(model_id, version) is not None:
-            raise KeyringError(f"data key {model_id} v{version} exists or is out of range")
+        elif not self._keyring.next_version(model_id) <= version < 1 << 32:
+            # Never a version the model has, or had and retired.
+            raise KeyringError(f"data key {model_id} v{version} is not a new version")
         state = (
             DataKeyState.ACTIVE
             if self._keyring.active_data_key(model_id) is None
             else DataKeyState.STAGED
         )
-        self._commit(self._wrap(model_id, version, state, data_key))
+        self._commit(self._wrap(self._keyring, model_id, version, state, data_key))
         return version
 
     def import_data_key(self, request: DataKeyImport) -> int:
@@ -346,10 +423,8 @@ class KeyVault:
             model_id, request.key_version, noise_key_binding(self.static_public)
         )
         data_key = open_envelope(self._static, provider_static, prologue, request.envelope)
-        # Authentic, but possibly an old import file played again: a version the
-        # model has already moved past is never taken back.
-        if request.key_version < self._keyring.next_version(model_id):
-            raise KeyringError(f"data key {model_id} v{request.key_version} is not a new version")
+        # Authentic, but possibly an old import file played again: add_data_key
+        # takes no version the model has or ever retired.
         return self.add_data_key(model_id, data_key, version=request.key_version)
 
     # --- release -----------------------------------------------------------------------
@@ -526,9 +601,12 @@ class KeyVault:
         if pending is None:
             raise KeyringError("no KEK rotation in progress")
         todo = [r for r in self._keyring.data_keys if r.kek_id != pending.kek_id]
+        keyring = self._keyring
         for record in todo[:batch]:
             data_key = self._data_key(record)
-            self._commit(self._wrap(record.model_id, record.version, record.state, data_key))
+            keyring = self._wrap(keyring, record.model_id, record.version, record.state, data_key)
+        if keyring is not self._keyring:
+            self._commit(keyring)
         return max(0, len(todo) - batch)
 
     def complete_kek_rotation(self) -> None:
@@ -542,6 +620,17 @@ class KeyVault:
                 {old.kek_id: KekEvent.RETIRE, pending.kek_id: KekEvent.PROMOTE}
             )
         )
+
+
+def _unseal(tpm: TPM, kek: SealedKek) -> bytes:
+    secret: bytes | None = None
+    with contextlib.suppress(TPMError):
+        secret = tpm.unseal(kek.sealed_blob)
+    if secret is None:
+        raise KeyringError(f"KEK {kek.kek_id} does not unseal: this node's PCR state changed")
+    if len(secret) != KEK_SIZE:
+        raise KeyringError(f"KEK {kek.kek_id} unsealed to the wrong size")
+    return secret
 
 
 def _seal_new_kek(

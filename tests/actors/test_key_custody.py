@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from _release_kit import NOW, ReleaseFiles, ReleaseKit
 
+from actors.counter_guard import CounterCheck, CounterRefused
 from actors.key_custody import (
     ENVELOPE_PROTOCOL,
+    KEYRING_COUNTER,
     DataKeyEvent,
     DataKeyRequest,
     DataKeyState,
@@ -21,7 +23,10 @@ from actors.key_custody import (
     KekState,
     KeyReleaseDenied,
     Keyring,
+    KeyringCheck,
     KeyringError,
+    KeyringFile,
+    KeyringRefused,
     KeyVault,
     NodeKeyCustody,
     seal_data_key_import,
@@ -63,7 +68,7 @@ class Cluster:
     keys_custody: NodeKeyCustody
     provider: KeyPair
     vault: KeyVault
-    persisted: list[Keyring]
+    persisted: list[bytes]
     store: Path
     files: ReleaseFiles
 
@@ -126,7 +131,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     verifier = AttestationVerifier(
         [NitroAuthenticator(TrustAnchor.from_der(pki.root_der), cache=ChainCache())]
     )
-    persisted: list[Keyring] = []
+    persisted: list[bytes] = []
     keyring = KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS)
     # The model provider's static key, as the release would name it for MODEL.
     provider = KeyPair.generate(ENVELOPE_PROTOCOL.dh, SystemRandom().token_bytes)
@@ -428,7 +433,7 @@ def test_kek_rotation_rewraps_while_releases_continue(cluster: Cluster) -> None:
     assert cluster.vault._data_key(keyring.data_key(MODEL, 1)) == key_before  # type: ignore[arg-type]
     cluster.fetch(tpm, custody)
     # Every committed keyring was persisted first, and the last one reloads.
-    assert cluster.persisted[-1] == keyring
+    assert KeyringFile.decode(cluster.persisted[-1]).keyring == keyring
     assert Keyring.decode(keyring.encode()) == keyring
 
 
@@ -552,6 +557,7 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
         policy_for=lambda model_id: model_policy([cluster.release], model_id),
         provider_static_for=lambda model_id: provider.public if model_id == MODEL else None,
         keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
+        persist=[].append,
     )
     (tmp_path / "keys.cbor").write_bytes(keys_node.document)
     (tmp_path / "policy.json").write_text(cluster_policy([cluster.release]).to_json())
@@ -601,3 +607,117 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
         keys_node_static=keys_node.custody.static_public,
     )
     assert cluster.load(custody, sealed) == WEIGHTS
+
+
+# --- the keyring file ----------------------------------------------------------------------
+
+
+def reopen(cluster: Cluster, keyring_file: bytes) -> KeyVault:
+    return KeyVault(
+        custody=cluster.keys_custody,
+        tpm=cluster.keys_tpm,
+        random=SystemRandom(),
+        clock=cluster.wall,
+        verifier=AttestationVerifier(
+            [NitroAuthenticator(TrustAnchor.from_der(cluster.pki.root_der))]
+        ),
+        policy_for=lambda model_id: model_policy([cluster.release], model_id),
+        provider_static_for=lambda model_id: None,
+        keyring=keyring_file,
+        persist=cluster.persisted.append,
+    )
+
+
+def test_every_commit_advances_the_keyring_counter_and_reopens(cluster: Cluster) -> None:
+    start = cluster.keys_tpm.counter_read(KEYRING_COUNTER)
+    assert cluster.vault.keyring_version == start
+    seal_weights(cluster, 1)
+    cluster.vault.begin_data_key_rotation(MODEL)
+    assert cluster.keys_tpm.counter_read(KEYRING_COUNTER) == start + 2
+    assert [KeyringFile.decode(data).version for data in cluster.persisted] == [
+        start + 1,
+        start + 2,
+    ]
+    reopened = reopen(cluster, cluster.persisted[-1])
+    assert reopened.keyring == cluster.vault.keyring
+    assert reopened.keyring_version == start + 2
+
+
+def test_a_crash_between_writing_the_file_and_advancing_the_counter_recovers(
+    cluster: Cluster,
+) -> None:
+    seal_weights(cluster, 1)
+    before = cluster.persisted[-1]
+    counter = cluster.keys_tpm.counter_read(KEYRING_COUNTER)
+
+    def crash_after_write(keyring_file: bytes) -> None:
+        cluster.persisted.append(keyring_file)
+        raise OSError("power lost")
+
+    cluster.vault._persist = crash_after_write
+    with pytest.raises(OSError):
+        cluster.vault.begin_data_key_rotation(MODEL)
+    # The file is one ahead of the counter: it opens, and the counter catches up.
+    assert cluster.keys_tpm.counter_read(KEYRING_COUNTER) == counter
+    assert KeyringFile.decode(cluster.persisted[-1]).version == counter + 1
+    recovered = reopen(cluster, cluster.persisted[-1])
+    assert cluster.keys_tpm.counter_read(KEYRING_COUNTER) == counter + 1
+    assert recovered.keyring.data_key(MODEL, 2) is not None
+    # ...after which the file from before the crash is the older copy.
+    with pytest.raises(KeyringRefused) as caught:
+        reopen(cluster, before)
+    assert caught.value.check is KeyringCheck.ROLLBACK
+
+
+def test_a_crash_before_the_write_keeps_the_previous_keyring(cluster: Cluster) -> None:
+    seal_weights(cluster, 1)
+
+    def crash_before_write(keyring_file: bytes) -> None:
+        raise OSError("power lost")
+
+    cluster.vault._persist = crash_before_write
+    with pytest.raises(OSError):
+        cluster.vault.begin_data_key_rotation(MODEL)
+    assert cluster.vault.keyring.data_key(MODEL, 2) is None
+    assert reopen(cluster, cluster.persisted[-1]).keyring == cluster.vault.keyring
+
+
+def test_a_second_first_keyring_on_one_tpm_is_refused(cluster: Cluster) -> None:
+    # Losing the keyring file does not let anyone start a fresh one quietly.
+    with pytest.raises(CounterRefused) as caught:
+        KeyVault.new_keyring(cluster.keys_tpm, SystemRandom(), APPLICATION_PCRS)
+    assert caught.value.check is CounterCheck.BINDING_MISSING
+
+
+def test_a_file_two_writes_ahead_of_the_counter_is_refused(cluster: Cluster) -> None:
+    seal_weights(cluster, 1)
+    stored = KeyringFile.decode(cluster.persisted[-1])
+    kek = cluster.keys_tpm.unseal(stored.keyring.active_kek.sealed_blob)
+    ahead = KeyringFile.seal(
+        stored.keyring,
+        version=stored.version + 2,
+        binding=stored.binding,
+        mac_key=KeyringFile.mac_key([kek]),
+    )
+    with pytest.raises(KeyringRefused) as caught:
+        reopen(cluster, ahead.encode())
+    assert caught.value.check is KeyringCheck.AHEAD_OF_COUNTER
+
+
+def test_retired_versions_are_never_numbered_again(cluster: Cluster) -> None:
+    seal_weights(cluster, 1)
+    # An abandoned rotation: v2 staged, then retired.
+    data_key = SystemRandom().token_bytes(32)
+    staged = seal_data_key_import(
+        MODEL, data_key, cluster.vault.static_public, SystemRandom(),
+        provider=cluster.provider, key_version=2,
+    )  # fmt: skip
+    assert cluster.vault.import_data_key(staged) == 2
+    cluster.vault.retire_data_key(MODEL, 2)
+    assert cluster.vault.keyring.retired_through(MODEL) == 2
+    # The provider's import file played again does not bring v2 back...
+    with pytest.raises(KeyringError, match="not a new version"):
+        cluster.vault.import_data_key(staged)
+    # ...and the next key is numbered above it, also after a restart.
+    assert reopen(cluster, cluster.persisted[-1]).keyring.next_version(MODEL) == 3
+    assert cluster.vault.begin_data_key_rotation(MODEL) == 3

@@ -61,6 +61,7 @@ def test_demo_gguf_sealed_released_and_opened_in_memory(tmp_path: Path) -> None:
         # The data key is added on the keys node itself below: no import is accepted.
         provider_static_for=lambda model_id: None,
         keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
+        persist=(tmp_path / "keyring").write_bytes,
     )
     data_key = SystemRandom().token_bytes(32)
     version = vault.add_data_key(MODEL, data_key)

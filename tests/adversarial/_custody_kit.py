@@ -49,7 +49,8 @@ class CustodyCloud:
     keys_node: BootedNode = field(init=False)
     #: The model provider's static key: the one the release names for MODEL.
     provider: KeyPair = field(init=False)
-    persisted: list[object] = field(init=False, default_factory=list)
+    #: Every keyring file the keys node stored, oldest first (its disk's history).
+    stored: list[bytes] = field(init=False, default_factory=list)
     vault: KeyVault = field(init=False)
 
     def __post_init__(self) -> None:
@@ -66,9 +67,11 @@ class CustodyCloud:
             now=NOW,
         )
         self.provider = new_key_pair()
-        self.vault = self.open_vault()
+        self.stored.append(KeyVault.new_keyring(self.keys_tpm, SystemRandom(), APPLICATION_PCRS))
+        self.vault = self.open_vault(self.stored[-1])
 
-    def open_vault(self) -> KeyVault:
+    def open_vault(self, keyring_file: bytes) -> KeyVault:
+        """The keys node's vault (re)started on ``keyring_file``."""
         return KeyVault(
             custody=self.keys_node.custody,
             tpm=self.keys_tpm,
@@ -79,8 +82,8 @@ class CustodyCloud:
             ),
             policy_for=lambda model_id: model_policy([self.release], model_id),
             provider_static_for=self.provider_static_for,
-            keyring=KeyVault.new_keyring(self.keys_tpm, SystemRandom(), APPLICATION_PCRS),
-            persist=self.persisted.append,
+            keyring=keyring_file,
+            persist=self.stored.append,
         )
 
     def provider_static_for(self, model_id: str) -> bytes | None:

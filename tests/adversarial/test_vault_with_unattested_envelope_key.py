@@ -27,7 +27,7 @@ from protocol.attestation import (
     TrustAnchor,
 )
 from protocol.attestation.binding import noise_key_binding
-from protocol.measurement import APPLICATION_PCRS, cluster_policy, model_policy
+from protocol.measurement import cluster_policy, model_policy
 
 
 def test_a_vault_cannot_be_built_on_a_key_of_its_own(tmp_path: Path) -> None:
@@ -40,7 +40,8 @@ def test_a_vault_cannot_be_built_on_a_key_of_its_own(tmp_path: Path) -> None:
         "verifier": AttestationVerifier([NitroAuthenticator(anchor)]),
         "policy_for": lambda model_id: model_policy([cloud.release], model_id),
         "provider_static_for": cloud.provider_static_for,
-        "keyring": KeyVault.new_keyring(cloud.keys_tpm, SystemRandom(), APPLICATION_PCRS),
+        "keyring": cloud.stored[-1],
+        "persist": cloud.stored.append,
     }
     # The pre-fix ways: no key (a fresh one is made) or any key the caller has.
     with pytest.raises(TypeError, match="custody"):
