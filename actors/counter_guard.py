@@ -10,10 +10,12 @@ This module is the one place that checks a counter before its value counts.
 What the TPM guarantees (TPM 2.0 Part 1, NV counters; see actors.seams.tpm):
 
 * a defined counter never decreases, across reboots;
-* a counter defined afresh is initialised above the highest count any counter
-  on this TPM ever held, deleted ones included. So whatever counter stands at
-  a handle now holds at least as much as any counter that stood there before:
-  deleting and re-creating never lowers the value found at the handle.
+* a counter defined afresh is initialised one above the highest count of any
+  counter deleted from this TPM. So whatever counter stands at a handle now
+  holds more than any counter that stood there before: deleting and
+  re-creating never lowers the value found at the handle. The mark is shared
+  by all counters on the TPM (a keyring counter deleted at 100 makes a release
+  counter defined afterwards start at 101).
 
 What it does not guarantee:
 
@@ -51,7 +53,8 @@ What it does not guarantee:
 
   An owner who deletes both counter and binding gets a node that looks new:
   the guard defines a counter again, and it starts above the TPM's high-water
-  mark, which is at least the release version the node last accepted. The
+  mark, which the deleted counter raised to at least the release version the
+  node last accepted. The
   caller compares that value against what it is about to accept *before*
   using anything (boot: before measuring), so every release up to the last one
   accepted is refused as a rollback; only a release newer than every count on
@@ -237,7 +240,7 @@ def open_counter(
 
     With a binding, the counter must stand and carry the bound name. Without
     one, there must be no counter either: then this is the first use, the
-    counter is defined (starting above every count this TPM ever held) and
+    counter is defined (starting above every count a deleted counter held) and
     the new binding returned; the caller persists it before relying on it.
     Refusals raise :class:`CounterRefused`; see the module docstring's table.
     """

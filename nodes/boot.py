@@ -7,8 +7,8 @@ In order, and nothing is changed on the TPM until every check passed:
    ``state_dir`` records (a counter the TPM owner deleted, re-created, or whose
    binding was removed is refused, never read as zero). On a node's first boot
    (no binding, no counter) the counter is defined and its binding written; a
-   counter defined afresh starts above every count the TPM ever held, so an
-   owner who deletes counter and binding still gets every release up to the
+   counter defined afresh starts above every count a deleted counter held, so
+   an owner who deletes counter and binding still gets every release up to the
    last one accepted refused here, before anything is measured. Its verified
    value is the floor;
 2. verify the release metadata (root pinned or rotated from the pin, threshold

@@ -12,11 +12,13 @@ Monotonic counters are TPM 2.0 ``TPM_NT_COUNTER`` NV indices (or their
 simulation). What the TPM guarantees, and what it does not:
 
 * a counter never decreases while it exists, across reboots;
-* a counter defined afresh starts, on its initialising increment, above the
-  highest count any counter on this TPM ever held (TPM 2.0 Part 1, "NV
-  counter": ``TPM2_NV_Increment`` on an unwritten counter first sets it to
-  that high-water mark), so deleting and re-creating a counter never lowers
-  the value found at its handle;
+* a counter defined afresh starts, on its initialising increment, one above
+  the highest count any counter deleted from this TPM held
+  (``TPM2_NV_Increment`` on an unwritten counter first loads the TPM's counter
+  high-water mark, which deleting a counter raises; seen on swtpm/libtpms, and
+  a counter defined while another stands does not inherit that one's count),
+  so deleting and re-creating a counter never lowers the value found at its
+  handle;
 * the TPM owner can delete (undefine) any counter the owner hierarchy defined,
   and can define a new one at the same handle. Only platform authority can make
   an index undeletable, and EC2 user space does not hold it.
@@ -85,9 +87,9 @@ class TPM(Protocol):
         """Define monotonic counter ``counter`` afresh and return its NV name.
 
         The name is unique to this definition. The counter is initialised
-        before this returns, so it then holds more than the highest count any
-        counter on this TPM ever held. :class:`TPMError` if ``counter`` is
-        already defined (this never replaces a counter).
+        before this returns, so it then holds more than any counter deleted
+        from this TPM ever held. :class:`TPMError` if ``counter`` is already
+        defined (this never replaces a counter).
         """
         ...
 

@@ -20,8 +20,11 @@
   :meth:`~SimulatedNitroTPM.counter_define`, which gives each definition a
   fresh NV name (a random authorisation policy hashed into it, as on the
   device backend) and initialises the counter one above the highest count any
-  counter on this TPM ever held. :meth:`~SimulatedNitroTPM.owner_undefine_counter`
-  is the TPM owner's power to delete one; the high-water mark survives it.
+  counter deleted from this TPM held, as ``TPM2_NV_Increment`` does on an
+  unwritten counter (observed on swtpm/libtpms: a counter defined while another
+  stands does not inherit that one's count; one defined after a deletion starts
+  above it). :meth:`~SimulatedNitroTPM.owner_undefine_counter` is the TPM
+  owner's power to delete one, and what raises that high-water mark.
 * Fault hooks: make the next calls of an operation fail, or take simulated time.
 """
 
@@ -120,8 +123,9 @@ class NvState:
 
     #: Defined counters by number; an undefined counter has no entry.
     counters: dict[int, NvCounter] = field(default_factory=dict)
-    #: The highest count any counter on this TPM ever held, deleted ones
-    #: included: where a newly defined counter starts (plus one).
+    #: The highest count any counter deleted from this TPM held: a counter
+    #: defined afresh starts one above it, so re-creating a counter never
+    #: lowers the value found at its number.
     highest_count: int = 0
     #: Position of the deterministic RNG, so a reboot never repeats output.
     random_draws: int = 0
@@ -365,9 +369,7 @@ class SimulatedNitroTPM:
                 ).digest()
             )
             # The initialising increment: one above the TPM's high-water mark.
-            value = self.nv.highest_count + 1
-            self.nv.highest_count = value
-            self.nv.counters[counter] = NvCounter(name=name, value=value)
+            self.nv.counters[counter] = NvCounter(name=name, value=self.nv.highest_count + 1)
             return name
 
     def counter_name(self, counter: int) -> bytes:
@@ -387,17 +389,17 @@ class SimulatedNitroTPM:
             if defined.value >= _COUNTER_LIMIT:
                 raise TPMError("counter exhausted")
             defined.value += 1
-            self.nv.highest_count = max(self.nv.highest_count, defined.value)
             return defined.value
 
     def owner_undefine_counter(self, counter: int) -> None:
         """What the TPM owner can do to any owner-defined counter: delete it.
 
-        The TPM keeps its high-water mark, so a counter defined again at this
-        number starts above the deleted one's value.
+        The TPM raises its high-water mark to the deleted counter's value, so a
+        counter defined again (at any number) starts above it.
         """
         with self._lock:
-            self._defined(counter)
+            deleted = self._defined(counter)
+            self.nv.highest_count = max(self.nv.highest_count, deleted.value)
             del self.nv.counters[counter]
 
     def _draw(self, n: int) -> bytes:
