@@ -8,6 +8,7 @@ the attacker controls.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from actors.key_custody import (
     NodeKeyCustody,
 )
 from actors.seams.random import SystemRandom
+from actors.seams.tpm import TPM
 from nodes.boot import BootedNode, measured_boot
 from protocol.attestation import AttestationVerifier, ChainCache, NitroAuthenticator, TrustAnchor
 from protocol.measurement import APPLICATION_PCRS, model_policy
@@ -70,11 +72,19 @@ class CustodyCloud:
         self.stored.append(KeyVault.new_keyring(self.keys_tpm, SystemRandom(), APPLICATION_PCRS))
         self.vault = self.open_vault(self.stored[-1])
 
-    def open_vault(self, keyring_file: bytes) -> KeyVault:
-        """The keys node's vault (re)started on ``keyring_file``."""
+    def open_vault(
+        self,
+        keyring_file: bytes,
+        *,
+        tpm: TPM | None = None,
+        persist: Callable[[bytes], None] | None = None,
+    ) -> KeyVault:
+        """The keys node's vault (re)started on ``keyring_file`` (on ``tpm`` and
+        storing into ``persist``; by default the keys node's simulated TPM and
+        :attr:`stored`)."""
         return KeyVault(
             custody=self.keys_node.custody,
-            tpm=self.keys_tpm,
+            tpm=tpm if tpm is not None else self.keys_tpm,
             random=SystemRandom(),
             clock=self.wall,
             verifier=AttestationVerifier(
@@ -83,7 +93,7 @@ class CustodyCloud:
             policy_for=lambda model_id: model_policy([self.release], model_id),
             provider_static_for=self.provider_static_for,
             keyring=keyring_file,
-            persist=self.stored.append,
+            persist=persist if persist is not None else self.stored.append,
         )
 
     def provider_static_for(self, model_id: str) -> bytes | None:

@@ -13,7 +13,7 @@ it. The test restores each older file (refused: rollback), edits an old
 file's version up to the counter (refused: unauthentic), forges a file that
 pairs a KEK the owner sealed itself with the genuine records (refused:
 unauthentic), and deletes or re-creates the counter as the TPM owner can
-(refused: missing, recreated).
+(refused: missing, recreated) -- on the simulated TPM and on swtpm.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 import msgpack
 import pytest
 from _custody_kit import MODEL, CustodyCloud
+from _swtpm import Swtpm, owner_define_counter, owner_undefine, read_nv_public, require_swtpm
 
 from actors.counter_guard import CounterBinding, CounterCheck, CounterRefused
 from actors.key_custody import (
@@ -34,6 +35,7 @@ from actors.key_custody import (
     KeyringCheck,
     KeyringFile,
     KeyringRefused,
+    KeyVault,
     SealedKek,
 )
 from actors.seams.random import SystemRandom
@@ -159,3 +161,57 @@ def test_deleting_or_recreating_the_keyring_counter_is_detected(tmp_path: Path) 
     with pytest.raises(KeyringRefused) as edited:
         cloud.open_vault(msgpack.packb(fields, use_bin_type=True))
     assert edited.value.check is KeyringCheck.UNAUTHENTIC
+
+
+def test_on_a_tpm_device_older_files_and_owner_counter_tricks_are_refused(
+    tmp_path: Path,
+) -> None:
+    """The same attack on a TPM 2.0 device (swtpm): the keyring counter is an
+    NV counter the owner can delete, re-create, or re-create byte for byte."""
+    require_swtpm()
+    from nodes.tpm import TpmDeviceBackend
+    from nodes.tpm._device import COUNTER_NV_BASE
+
+    cloud = CustodyCloud(tmp_path)
+    swtpm = Swtpm(tmp_path / "swtpm")
+    swtpm.start()
+    try:
+        device = TpmDeviceBackend(swtpm.tcti)
+        stored = [KeyVault.new_keyring(device, SystemRandom(), APPLICATION_PCRS)]
+        vault = cloud.open_vault(stored[0], tpm=device, persist=stored.append)
+        vault.add_data_key(MODEL, SystemRandom().token_bytes(32))
+        vault.activate_data_key(MODEL, vault.begin_data_key_rotation(MODEL))
+        vault.retire_data_key(MODEL, 1)
+        with pytest.raises(KeyringRefused) as caught:
+            cloud.open_vault(stored[1], tpm=device)  # still holds v1
+        assert caught.value.check is KeyringCheck.ROLLBACK
+        device.close()
+
+        # The counter survives a restart of the TPM; the newest file opens.
+        swtpm.stop()
+        swtpm.start()
+        device = TpmDeviceBackend(swtpm.tcti)
+        assert cloud.open_vault(stored[-1], tpm=device).keyring.data_key(MODEL, 1) is None
+
+        # The owner copies the counter's public area, deletes it and defines the
+        # copy (same NV name): the TPM starts it above the deleted count, so the
+        # newest file is now "older" than the counter -- refused, never a rollback.
+        handle = COUNTER_NV_BASE + KEYRING_COUNTER
+        public = read_nv_public(swtpm.tcti, handle)
+        owner_undefine(swtpm.tcti, handle)
+        with pytest.raises(CounterRefused) as missing:
+            cloud.open_vault(stored[-1], tpm=device)
+        assert missing.value.check is CounterCheck.MISSING
+        owner_define_counter(swtpm.tcti, handle, copy_of=public)
+        with pytest.raises(KeyringRefused) as copied:
+            cloud.open_vault(stored[-1], tpm=device)
+        assert copied.value.check is KeyringCheck.ROLLBACK
+        # An ordinary re-created counter is not the one the keyring names.
+        owner_undefine(swtpm.tcti, handle)
+        device.counter_define(KEYRING_COUNTER)
+        with pytest.raises(CounterRefused) as recreated:
+            cloud.open_vault(stored[-1], tpm=device)
+        assert recreated.value.check is CounterCheck.RECREATED
+        device.close()
+    finally:
+        swtpm.stop()
