@@ -1,12 +1,14 @@
 """Data-key release round trip, and sealed-model throughput.
 
-1. Key release: the keys node issues a challenge -> the inference node's
-   (simulated) NitroTPM attests over it binding the node's Noise key -> the
-   keys node verifies the document (chain, signature, nonce, bound key, PCR
-   policy of the logged release), unseals its KEK, unwraps the DEK and seals
-   it in a Noise N envelope to the attested key -> the node opens it. Median
-   of the whole round trip and of each leg, with the verifier's chain cache
-   on (steady state) and off (first contact).
+1. Key release: the keys node issues a challenge to the requesting peer ->
+   the inference node's (simulated) NitroTPM attests over it binding the
+   node's Noise key -> the keys node verifies the document (chain, signature,
+   nonce, bound key, PCR policy of the logged release), unseals its KEK,
+   unwraps the DEK and seals it in a Noise K envelope from its own attested
+   key to the node's attested key -> the node opens it, checking the sender
+   against the keys node's verified key. Median of the whole round trip and
+   of each leg, with the verifier's chain cache on (steady state) and off
+   (first contact).
 2. Sealed model: sealing and opening the ~98 MB demo GGUF (ChaCha20-Poly1305
    in 1 MiB chunks, into an in-memory file), against a plain SHA-384 pass
    over the same file as the I/O-and-hash baseline.
