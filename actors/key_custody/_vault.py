@@ -42,8 +42,8 @@ static key that the verified release names for the model
 key for the model, or an envelope from any other key, is refused, and leaves
 the keyring untouched (so a refused import cannot stage a key that would then
 block a legitimate rotation). An import must also name a version above every
-version the model has now, so a replayed old import file does not bring a
-superseded key back.
+version the model has or ever retired, so a replayed old import file does not
+bring a superseded key back.
 
 The KEK is unsealed for each use and dropped afterwards: key releases are rare
 (node start, rotation), and a change to this node's PCRs stops releases at once.
@@ -283,7 +283,7 @@ class KeyVault:
         version, binding = open_counter(tpm, KEYRING_COUNTER, None)
         kek = _seal_new_kek(tpm, random, 1, KekState.ACTIVE, pcr_indices)
         keyring = Keyring(keks=(kek,))
-        mac_key = KeyringFile.mac_key([_unseal(tpm, kek) for kek in keyring.keks])
+        mac_key = KeyringFile.mac_key([_unseal(tpm, kek)])
         return KeyringFile.seal(keyring, version=version, binding=binding, mac_key=mac_key).encode()
 
     def _open_keyring(self, data: bytes) -> KeyringFile:
