@@ -48,10 +48,14 @@ parentheses is where a class is imported from, when not here)::
     ├── SupervisorStartError
     ├── KeyCustodyError                  (actors.key_custody)
     │   ├── KeyringError
+    │   │   └── KeyringRefused           .check: KeyringCheck (stale, edited, ahead)
     │   ├── KeyReleaseDenied             .denial: Denial
-    │   └── EnvelopeError
+    │   └── EnvelopeError                .denial: Denial
+    ├── CounterRefused                   (actors.counter_guard; .check: CounterCheck)
     ├── StoreError                       (actors.seams)
     ├── TPMError                         (actors.seams)
+    │   ├── CounterMissing               the NV counter is not defined
+    │   └── NotACounter                  the NV index is not a Mantle counter
     └── SessionError                     (protocol.framing; .check: SessionCheck,
         │                                 its subclasses are drawn there)
         ├── HandshakeTimeout             (actors.channel)

@@ -1,12 +1,14 @@
 """Data-key release round trip, and sealed-model throughput.
 
-1. Key release: the keys node issues a challenge -> the inference node's
-   (simulated) NitroTPM attests over it binding the node's Noise key -> the
-   keys node verifies the document (chain, signature, nonce, bound key, PCR
-   policy of the logged release), unseals its KEK, unwraps the DEK and seals
-   it in a Noise N envelope to the attested key -> the node opens it. Median
-   of the whole round trip and of each leg, with the verifier's chain cache
-   on (steady state) and off (first contact).
+1. Key release: the keys node issues a challenge to the requesting peer ->
+   the inference node's (simulated) NitroTPM attests over it binding the
+   node's Noise key -> the keys node verifies the document (chain, signature,
+   nonce, bound key, PCR policy of the logged release), unseals its KEK,
+   unwraps the DEK and seals it in a Noise K envelope from its own attested
+   key to the node's attested key -> the node opens it, checking the sender
+   against the keys node's verified key. Median of the whole round trip and
+   of each leg, with the verifier's chain cache on (steady state) and off
+   (first contact).
 2. Sealed model: sealing and opening the ~98 MB demo GGUF (ChaCha20-Poly1305
    in 1 MiB chunks, into an in-memory file), against a plain SHA-384 pass
    over the same file as the I/O-and-hash baseline.
@@ -60,21 +62,24 @@ def bench_key_release(reps: int, cached: bool, workdir: Path) -> dict[str, float
 
     def boot(seed: str, model_id: str | None) -> tuple[SimulatedNitroTPM, NodeKeyCustody]:
         tpm = SimulatedNitroTPM(seed=seed, pki=pki, clock=wall)
-        inputs = kit.boot_inputs(files, model_id)
+        inputs = kit.boot_inputs(files, model_id, kit.node_state_dir(tpm))
         return tpm, measured_boot(inputs, tpm=tpm, random=SystemRandom(), now=NOW).custody
 
-    keys_tpm, _ = boot("keys", None)
+    keys_tpm, keys_custody = boot("keys", None)
     policy = model_policy([release], MODEL)
     authenticator = NitroAuthenticator(
         TrustAnchor.from_der(pki.root_der), cache=ChainCache() if cached else None
     )
     vault = KeyVault(
+        custody=keys_custody,
         tpm=keys_tpm,
         random=SystemRandom(),
         clock=wall,
         verifier=AttestationVerifier([authenticator]),
         policy_for=lambda model_id: policy if model_id == MODEL else None,
+        provider_static_for=lambda model_id: None,
         keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
+        persist=(workdir / f"keyring-{cached}").write_bytes,
     )
     vault.add_data_key(MODEL, SystemRandom().token_bytes(32))
     tpm, custody = boot("inference", MODEL)
@@ -82,12 +87,12 @@ def bench_key_release(reps: int, cached: bool, workdir: Path) -> dict[str, float
     legs: dict[str, list[float]] = {"attest": [], "release": [], "open": [], "total": []}
     for rep in range(reps + 5):
         start = time.perf_counter()
-        challenge = vault.issue_challenge()
+        challenge = vault.issue_challenge(custody.static_public)
         request = custody.data_key_request(tpm, challenge=challenge, model_id=MODEL)
         attested = time.perf_counter()
-        grant = vault.release_data_key(request)
+        grant = vault.release_data_key(request, peer=custody.static_public)
         released = time.perf_counter()
-        custody.accept_grant(request, grant)
+        custody.accept_grant(request, grant, keys_node_static=keys_custody.static_public)
         done = time.perf_counter()
         if rep >= 5:  # warm-up
             legs["attest"].append(attested - start)

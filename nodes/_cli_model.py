@@ -11,9 +11,14 @@ already are. It
    (streamed: the plaintext is read a block at a time) and writes a manifest
    with the plaintext's length and SHA-384 -- the values the release lists as
    the ``models/<model>.gguf`` artifact;
-3. writes ``STORE/<model>/v<n>.import``: the data key in a Noise ``N``
-   envelope to the keys node's attested key. Only that keys node can open
-   it; the operator carrying the file learns nothing.
+3. writes ``STORE/<model>/v<n>.import``: the data key in a Noise ``K``
+   envelope from the provider's static key (``--provider-key``) to the keys
+   node's attested key. Only that keys node can open it; the operator
+   carrying the file learns nothing; and the keys node accepts it only
+   because the release names this provider key for the model.
+
+``model provider-key`` makes the provider's key: the private half into a new
+file (mode 0600), the public half printed for the release to name.
 
 The data key exists only in this process's memory. ``model list`` and
 ``model inspect`` read manifests and sealed-file headers (no keys needed).
@@ -22,11 +27,12 @@ The data key exists only in this process's memory. ``model list`` and
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, Final
 
-from actors.key_custody import KeyCustodyError, seal_data_key_import
+from actors.key_custody import ENVELOPE_PROTOCOL, KeyCustodyError, seal_data_key_import
 from actors.seams.clock import TrioClock
 from actors.seams.random import SystemRandom
 from nodes.model_store import (
@@ -51,6 +57,7 @@ from protocol.attestation import (
     noise_key_binding,
 )
 from protocol.measurement import model_artifact_name
+from protocol.noise import KeyPair
 from protocol.sealed_model import (
     DATA_KEY_SIZE,
     DEFAULT_CHUNK_SIZE,
@@ -91,6 +98,17 @@ def _static_key(text: str) -> bytes:
     return key
 
 
+def _provider_key(path: Path) -> KeyPair:
+    """The model provider's static key pair from its private key file (hex)."""
+    try:
+        private = bytes.fromhex(_read_small(path, "provider key").decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        private = b""
+    if len(private) != 32:
+        raise _Unusable(f"{path} does not hold a provider key (64 hex digits)")
+    return KeyPair.from_private(ENVELOPE_PROTOCOL.dh, private)
+
+
 def _verify_keys_node(args: argparse.Namespace) -> bytes:
     """The keys node's static key, once its attestation document verified."""
     static = _static_key(args.keys_static)
@@ -126,6 +144,7 @@ def _model_add(args: argparse.Namespace) -> int:
     with args.gguf.open("rb") as handle:
         if handle.read(4) != b"GGUF":
             raise _Unusable(f"{args.gguf} is not a GGUF file (magic)")
+    provider = _provider_key(args.provider_key)
     keys_static = _verify_keys_node(args)
     destination = sealed_path(args.store, args.model_id, args.key_version)
     if destination.exists():
@@ -142,7 +161,12 @@ def _model_add(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
     )
     envelope = seal_data_key_import(
-        args.model_id, data_key, keys_static, random, key_version=args.key_version
+        args.model_id,
+        data_key,
+        keys_static,
+        random,
+        provider=provider,
+        key_version=args.key_version,
     )
     del data_key
     import_path = destination.with_suffix(".import")
@@ -154,6 +178,17 @@ def _model_add(args: argparse.Namespace) -> int:
         f"release artifact {model_artifact_name(args.model_id)}:"
         f" length {info.plaintext_length} sha384 {info.plaintext_sha384.hex()}"
     )
+    return EXIT_OK
+
+
+def _model_provider_key(args: argparse.Namespace) -> int:
+    key = KeyPair.generate(ENVELOPE_PROTOCOL.dh, SystemRandom().token_bytes)
+    # O_EXCL: never overwrite a key a release may already name.
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.private.hex() + "\n")
+    print(f"provider key written to {args.out}")
+    print(f"provider static public key (for the release): {key.public.hex()}")
     return EXIT_OK
 
 
@@ -213,9 +248,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--keys-document", type=Path, required=True, help="keys node attestation")
     p.add_argument("--keys-static", required=True, help="keys node Noise static key (hex)")
     p.add_argument("--keys-policy", type=Path, required=True, help="PCR policy JSON")
+    p.add_argument(
+        "--provider-key", type=Path, required=True, help="model provider's private key file"
+    )
     p.add_argument("--trust-root", type=Path, help="pinned root PEM (default: AWS Nitro)")
     p.add_argument("--max-document-age", type=int, default=DEFAULT_MAX_DOCUMENT_AGE_S)
     p.set_defaults(handler=_run(_model_add))
+
+    p = msub.add_parser("provider-key", help="make a model provider's static key")
+    p.add_argument("out", type=Path, help="new file for the private key (hex, mode 0600)")
+    p.set_defaults(handler=_run(_model_provider_key))
 
     p = msub.add_parser("list", help="list sealed models in a store")
     p.add_argument("--store", type=Path, required=True)

@@ -2,18 +2,29 @@
 
 In order, and nothing is changed on the TPM until every check passed:
 
-1. read the release monotonic counter from the TPM;
+1. open the release monotonic counter through :mod:`actors.counter_guard`:
+   the counter must be the one this node defined, as the binding in
+   ``state_dir`` records (a counter the TPM owner deleted, re-created, or whose
+   binding was removed is refused, never read as zero). On a node's first boot
+   (no binding, no counter) the counter is defined and its binding written; a
+   counter defined afresh starts above every count a deleted counter held, so
+   an owner who deletes counter and binding still gets every release up to the
+   last one accepted refused here, before anything is measured. Its verified
+   value is the floor;
 2. verify the release metadata (root pinned or rotated from the pin, threshold
-   of release signatures, expiry, version >= the counter);
+   of release signatures, expiry, version >= the floor, and at most
+   :data:`MAX_RELEASE_ADVANCE` above it);
 3. verify that the release is in the transparency log (signed tree head under
    the pinned log key, inclusion proof of the release's entry);
 4. verify every installed artifact against the release (length and hashes).
    Model artifacts name plaintext weights, which exist only in memory after
    the data key arrives; the model loader checks them there;
 5. check that the application PCRs are at their reset value;
-6. read the counter again (it may have risen since step 1: refuse as a
-   rollback) and advance it to this release's version (a newer release raises
-   the floor for ever; the same version leaves it alone);
+6. verify the counter again (it may have risen since step 1: refuse as a
+   rollback; it may have been deleted or swapped: refuse) and advance only that
+   verified counter to this release's version, one increment at a time, each
+   adding exactly one, then read it back (a newer release raises the floor for
+   ever; the same version leaves it alone);
 7. extend the release, model and config digests into PCRs 12, 13 and 14
    (see :mod:`protocol.measurement` for why those) and read them back;
 8. generate the node's Noise static key in memory and attest, binding it.
@@ -21,6 +32,12 @@ In order, and nothing is changed on the TPM until every check passed:
 Any failure raises :class:`BootError`, whose :attr:`~BootError.check` names the
 step and whose message says what was wrong, so an operator reading "boot
 stopped [rollback]: ..." knows what to fix. The node does not start.
+
+The counter on the node cannot carry rollback protection alone: the TPM owner
+can delete it (see :mod:`actors.counter_guard` for what the TPM does and does
+not guarantee). What stops an old release everywhere is the verifiers' floor;
+what boot adds is that a deleted or re-created counter is refused by name and
+that boot never advances a counter it did not verify.
 """
 
 from __future__ import annotations
@@ -31,10 +48,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Final
 
+from actors.counter_guard import (
+    MAX_ADVANCE,
+    CounterBinding,
+    CounterCheck,
+    CounterRefused,
+    advance_counter,
+    open_counter,
+)
 from actors.key_custody import NodeKeyCustody
 from actors.seams.random import Random
 from actors.seams.tpm import TPM, TPMError
+from nodes.counter_binding import read_binding, write_binding
 from nodes.release import verify_installed_artifacts
 from protocol.measurement import (
     APPLICATION_PCRS,
@@ -77,6 +104,43 @@ class BootCheck(enum.StrEnum):
     MODEL_NOT_IN_RELEASE = "model_not_in_release"
     PCR_STATE = "pcr_state"
     TPM = "tpm"
+    #: The release counter this node defined is gone (the TPM owner deleted it).
+    COUNTER_MISSING = "counter_missing"
+    #: A release counter stands, but not the one this node defined.
+    COUNTER_RECREATED = "counter_recreated"
+    #: A release counter stands, but the node's record of it is gone.
+    COUNTER_BINDING_MISSING = "counter_binding_missing"
+    #: The node's record of its release counter does not decode.
+    COUNTER_BINDING_MALFORMED = "counter_binding_malformed"
+    #: The counter moved underneath boot, or an increment did not add one.
+    COUNTER_UNEXPECTED = "counter_unexpected"
+    #: The release would raise the counter by more than MAX_RELEASE_ADVANCE.
+    VERSION_JUMP = "version_jump"
+    #: The state directory cannot be read or written.
+    STATE_DIR = "state_dir"
+
+
+_COUNTER_CHECKS: Final = {
+    CounterCheck.MISSING: BootCheck.COUNTER_MISSING,
+    CounterCheck.RECREATED: BootCheck.COUNTER_RECREATED,
+    CounterCheck.BINDING_MISSING: BootCheck.COUNTER_BINDING_MISSING,
+    CounterCheck.MALFORMED_BINDING: BootCheck.COUNTER_BINDING_MALFORMED,
+    CounterCheck.UNEXPECTED_VALUE: BootCheck.COUNTER_UNEXPECTED,
+    CounterCheck.TPM: BootCheck.TPM,
+}
+
+#: The file in ``BootInputs.state_dir`` recording which definition of the
+#: release counter this node made (a :class:`CounterBinding`).
+RELEASE_COUNTER_BINDING: Final = "release-counter.binding"
+
+#: The most one boot raises the release counter. Every step is a TPM NV write
+#: (rate-limited, and wearing NV on hardware), so a signed version far above
+#: the floor (say 10**9, a signer's slip) would stall boot for days and exhaust
+#: the counter's range; it is refused before anything is measured or advanced.
+#: The bound leaves room for a node that is new (its counter starts near the
+#: TPM's high-water mark, often 1) or long offline to catch up with a
+#: release numbered in the thousands, in well under a minute.
+MAX_RELEASE_ADVANCE: Final = MAX_ADVANCE
 
 
 class BootError(Exception):
@@ -93,8 +157,10 @@ class BootInputs:
     """What a node boots from.
 
     ``install_root`` holds the release's artifacts at their release names
-    (``install_root / "config/cluster.json"`` and so on). ``model_id`` is the
-    model this node serves (``None`` for ingress and keys nodes).
+    (``install_root / "config/cluster.json"`` and so on). ``state_dir`` is
+    this machine's persistent node state (it keeps the release counter's
+    binding; losing it while the counter exists stops boot). ``model_id`` is
+    the model this node serves (``None`` for ingress and keys nodes).
     """
 
     root_metadata: bytes
@@ -103,6 +169,7 @@ class BootInputs:
     trusted_root: bytes
     log_public_key: bytes
     install_root: Path
+    state_dir: Path
     model_id: str | None = None
 
 
@@ -143,12 +210,36 @@ def _installed_artifacts(release: VerifiedRelease, install_root: Path) -> dict[s
     }
 
 
-def verify_release(inputs: BootInputs, *, tpm: TPM, now: datetime) -> VerifiedRelease:
-    """Steps 1-4: a release that may run on this TPM, or :class:`BootError`."""
+def _counter_failure(refused: CounterRefused) -> BootError:
+    return BootError(_COUNTER_CHECKS[refused.check], f"release counter: {refused.detail}")
+
+
+def _open_release_counter(inputs: BootInputs, tpm: TPM) -> tuple[int, CounterBinding]:
+    """Step 1: the release counter's verified value and its binding."""
+    path = inputs.state_dir / RELEASE_COUNTER_BINDING
+    failure: BootError | None = None
     try:
-        floor = tpm.counter_read(RELEASE_COUNTER)
-    except TPMError as error:
-        raise BootError(BootCheck.TPM, f"cannot read the release counter: {error}") from None
+        stored = read_binding(path)
+        value, binding = open_counter(tpm, RELEASE_COUNTER, stored)
+        if stored is None:
+            # First use: the counter now exists; without this record every
+            # later boot would stop at BINDING_MISSING.
+            write_binding(path, binding)
+    except CounterRefused as refused:
+        failure = _counter_failure(refused)
+    except OSError as error:
+        failure = BootError(
+            BootCheck.STATE_DIR,
+            f"cannot keep the release counter's binding in the state directory"
+            f" ({type(error).__name__}, errno {error.errno})",
+        )
+    if failure is not None:
+        raise failure
+    return value, binding
+
+
+def _verify_release(inputs: BootInputs, *, floor: int, now: datetime) -> VerifiedRelease:
+    """Steps 2-4 against the verified ``floor``."""
     try:
         release = verify_release_metadata(
             inputs.root_metadata,
@@ -159,6 +250,12 @@ def verify_release(inputs: BootInputs, *, tpm: TPM, now: datetime) -> VerifiedRe
         )
         if release.version < floor:  # belt and braces: the floor is this module's promise
             raise VersionRollback("targets", release.version, floor)
+        if release.version - floor > MAX_RELEASE_ADVANCE:
+            raise BootError(
+                BootCheck.VERSION_JUMP,
+                f"release version {release.version} is more than {MAX_RELEASE_ADVANCE} above"
+                f" this TPM's release counter {floor}; refusing to advance it that far",
+            )
         try:
             proof = ReleaseLogProof.from_json_bytes(inputs.log_proof)
         except MalformedRelease as error:
@@ -177,9 +274,37 @@ def verify_release(inputs: BootInputs, *, tpm: TPM, now: datetime) -> VerifiedRe
     return release
 
 
+def verify_release(inputs: BootInputs, *, tpm: TPM, now: datetime) -> VerifiedRelease:
+    """Steps 1-4: a release that may run on this TPM, or :class:`BootError`."""
+    floor, _ = _open_release_counter(inputs, tpm)
+    return _verify_release(inputs, floor=floor, now=now)
+
+
+def _advance_release_counter(tpm: TPM, binding: CounterBinding, version: int) -> None:
+    """Step 6: re-verify the counter, refuse a rollback, advance it to ``version``."""
+    failure: BootError | None = None
+    try:
+        # The floor checked in step 2 may have risen since (another start on
+        # this TPM), or the counter may have been swapped: verify it afresh.
+        counter, _ = open_counter(tpm, RELEASE_COUNTER, binding)
+        if counter > version:
+            failure = BootError(
+                BootCheck.ROLLBACK,
+                f"release version {version} is lower than this TPM's release counter"
+                f" {counter}; refusing to roll back",
+            )
+        else:
+            advance_counter(tpm, binding, counter, version)
+    except CounterRefused as refused:
+        failure = _counter_failure(refused)
+    if failure is not None:
+        raise failure
+
+
 def measured_boot(inputs: BootInputs, *, tpm: TPM, random: Random, now: datetime) -> BootedNode:
     """Verify, measure and attest; see the module docstring for the steps."""
-    release = verify_release(inputs, tpm=tpm, now=now)
+    floor, binding = _open_release_counter(inputs, tpm)
+    release = _verify_release(inputs, floor=floor, now=now)
 
     if inputs.model_id is not None and model_artifact_name(inputs.model_id) not in (
         release.artifacts
@@ -202,17 +327,9 @@ def measured_boot(inputs: BootInputs, *, tpm: TPM, random: Random, now: datetime
                     " before this node (a second start without a reboot, or a boot component"
                     " using a Mantle PCR); reboot the machine",
                 )
-        # Read again: the floor checked in step 2 may have risen since (another
-        # start on this TPM); a release below the counter never gets measured.
-        counter = tpm.counter_read(RELEASE_COUNTER)
-        if counter > release.version:
-            raise BootError(
-                BootCheck.ROLLBACK,
-                f"release version {release.version} is lower than this TPM's release counter"
-                f" {counter}; refusing to roll back",
-            )
-        while counter < release.version:
-            counter = tpm.counter_increment(RELEASE_COUNTER)
+        # A release below the counter, or a counter boot did not verify,
+        # never gets measured.
+        _advance_release_counter(tpm, binding, release.version)
         for index, digest in boot_extends(measurement):
             tpm.pcr_extend(index, digest)
         expected = expected_pcrs_for(measurement)

@@ -203,6 +203,8 @@ def boot_node(
         trusted_root=release.root,
         log_public_key=release.log_public_key,
         install_root=release.install_root,
+        # Each simulated machine keeps its own state (the release counter's binding).
+        state_dir=release.install_root.parent / "node-state" / tpm.instance_id,
         model_id=model_id,
     )
     return measured_boot(inputs, tpm=tpm, random=random, now=now)
@@ -401,13 +403,23 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
         # The model provider seals the weights; the keys node holds the data key.
         verifier = AttestationVerifier([NitroAuthenticator(TrustAnchor.from_der(pki.root_der))])
         release = keys_node.release
+        keyring_path = work / "keys-node.keyring"
+
+        def persist_keyring(keyring_file: bytes) -> None:
+            keyring_path.write_bytes(keyring_file)
+
         vault = KeyVault(
+            custody=keys_node.custody,
             tpm=keys_tpm,
             random=random,
             clock=clock,
             verifier=verifier,
             policy_for=lambda model_id: model_policy([release], model_id),
+            # The demo's provider adds its key on the keys node itself (below), so
+            # no release names a provider key and every import is refused.
+            provider_static_for=lambda model_id: None,
             keyring=KeyVault.new_keyring(keys_tpm, random, APPLICATION_PCRS),
+            persist=persist_keyring,
         )
         data_key = random.token_bytes(32)
         key_version = vault.add_data_key(MODEL_ID, data_key)
@@ -425,9 +437,15 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
 
         custody: NodeKeyCustody = inference_node.custody
         key_request = custody.data_key_request(
-            inference_tpm, challenge=vault.issue_challenge(), model_id=MODEL_ID
+            inference_tpm, challenge=vault.issue_challenge(custody.static_public), model_id=MODEL_ID
         )
-        custody.accept_grant(key_request, vault.release_data_key(key_request))
+        # The grant must be sealed by the keys node's attested static key (the
+        # one its boot document binds); any other sender is refused.
+        custody.accept_grant(
+            key_request,
+            vault.release_data_key(key_request, peer=custody.static_public),
+            keys_node_static=keys_node.custody.static_public,
+        )
         say.write("[keys] data key released to the attested inference node\n")
 
         weights: InMemoryModel

@@ -35,6 +35,7 @@ from protocol.release import (
 )
 from protocol.tlog import leaf_hash
 from simulations.clock import ManualClock
+from simulations.nitrotpm import SimulatedNitroTPM
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 CODE_ARTIFACT = "code/mantle-src.tar"
@@ -144,8 +145,9 @@ class ReleaseKit:
             version=version,
         )
 
-    def boot_inputs(self, files: ReleaseFiles, model_id: str | None) -> BootInputs:
-        """What a node boots from: ``files`` with this kit's pins and install dir."""
+    def boot_inputs(self, files: ReleaseFiles, model_id: str | None, state_dir: Path) -> BootInputs:
+        """What a node boots from: ``files`` with this kit's pins and install dir,
+        and the node's own ``state_dir`` (see :meth:`node_state_dir`)."""
         return BootInputs(
             root_metadata=files.root,
             targets_metadata=files.targets,
@@ -153,8 +155,18 @@ class ReleaseKit:
             trusted_root=self.root,
             log_public_key=self.log_public_key,
             install_root=self.install_root,
+            state_dir=state_dir,
             model_id=model_id,
         )
+
+    def node_state_dir(self, tpm: SimulatedNitroTPM) -> Path:
+        """The persistent state directory of the machine ``tpm`` sits in.
+
+        A node's state goes with its TPM (the release counter's binding names a
+        counter on that TPM), so each simulated machine gets its own, kept
+        next to this kit's install directory.
+        """
+        return self.install_root.parent / f"{self.install_root.name}.node-state" / tpm.instance_id
 
     def verified(self, files: ReleaseFiles) -> VerifiedRelease:
         return verify_release_metadata(

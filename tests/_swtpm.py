@@ -120,3 +120,60 @@ class Swtpm:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# --------------------------------------------------------------------------- the owner's powers
+
+
+def owner_undefine(tcti: str, nv_index: int) -> None:
+    """What the TPM owner can do to any index the owner hierarchy defined:
+    undefine it (``TPM2_NV_UndefineSpace`` with owner authorisation, which is
+    empty on a fresh swtpm as on an EC2 instance nobody took ownership of)."""
+    from tpm2_pytss import ESAPI
+    from tpm2_pytss.constants import ESYS_TR
+
+    with ESAPI(tcti) as esapi:
+        esapi.nv_undefine_space(esapi.tr_from_tpmpublic(nv_index), ESYS_TR.OWNER)
+
+
+def owner_define_counter(
+    tcti: str, nv_index: int, *, copy_of: bytes | None = None, initialise: bool = True
+) -> None:
+    """Define a counter at ``nv_index`` as the owner would, and initialise it
+    (unless ``initialise`` is false: then it stays unwritten).
+
+    Without ``copy_of``: an ordinary counter (empty authPolicy, what
+    ``tpm2_nvdefine -a "nt=counter|authread|authwrite|no_da"`` makes). With
+    ``copy_of`` (a marshalled ``TPMS_NV_PUBLIC`` the owner read before deleting
+    the index): the same public area byte for byte, so the same NV name.
+    """
+    from tpm2_pytss import ESAPI
+    from tpm2_pytss.constants import TPM2_ALG, TPM2_NT, TPMA_NV
+    from tpm2_pytss.types import TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC
+
+    if copy_of is not None:
+        public, _ = TPMS_NV_PUBLIC.unmarshal(copy_of)
+        public.attributes = TPMA_NV(int(public.attributes) & ~int(TPMA_NV.WRITTEN))
+    else:
+        public = TPMS_NV_PUBLIC(
+            nvIndex=nv_index,
+            nameAlg=TPM2_ALG.SHA256,
+            attributes=(TPM2_NT.COUNTER << TPMA_NV.TPM2_NT_SHIFT)
+            | TPMA_NV.AUTHREAD
+            | TPMA_NV.AUTHWRITE
+            | TPMA_NV.NO_DA,
+            dataSize=8,
+        )
+    with ESAPI(tcti) as esapi:
+        nv = esapi.nv_define_space(None, TPM2B_NV_PUBLIC(public))
+        if initialise:
+            esapi.nv_increment(nv)
+
+
+def read_nv_public(tcti: str, nv_index: int) -> bytes:
+    """The marshalled public area of ``nv_index`` (``TPM2_NV_ReadPublic`` needs no auth)."""
+    from tpm2_pytss import ESAPI
+
+    with ESAPI(tcti) as esapi:
+        public, _ = esapi.nv_read_public(esapi.tr_from_tpmpublic(nv_index))
+        return bytes(public.nvPublic.marshal())

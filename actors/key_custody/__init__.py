@@ -1,6 +1,7 @@
 """Key custody (ARCHITECTURE §4): the node's Noise static key on every node,
-and on ``keys`` nodes the model KEKs sealed to the TPM and the release of data
-keys to attested peers only."""
+and on ``keys`` nodes the model KEKs sealed to the TPM (in a keyring bound to
+a TPM counter, so an older copy of it is refused), data key imports from
+model providers only, and the release of data keys to attested peers only."""
 
 from actors.key_custody._envelope import (
     ENVELOPE_PROTOCOL,
@@ -24,17 +25,29 @@ from actors.key_custody._keyring import (
     SealedKek,
     WrappedDataKey,
 )
+from actors.key_custody._keyring_file import (
+    KEYRING_COUNTER,
+    KeyringCheck,
+    KeyringFile,
+    KeyringRefused,
+)
 from actors.key_custody._node import NodeKeyCustody
 from actors.key_custody._vault import (
+    MAX_CHALLENGE_PEERS,
+    MAX_CHALLENGES_PER_PEER,
     DataKeyGrant,
     DataKeyImport,
     DataKeyRequest,
     KeyVault,
+    ProviderKeyLookup,
     seal_data_key_import,
 )
 
 __all__ = [
     "ENVELOPE_PROTOCOL",
+    "KEYRING_COUNTER",
+    "MAX_CHALLENGES_PER_PEER",
+    "MAX_CHALLENGE_PEERS",
     "SERVABLE_DATA_KEY_STATES",
     "DataKeyEvent",
     "DataKeyGrant",
@@ -49,8 +62,12 @@ __all__ = [
     "KeyReleaseDenied",
     "KeyVault",
     "Keyring",
+    "KeyringCheck",
     "KeyringError",
+    "KeyringFile",
+    "KeyringRefused",
     "NodeKeyCustody",
+    "ProviderKeyLookup",
     "SealedKek",
     "WrappedDataKey",
     "open_envelope",

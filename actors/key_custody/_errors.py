@@ -1,4 +1,5 @@
-"""Key-custody errors. Each names the check that failed; none carries key material."""
+"""Key-custody errors. Each names the check that failed; none carries key material
+or quotes its input."""
 
 from __future__ import annotations
 
@@ -14,12 +15,18 @@ class KeyringError(KeyCustodyError):
 
 
 class Denial(enum.StrEnum):
-    """Why a data key was not released. Sent back to the requester as-is."""
+    """Why key custody refused: a data key release, an import or a grant.
 
-    #: The request's nonce was never issued by this keys node or was already used.
+    Sent back to the requester as-is, so each value names a check and nothing
+    about the input.
+    """
+
+    #: The request's nonce was never issued to this peer or was already used.
     UNKNOWN_CHALLENGE = "unknown_challenge"
     #: The nonce was issued too long ago.
     EXPIRED_CHALLENGE = "expired_challenge"
+    #: This keys node tracks challenges for as many peers as it will; try later.
+    TOO_MANY_PEERS = "too_many_peers"
     #: No key policy exists for the model (no logged release serves it).
     NO_POLICY = "no_policy"
     #: The attestation document failed verification (see ``attestation_check``).
@@ -30,6 +37,11 @@ class Denial(enum.StrEnum):
     KEK_SEALED = "kek_sealed"
     #: The request itself is malformed.
     MALFORMED = "malformed"
+    #: No verified release names a model provider key for the model: nobody may import.
+    NO_PROVIDER_KEY = "no_provider_key"
+    #: The envelope does not open as sealed by the expected sender's static key
+    #: to ours in this context (another sender, tampered, or another purpose).
+    UNAUTHENTICATED_SENDER = "unauthenticated_sender"
 
 
 class KeyReleaseDenied(KeyCustodyError):
@@ -44,4 +56,10 @@ class KeyReleaseDenied(KeyCustodyError):
 
 
 class EnvelopeError(KeyCustodyError):
-    """A key envelope could not be opened: wrong recipient, tampered or mismatched."""
+    """A key envelope (a provider's import, a keys node's grant) was refused, or
+    could not be sealed; :attr:`denial` names the failed check."""
+
+    def __init__(self, denial: Denial, detail: str) -> None:
+        self.denial = denial
+        self.detail = detail
+        super().__init__(f"key envelope refused: {denial.value}: {detail}")

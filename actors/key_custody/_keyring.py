@@ -16,9 +16,16 @@ is what lets a rotation proceed while nodes keep loading models:
                STAGED --retire--> (gone)              (abandoning a rotation)
     KEK:       PENDING --promote--> ACTIVE --retire--> (gone, once no DEK uses it)
 
+A retired data key leaves the keyring, but its version number does not
+come free: the keyring remembers the highest version each model ever retired,
+and a new key (generated or imported) must be numbered above every version
+the model has had, so a replayed import of an old key is refused.
+
 The keyring is an immutable value; every change returns a new keyring, which
 the owner persists before using (so a crash never loses a key that a sealed
-model file already depends on). The persisted form is strict msgpack.
+model file already depends on). Its encoding here is strict msgpack; on disk
+it travels inside an authenticated, counter-bound keyring file
+(:mod:`actors.key_custody._keyring_file`).
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ from protocol.sealed_model import DATA_KEY_SIZE, SealedModelFormatError, validat
 
 KEK_SIZE: Final = 32
 WRAP_NONCE_SIZE: Final = 12
-KEYRING_FORMAT_VERSION: Final = 1
+# 2: adds the retired-version high-water marks.
+KEYRING_FORMAT_VERSION: Final = 2
 _WRAP_AAD_DOMAIN: Final = b"mantle/dek-wrap/v1\x00"
 _MAX_KEYRING_BYTES: Final = 16 << 20
 _MAX_SEALED_BLOB: Final = 64 << 10
@@ -167,11 +175,17 @@ class Keyring:
 
     keks: tuple[SealedKek, ...]
     data_keys: tuple[WrappedDataKey, ...] = ()
+    #: (model id, highest version of it ever retired), one entry per model.
+    retired_versions: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         # Canonical order, so equal keyrings compare (and encode) equal.
         object.__setattr__(self, "keks", tuple(sorted(self.keks, key=lambda k: k.kek_id)))
         object.__setattr__(self, "data_keys", tuple(sorted(self.data_keys, key=lambda r: r.key)))
+        object.__setattr__(self, "retired_versions", tuple(sorted(self.retired_versions)))
+        retired_models = [model_id for model_id, _ in self.retired_versions]
+        if len(set(retired_models)) != len(retired_models):
+            raise KeyringError("duplicate retired-version entry")
         kek_ids = [kek.kek_id for kek in self.keks]
         if len(set(kek_ids)) != len(kek_ids):
             raise KeyringError("duplicate KEK id")
@@ -234,8 +248,15 @@ class Keyring:
     def models(self) -> tuple[str, ...]:
         return tuple(sorted({record.model_id for record in self.data_keys}))
 
+    def retired_through(self, model_id: str) -> int:
+        """The highest version of ``model_id`` ever retired (0: none)."""
+        return next((v for m, v in self.retired_versions if m == model_id), 0)
+
     def next_version(self, model_id: str) -> int:
-        return max((r.version for r in self.versions(model_id)), default=0) + 1
+        """The lowest version a new key of ``model_id`` may take: above every
+        version the model has now and every version it ever retired."""
+        held = max((r.version for r in self.versions(model_id)), default=0)
+        return max(held, self.retired_through(model_id)) + 1
 
     def next_kek_id(self) -> int:
         return max(kek.kek_id for kek in self.keks) + 1
@@ -254,7 +275,9 @@ class Keyring:
         state = next_data_key_state(record.state, event)
         others = tuple(r for r in self.data_keys if r.key != record.key)
         if state is None:
-            return replace(self, data_keys=others)
+            retired = max(self.retired_through(model_id), version)
+            marks = tuple((m, v) for m, v in self.retired_versions if m != model_id)
+            return replace(self, data_keys=others, retired_versions=(*marks, (model_id, retired)))
         return replace(self, data_keys=(*others, replace(record, state=state)))
 
     def with_kek(self, kek: SealedKek) -> Keyring:
@@ -290,6 +313,7 @@ class Keyring:
                     [r.model_id, r.version, r.state.value, r.kek_id, r.nonce, r.ciphertext]
                     for r in self.data_keys
                 ],
+                [[model_id, version] for model_id, version in self.retired_versions],
             ],
             use_bin_type=True,
         )
@@ -313,15 +337,18 @@ class Keyring:
             raise
         except Exception as error:  # msgpack raises several unrelated types
             raise KeyringError(f"keyring is not valid msgpack ({type(error).__name__})") from None
-        version, keks, data_keys = _shape(top, 3, "keyring")
+        version, keks, data_keys, retired = _shape(top, 4, "keyring")
         if version != KEYRING_FORMAT_VERSION:
             raise KeyringError("unsupported keyring format version")
-        if not isinstance(keks, list) or not isinstance(data_keys, list):
+        if not (
+            isinstance(keks, list) and isinstance(data_keys, list) and isinstance(retired, list)
+        ):
             raise KeyringError("keyring sections must be lists")
         try:
             return cls(
                 keks=tuple(_decode_kek(item) for item in keks),
                 data_keys=tuple(_decode_data_key(item) for item in data_keys),
+                retired_versions=tuple(_decode_retired(item) for item in retired),
             )
         except SealedModelFormatError:
             raise KeyringError("keyring holds a malformed model id") from None
@@ -361,6 +388,13 @@ def _decode_kek(item: object) -> SealedKek:
         sealed_blob=_bytes(blob, "sealed KEK"),
         pcr_indices=tuple(_int(i, "PCR index", 24) for i in indices),
     )
+
+
+def _decode_retired(item: object) -> tuple[str, int]:
+    model_id, version = _shape(item, 2, "retired-version entry")
+    if not isinstance(model_id, str):
+        raise KeyringError("model id must be a string")
+    return validate_model_id(model_id), _int(version, "retired version")
 
 
 def _decode_data_key(item: object) -> WrappedDataKey:

@@ -1,17 +1,25 @@
 """Key custody on every node: the Noise static key, and model data keys in memory.
 
 Each node's ``key_custody`` actor owns one X25519 static key pair, generated
-in memory at boot and never written anywhere. The attestation document binds
-``noise_key_binding(static.public)``, so a peer that verified the document
-knows that whatever it encrypts to this key is readable only inside this
-measured node. Data keys received from the ``keys`` role are kept here, in
-memory, and handed to the model loader through :meth:`NodeKeyCustody.data_key_for`.
+in memory when the custody is created (measured boot creates it, right before
+the node's first attestation) and never written anywhere; there is no way to
+hand a custody a key from outside. Every attestation document of the node
+binds ``noise_key_binding(static.public)`` (:meth:`NodeKeyCustody.attest`), so
+a peer that verified the document knows that whatever it encrypts to this key
+is readable only inside this measured node. On a ``keys`` node the
+:class:`~actors.key_custody.KeyVault` uses this same key for imports and
+grants: one key per node, the attested one.
+
+Data keys received from the ``keys`` role are kept here, in memory, and handed
+to the model loader through :meth:`NodeKeyCustody.data_key_for`. A grant is
+accepted only if it was sealed by the keys node's static key -- the one the
+caller verified in the keys node's attestation document.
 """
 
 from __future__ import annotations
 
 from actors.key_custody._envelope import new_static_key, open_envelope
-from actors.key_custody._errors import KeyCustodyError, KeyringError
+from actors.key_custody._errors import Denial, EnvelopeError, KeyringError
 from actors.key_custody._vault import DataKeyGrant, DataKeyRequest, grant_prologue
 from actors.seams.random import Random
 from actors.seams.tpm import TPM
@@ -24,8 +32,8 @@ from protocol.sealed_model import DATA_KEY_SIZE, SealedModelHeader, validate_mod
 class NodeKeyCustody:
     """This node's static key and the data keys it was granted."""
 
-    def __init__(self, *, random: Random, static: KeyPair | None = None) -> None:
-        self._static = static if static is not None else new_static_key(random.token_bytes)
+    def __init__(self, *, random: Random) -> None:
+        self._static = new_static_key(random.token_bytes)
         self._data_keys: dict[tuple[str, int], bytes] = {}
 
     def __repr__(self) -> str:
@@ -68,19 +76,30 @@ class NodeKeyCustody:
             evidence_kind=evidence_kind,
         )
 
-    def accept_grant(self, request: DataKeyRequest, grant: DataKeyGrant) -> int:
-        """Open ``grant`` (answering ``request``) and keep the key; returns its version."""
+    def accept_grant(
+        self, request: DataKeyRequest, grant: DataKeyGrant, *, keys_node_static: bytes
+    ) -> int:
+        """Open ``grant`` (answering ``request``) and keep the key; returns its version.
+
+        ``keys_node_static`` is the keys node's Noise static public key as the
+        caller verified it: the key its attestation document binds (and the
+        channel the grant came over authenticated). A grant sealed by any other
+        key is refused with :attr:`Denial.UNAUTHENTICATED_SENDER`.
+        """
         if grant.model_id != request.model_id or (
             request.key_version is not None and grant.key_version != request.key_version
         ):
-            raise KeyCustodyError("grant answers a different model or key version")
+            raise EnvelopeError(Denial.MALFORMED, "grant answers a different model or key version")
+        if type(keys_node_static) is not bytes or len(keys_node_static) != 32:
+            raise EnvelopeError(Denial.MALFORMED, "the keys node's static key must be 32 bytes")
         data_key = open_envelope(
             self._static,
+            keys_node_static,
             grant_prologue(request.nonce, grant.model_id, grant.key_version),
             grant.envelope,
         )
         if len(data_key) != DATA_KEY_SIZE:
-            raise KeyCustodyError("granted data key has the wrong size")
+            raise EnvelopeError(Denial.MALFORMED, "granted data key has the wrong size")
         self._data_keys[(grant.model_id, grant.key_version)] = data_key
         return grant.key_version
 
@@ -89,12 +108,10 @@ class NodeKeyCustody:
 
     def data_key_for(self, header: SealedModelHeader) -> bytes:
         """The data key a sealed file's header names (lookup for the model decryptor)."""
-        try:
-            return self._data_keys[(header.model_id, header.key_version)]
-        except KeyError:
-            raise KeyringError(
-                f"no data key held for {header.model_id} v{header.key_version}"
-            ) from None
+        data_key = self._data_keys.get((header.model_id, header.key_version))
+        if data_key is None:
+            raise KeyringError(f"no data key held for {header.model_id} v{header.key_version}")
+        return data_key
 
     def forget(self, model_id: str, key_version: int) -> None:
         self._data_keys.pop((model_id, key_version), None)

@@ -7,21 +7,55 @@ so a rotation step and a release never interleave inside one call, and the
 rotation protocol is designed so that any interleaving *between* calls keeps
 every servable key servable -- that is what "no downtime" means here.
 
+The vault has no key of its own: it uses the node's
+:class:`~actors.key_custody.NodeKeyCustody` static key, the one this keys
+node's attestation documents bind. Providers seal imports to it; grants are
+sealed *with* it, so an inference node that verified the keys node's document
+can tell a grant from this keys node from one any other key sealed.
+
 Release of a data key (:meth:`KeyVault.release_data_key`), in order:
 
-1. the request's nonce was issued by :meth:`issue_challenge`, is unused and
-   younger than ``challenge_ttl`` -- consumed whatever happens next;
+1. the request's nonce was issued by :meth:`issue_challenge` *to the peer now
+   asking* (its authenticated channel identity), is unused and younger than
+   ``challenge_ttl`` -- consumed whatever happens next;
 2. the model has a key policy (the PCR states of logged releases serving it);
 3. the attestation document verifies: chain to the pinned root, signature,
    freshness, *our* nonce, the bound key equal to
    ``noise_key_binding(request.static_public)``, PCRs matching the policy;
 4. the requested key version exists and is in a servable state;
 5. the KEK wrapping it unseals -- only while this node's PCRs are unchanged;
-6. the DEK goes out in a Noise ``N`` envelope to ``request.static_public``,
-   with a prologue naming nonce, model and version.
+6. the DEK goes out in a Noise ``K`` envelope from this node's attested key
+   to ``request.static_public``, with a prologue naming nonce, model and version.
+
+Challenges are bounded per peer (:data:`MAX_CHALLENGES_PER_PEER`, the oldest
+of *that* peer forgotten first) and in the number of peers tracked
+(:data:`MAX_CHALLENGE_PEERS`). A full table first drops peers whose challenges
+all expired, then refuses *new* peers (:attr:`Denial.TOO_MANY_PEERS`) rather
+than evicting anyone's outstanding challenge: Noise static keys are free to
+make, so eviction by newcomers would let one party with many keys flush every
+other peer's challenge, which is exactly what the per-peer bound prevents.
+
+Imports (:meth:`KeyVault.import_data_key`) are accepted only from the model's
+provider: the envelope must be a Noise ``K`` message sealed by the provider's
+static key that the verified release names for the model
+(``provider_static_for``), addressed to this node's attested key. No provider
+key for the model, or an envelope from any other key, is refused, and leaves
+the keyring untouched (so a refused import cannot stage a key that would then
+block a legitimate rotation). An import must also name a version above every
+version the model has or ever retired, so a replayed old import file does not
+bring a superseded key back.
 
 The KEK is unsealed for each use and dropped afterwards: key releases are rare
 (node start, rotation), and a change to this node's PCRs stops releases at once.
+
+The keyring lives in a file bound to the TPM counter :data:`KEYRING_COUNTER`
+and authenticated under its KEKs (:mod:`actors.key_custody._keyring_file`):
+:meth:`KeyVault.new_keyring` defines the counter and makes the first file,
+the constructor opens only the newest file (an older copy, a counter the
+owner deleted or re-created, or an edited file are refused), and every change
+goes through :meth:`KeyVault._commit`, which writes the next version and then
+advances the counter. So a retired data key or a destroyed KEK does not come
+back by restoring an old file.
 
 Rotation without downtime:
 
@@ -32,31 +66,26 @@ Rotation without downtime:
   :meth:`retire_data_key` once every node runs the new file.
 * KEK: :meth:`begin_kek_rotation` seals a new pending KEK (new wraps go under
   it) -> :meth:`rewrap_data_keys` moves wrapped DEKs onto it a batch at a
-  time, each record replaced atomically, every record always unwrappable by
-  the KEK it names -> :meth:`complete_kek_rotation` promotes the new KEK and
-  deletes the old sealed blob, after which the old KEK is gone for good.
+  time, each batch committed atomically (one file write and one counter step
+  per batch, not per record: NV writes wear the TPM), every record always
+  unwrappable by the KEK it names -> :meth:`complete_kek_rotation` promotes
+  the new KEK and deletes the old sealed blob, after which no keyring this
+  vault opens holds the old KEK.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import msgpack
 
-from actors.key_custody._envelope import (
-    envelope_prologue,
-    new_static_key,
-    open_envelope,
-    seal_envelope,
-)
-from actors.key_custody._errors import (
-    Denial,
-    KeyReleaseDenied,
-    KeyringError,
-)
+from actors.counter_guard import advance_counter, open_counter
+from actors.key_custody._envelope import envelope_prologue, open_envelope, seal_envelope
+from actors.key_custody._errors import Denial, EnvelopeError, KeyReleaseDenied, KeyringError
 from actors.key_custody._keyring import (
     KEK_SIZE,
     SERVABLE_DATA_KEY_STATES,
@@ -70,6 +99,12 @@ from actors.key_custody._keyring import (
     WrappedDataKey,
     unwrap_data_key,
     wrap_data_key,
+)
+from actors.key_custody._keyring_file import (
+    KEYRING_COUNTER,
+    KeyringCheck,
+    KeyringFile,
+    KeyringRefused,
 )
 from actors.seams.clock import Clock
 from actors.seams.random import Random
@@ -93,20 +128,35 @@ from protocol.sealed_model import (
     validate_model_id,
 )
 
+if TYPE_CHECKING:
+    from actors.key_custody._node import NodeKeyCustody
+
 CHALLENGE_SIZE: Final = 32
 DEFAULT_CHALLENGE_TTL_S: Final = 60.0
-# Bounded so that a peer asking for challenges in a loop cannot grow memory;
-# the oldest outstanding challenge is forgotten first.
-MAX_OUTSTANDING_CHALLENGES: Final = 4096
+#: Outstanding challenges one peer may hold; its oldest is forgotten first. A
+#: node asks for one challenge per key it fetches, a handful at start-up.
+MAX_CHALLENGES_PER_PEER: Final = 4
+#: Peers with outstanding challenges this keys node tracks at once (memory
+#: bound: at most MAX_CHALLENGE_PEERS * MAX_CHALLENGES_PER_PEER nonces).
+MAX_CHALLENGE_PEERS: Final = 1024
+#: A peer is named by its authenticated channel identity: its Noise static key.
+PEER_ID_SIZE: Final = 32
 # Evidence older than this is refused even with the right nonce.
 DEFAULT_MAX_EVIDENCE_AGE_MS: Final = 60_000
 
-IMPORT_FORMAT_VERSION: Final = 1
+# 2: the envelope is a Noise K message from the model provider's key (1 was an
+# anonymous N message, which nothing accepts any more).
+IMPORT_FORMAT_VERSION: Final = 2
 GRANT_PURPOSE: Final = "data-key-grant"
 IMPORT_PURPOSE: Final = "data-key-import"
 
 PolicyLookup = Callable[[str], PcrPolicy | None]
-KeyringSink = Callable[[Keyring], None]
+#: model id -> the model provider's 32-byte X25519 static public key named for it
+#: in the verified release (``VerifiedRelease.model_provider_static``), or None.
+ProviderKeyLookup = Callable[[str], bytes | None]
+#: Stores a keyring file durably (atomically replacing the previous one) before
+#: returning; the vault uses the new keyring only after it returned.
+KeyringSink = Callable[[bytes], None]
 
 
 @dataclass(frozen=True)
@@ -137,7 +187,8 @@ class DataKeyGrant:
 
 @dataclass(frozen=True)
 class DataKeyImport:
-    """A model provider's new data key, in an envelope to the keys node's key.
+    """A model provider's new data key, in an envelope from the provider's static
+    key to the keys node's attested key.
 
     ``key_version`` is the version the provider sealed the model file under.
     """
@@ -185,14 +236,15 @@ class KeyVault:
     def __init__(
         self,
         *,
+        custody: NodeKeyCustody,
         tpm: TPM,
         random: Random,
         clock: Clock,
         verifier: AttestationVerifier,
         policy_for: PolicyLookup,
-        keyring: Keyring,
-        persist: KeyringSink | None = None,
-        static: KeyPair | None = None,
+        provider_static_for: ProviderKeyLookup,
+        keyring: bytes,
+        persist: KeyringSink,
         challenge_ttl_s: float = DEFAULT_CHALLENGE_TTL_S,
         max_evidence_age_ms: int = DEFAULT_MAX_EVIDENCE_AGE_MS,
     ) -> None:
@@ -201,21 +253,63 @@ class KeyVault:
         self._clock = clock
         self._verifier = verifier
         self._policy_for = policy_for
-        self._keyring = keyring
+        self._provider_static_for = provider_static_for
         self._persist = persist
         self._challenge_ttl_s = challenge_ttl_s
         self._max_evidence_age_ms = max_evidence_age_ms
-        self._challenges: OrderedDict[bytes, float] = OrderedDict()
-        # The node's Noise static key (``NodeKeyCustody.static``, bound into its
-        # attestation): model providers seal data key imports to it.
-        self._static = static if static is not None else new_static_key(random.token_bytes)
+        # peer -> (nonce -> issued at), peers in order of their latest challenge.
+        self._challenges: OrderedDict[bytes, OrderedDict[bytes, float]] = OrderedDict()
+        # The node's one Noise static key, the one its attestation documents
+        # bind; never a key of the vault's own (there is no parameter for one).
+        self._static: KeyPair = custody.static
+        opened = self._open_keyring(keyring)
+        self._keyring = opened.keyring
+        self._binding = opened.binding
+        #: The keyring's version, equal to the keyring counter once opened.
+        self._version = opened.version
 
     # --- creation ----------------------------------------------------------------------
 
     @staticmethod
-    def new_keyring(tpm: TPM, random: Random, pcr_indices: Sequence[int]) -> Keyring:
-        """A first keyring: one fresh KEK, sealed to ``pcr_indices`` as they are now."""
-        return Keyring(keks=(_seal_new_kek(tpm, random, 1, KekState.ACTIVE, pcr_indices),))
+    def new_keyring(tpm: TPM, random: Random, pcr_indices: Sequence[int]) -> bytes:
+        """The first keyring file of this keys node: one fresh KEK, sealed to
+        ``pcr_indices`` as they are now, bound to a newly defined keyring counter.
+
+        Refused (:class:`~actors.counter_guard.CounterRefused`, BINDING_MISSING)
+        if this TPM already has a keyring counter: a keyring exists somewhere,
+        and starting afresh needs the TPM owner to delete that counter first,
+        which forgets every key the old keyring held.
+        """
+        version, binding = open_counter(tpm, KEYRING_COUNTER, None)
+        kek = _seal_new_kek(tpm, random, 1, KekState.ACTIVE, pcr_indices)
+        keyring = Keyring(keks=(kek,))
+        mac_key = KeyringFile.mac_key([_unseal(tpm, kek)])
+        return KeyringFile.seal(keyring, version=version, binding=binding, mac_key=mac_key).encode()
+
+    def _open_keyring(self, data: bytes) -> KeyringFile:
+        """The stored keyring, if it is the newest this node committed."""
+        stored = KeyringFile.decode(data)
+        # Parsing came first only to find the sealed KEKs the MAC key derives
+        # from; nothing in the file is used before the MAC verified.
+        stored.verify(KeyringFile.mac_key([self._unseal_kek(k) for k in stored.keyring.keks]))
+        counter, binding = open_counter(self._tpm, KEYRING_COUNTER, stored.binding)
+        if stored.version < counter:
+            raise KeyringRefused(
+                KeyringCheck.ROLLBACK,
+                f"keyring version {stored.version} is below the keyring counter {counter}:"
+                " an older copy of the keyring file",
+            )
+        if stored.version > counter + 1:
+            raise KeyringRefused(
+                KeyringCheck.AHEAD_OF_COUNTER,
+                f"keyring version {stored.version} is more than one write ahead of the"
+                f" keyring counter {counter}",
+            )
+        if stored.version == counter + 1:
+            # The last commit wrote the file and stopped before advancing the
+            # counter (see _commit): finish it before anything uses the keyring.
+            advance_counter(self._tpm, binding, counter, stored.version)
+        return stored
 
     # --- state -------------------------------------------------------------------------
 
@@ -224,33 +318,48 @@ class KeyVault:
         return self._keyring
 
     @property
+    def keyring_version(self) -> int:
+        """The committed keyring's version (the keyring counter's value)."""
+        return self._version
+
+    @property
     def static_public(self) -> bytes:
-        """The envelope key providers seal imports to (bind it into attestation)."""
+        """This node's attested static key: imports are sealed to it, grants with it."""
         return self._static.public
 
     def _commit(self, keyring: Keyring) -> None:
-        # Persist first: a key a sealed file depends on must never exist only in memory.
-        if self._persist is not None:
-            self._persist(keyring)
+        """Make ``keyring`` the committed one: file first, then counter, then memory.
+
+        1. persist the file as version ``counter + 1`` -- a key a sealed model
+           file depends on must never exist only in memory;
+        2. advance the keyring counter to that version -- from now on every
+           older file is refused;
+        3. use the new keyring.
+
+        A crash after 1 leaves a file one above the counter, which opening
+        accepts and completes (see :meth:`_open_keyring`); a failure in 2
+        leaves memory at the previous keyring, and the next commit writes the
+        same version again.
+        """
+        target = self._version + 1
+        mac_key = KeyringFile.mac_key([self._unseal_kek(k) for k in keyring.keks])
+        stored = KeyringFile.seal(keyring, version=target, binding=self._binding, mac_key=mac_key)
+        self._persist(stored.encode())
+        self._version = advance_counter(self._tpm, self._binding, self._version, target)
         self._keyring = keyring
 
     def _unseal_kek(self, kek: SealedKek) -> bytes:
-        try:
-            secret = self._tpm.unseal(kek.sealed_blob)
-        except TPMError:
-            raise KeyringError(
-                f"KEK {kek.kek_id} does not unseal: this node's PCR state changed"
-            ) from None
-        if len(secret) != KEK_SIZE:
-            raise KeyringError(f"KEK {kek.kek_id} unsealed to the wrong size")
-        return secret
+        return _unseal(self._tpm, kek)
 
     def _data_key(self, record: WrappedDataKey) -> bytes:
         kek = self._unseal_kek(self._keyring.kek(record.kek_id))
         return unwrap_data_key(kek, record)
 
-    def _wrap(self, model_id: str, version: int, state: DataKeyState, data_key: bytes) -> Keyring:
-        kek_record = self._keyring.wrapping_kek
+    def _wrap(
+        self, keyring: Keyring, model_id: str, version: int, state: DataKeyState, data_key: bytes
+    ) -> Keyring:
+        """``keyring`` with ``data_key`` wrapped under its wrapping KEK."""
+        kek_record = keyring.wrapping_kek
         kek = self._unseal_kek(kek_record)
         nonce = self._random.token_bytes(WRAP_NONCE_SIZE)
         record = WrappedDataKey(
@@ -268,7 +377,7 @@ class KeyVault:
                 nonce=nonce,
             ),
         )
-        return self._keyring.with_data_key(record)
+        return keyring.with_data_key(record)
 
     # --- adding models -----------------------------------------------------------------
 
@@ -282,47 +391,100 @@ class KeyVault:
             raise KeyringError("a data key is 32 bytes")
         if version is None:
             version = self._keyring.next_version(model_id)
-        elif not 1 <= version < 1 << 32 or self._keyring.data_key(model_id, version) is not None:
-            raise KeyringError(f"data key {model_id} v{version} exists or is out of range")
+        elif not self._keyring.next_version(model_id) <= version < 1 << 32:
+            # Never a version the model has, or had and retired.
+            raise KeyringError(f"data key {model_id} v{version} is not a new version")
         state = (
             DataKeyState.ACTIVE
             if self._keyring.active_data_key(model_id) is None
             else DataKeyState.STAGED
         )
-        self._commit(self._wrap(model_id, version, state, data_key))
+        self._commit(self._wrap(self._keyring, model_id, version, state, data_key))
         return version
 
     def import_data_key(self, request: DataKeyImport) -> int:
-        """Open a provider's import envelope addressed to this node and store the key."""
-        validate_model_id(request.model_id)
+        """Store the data key in a model provider's import; see the module docstring.
+
+        :class:`EnvelopeError` names why an import was refused
+        (:attr:`Denial.NO_PROVIDER_KEY`, :attr:`Denial.UNAUTHENTICATED_SENDER`);
+        a refused import changes nothing.
+        """
+        model_id = validate_model_id(request.model_id)
+        provider_static = self._provider_static_for(model_id)
+        if provider_static is None:
+            raise EnvelopeError(
+                Denial.NO_PROVIDER_KEY, "no verified release names a provider key for this model"
+            )
+        if type(provider_static) is not bytes or len(provider_static) != 32:
+            raise EnvelopeError(
+                Denial.NO_PROVIDER_KEY, "the provider key named for this model is not 32 bytes"
+            )
         prologue = import_prologue(
-            request.model_id, request.key_version, noise_key_binding(self._static.public)
+            model_id, request.key_version, noise_key_binding(self.static_public)
         )
-        data_key = open_envelope(self._static, prologue, request.envelope)
-        return self.add_data_key(request.model_id, data_key, version=request.key_version)
+        data_key = open_envelope(self._static, provider_static, prologue, request.envelope)
+        # Authentic, but possibly an old import file played again: add_data_key
+        # takes no version the model has or ever retired.
+        return self.add_data_key(model_id, data_key, version=request.key_version)
 
     # --- release -----------------------------------------------------------------------
 
-    def issue_challenge(self) -> bytes:
-        """A fresh single-use nonce for a peer to attest over."""
+    def issue_challenge(self, peer: bytes) -> bytes:
+        """A fresh single-use nonce for ``peer`` to attest over.
+
+        ``peer`` is the requester's authenticated identity (its Noise static
+        key from the channel the request arrives on); only a request from the
+        same peer can use the nonce.
+        """
+        _check_peer(peer)
+        now = self._clock.monotonic()
+        outstanding = self._challenges.get(peer)
+        if outstanding is None:
+            self._forget_expired_peers(now)
+            if len(self._challenges) >= MAX_CHALLENGE_PEERS:
+                raise KeyReleaseDenied(
+                    Denial.TOO_MANY_PEERS, "too many peers hold challenges; retry later"
+                )
+            outstanding = self._challenges[peer] = OrderedDict()
         nonce = self._random.token_bytes(CHALLENGE_SIZE)
-        self._challenges[nonce] = self._clock.monotonic()
-        while len(self._challenges) > MAX_OUTSTANDING_CHALLENGES:
-            self._challenges.popitem(last=False)
+        outstanding[nonce] = now
+        while len(outstanding) > MAX_CHALLENGES_PER_PEER:
+            outstanding.popitem(last=False)
+        self._challenges.move_to_end(peer)
         return nonce
 
-    def _consume_challenge(self, nonce: bytes) -> None:
-        issued = self._challenges.pop(nonce, None)
+    def _forget_expired_peers(self, now: float) -> None:
+        # Peers are ordered by their newest challenge, so the front peer's
+        # newest nonce expiring means all of its nonces did: amortised O(1).
+        while self._challenges:
+            peer, outstanding = next(iter(self._challenges.items()))
+            newest = next(reversed(outstanding.values()))
+            if now - newest <= self._challenge_ttl_s:
+                return
+            del self._challenges[peer]
+
+    def _consume_challenge(self, peer: bytes, nonce: bytes) -> None:
+        outstanding = self._challenges.get(peer)
+        issued = outstanding.pop(nonce, None) if outstanding is not None else None
+        if outstanding is not None and not outstanding:
+            del self._challenges[peer]
         if issued is None:
-            raise KeyReleaseDenied(Denial.UNKNOWN_CHALLENGE, "nonce unknown or already used")
+            raise KeyReleaseDenied(
+                Denial.UNKNOWN_CHALLENGE, "nonce not issued to this peer, or already used"
+            )
         if self._clock.monotonic() - issued > self._challenge_ttl_s:
             raise KeyReleaseDenied(Denial.EXPIRED_CHALLENGE, "nonce expired")
 
-    def release_data_key(self, request: DataKeyRequest) -> DataKeyGrant:
-        """The data key for an attested peer, or :class:`KeyReleaseDenied`."""
+    def release_data_key(self, request: DataKeyRequest, *, peer: bytes) -> DataKeyGrant:
+        """The data key for an attested peer, or :class:`KeyReleaseDenied`.
+
+        ``peer`` is the authenticated identity the request arrived from (as
+        given to :meth:`issue_challenge`).
+        """
+        _check_peer(peer)
         if not isinstance(request.nonce, bytes) or len(request.nonce) != CHALLENGE_SIZE:
             raise KeyReleaseDenied(Denial.MALFORMED, "nonce must be 32 bytes")
-        self._consume_challenge(request.nonce)
+        self._consume_challenge(peer, request.nonce)
         if not isinstance(request.static_public, bytes) or len(request.static_public) != 32:
             raise KeyReleaseDenied(Denial.MALFORMED, "static key must be 32 bytes")
         policy = self._policy_for(request.model_id)
@@ -355,6 +517,7 @@ class KeyVault:
         except KeyringError:
             raise KeyReleaseDenied(Denial.KEK_SEALED, "KEK unavailable on this node") from None
         envelope = seal_envelope(
+            self._static,
             request.static_public,
             grant_prologue(request.nonce, record.model_id, record.version),
             data_key,
@@ -438,9 +601,12 @@ class KeyVault:
         if pending is None:
             raise KeyringError("no KEK rotation in progress")
         todo = [r for r in self._keyring.data_keys if r.kek_id != pending.kek_id]
+        keyring = self._keyring
         for record in todo[:batch]:
             data_key = self._data_key(record)
-            self._commit(self._wrap(record.model_id, record.version, record.state, data_key))
+            keyring = self._wrap(keyring, record.model_id, record.version, record.state, data_key)
+        if keyring is not self._keyring:
+            self._commit(keyring)
         return max(0, len(todo) - batch)
 
     def complete_kek_rotation(self) -> None:
@@ -454,6 +620,17 @@ class KeyVault:
                 {old.kek_id: KekEvent.RETIRE, pending.kek_id: KekEvent.PROMOTE}
             )
         )
+
+
+def _unseal(tpm: TPM, kek: SealedKek) -> bytes:
+    secret: bytes | None = None
+    with contextlib.suppress(TPMError):
+        secret = tpm.unseal(kek.sealed_blob)
+    if secret is None:
+        raise KeyringError(f"KEK {kek.kek_id} does not unseal: this node's PCR state changed")
+    if len(secret) != KEK_SIZE:
+        raise KeyringError(f"KEK {kek.kek_id} unsealed to the wrong size")
+    return secret
 
 
 def _seal_new_kek(
@@ -470,15 +647,22 @@ def _seal_new_kek(
     return SealedKek(kek_id=kek_id, state=state, sealed_blob=blob, pcr_indices=indices)
 
 
+def _check_peer(peer: object) -> None:
+    if type(peer) is not bytes or len(peer) != PEER_ID_SIZE:
+        raise KeyReleaseDenied(Denial.MALFORMED, "a peer is named by its 32-byte static key")
+
+
 def seal_data_key_import(
     model_id: str,
     data_key: bytes,
     keys_node_static_public: bytes,
     random: Random,
     *,
+    provider: KeyPair,
     key_version: int = 1,
 ) -> DataKeyImport:
-    """A provider-side import envelope for a keys node whose attested key is given.
+    """The model provider's import envelope, from ``provider`` (the static key the
+    release names for ``model_id``) to a keys node whose attested key is given.
 
     The caller must have verified the keys node's attestation document, with
     ``noise_key_binding(keys_node_static_public)`` as its bound key.
@@ -487,5 +671,7 @@ def seal_data_key_import(
     if len(data_key) != DATA_KEY_SIZE:
         raise KeyringError("a data key is 32 bytes")
     prologue = import_prologue(model_id, key_version, noise_key_binding(keys_node_static_public))
-    envelope = seal_envelope(keys_node_static_public, prologue, data_key, random.token_bytes)
+    envelope = seal_envelope(
+        provider, keys_node_static_public, prologue, data_key, random.token_bytes
+    )
     return DataKeyImport(model_id=model_id, key_version=key_version, envelope=envelope)

@@ -7,6 +7,29 @@ blocking device I/O; async callers run them in a worker thread.
 
 PCR values are SHA-384 (48 bytes); extending computes
 ``new = SHA384(old || digest)`` where ``digest`` is 48 bytes.
+
+Monotonic counters are TPM 2.0 ``TPM_NT_COUNTER`` NV indices (or their
+simulation). What the TPM guarantees, and what it does not:
+
+* a counter never decreases while it exists, across reboots;
+* a counter defined afresh starts, on its initialising increment, one above
+  the highest count any counter deleted from this TPM held
+  (``TPM2_NV_Increment`` on an unwritten counter first loads the TPM's counter
+  high-water mark, which deleting a counter raises; seen on swtpm/libtpms, and
+  a counter defined while another stands does not inherit that one's count),
+  so deleting and re-creating a counter never lowers the value found at its
+  handle;
+* the TPM owner can delete (undefine) any counter the owner hierarchy defined,
+  and can define a new one at the same handle. Only platform authority can make
+  an index undeletable, and EC2 user space does not hold it.
+
+So the seam never lets a deleted counter pass for zero: reading, naming or
+incrementing an undefined counter raises :class:`CounterMissing`, and only
+:meth:`TPM.counter_define` creates one. Each definition gets a distinct NV
+name (the hash of its public area, which includes a random authorisation
+policy), so a caller that remembers the name notices a counter re-created by
+anyone who did not copy the public area. ``actors.counter_guard`` is the one
+place that checks counters against remembered names.
 """
 
 from __future__ import annotations
@@ -17,6 +40,17 @@ from typing import Protocol
 
 class TPMError(Exception):
     """A TPM command failed (device error, injected fault, policy mismatch)."""
+
+
+class CounterMissing(TPMError):
+    """The monotonic counter is not defined on this TPM: never defined, or the
+    TPM owner undefined it. Never to be read as zero."""
+
+
+class NotACounter(TPMError):
+    """The NV index at a counter's handle is not a counter of the kind this seam
+    defines (another type, size, name algorithm or attributes): someone else put
+    it there."""
 
 
 class TPM(Protocol):
@@ -49,12 +83,32 @@ class TPM(Protocol):
         """The data sealed in ``blob``; :class:`TPMError` if the PCRs changed."""
         ...
 
+    def counter_define(self, counter: int) -> bytes:
+        """Define monotonic counter ``counter`` afresh and return its NV name.
+
+        The name is unique to this definition. The counter is initialised
+        before this returns, so it then holds more than any counter deleted
+        from this TPM ever held. :class:`TPMError` if ``counter`` is already
+        defined (this never replaces a counter).
+        """
+        ...
+
+    def counter_name(self, counter: int) -> bytes:
+        """The NV name of counter ``counter`` as defined now.
+
+        :class:`CounterMissing` if it is not defined; :class:`NotACounter` if
+        the index there is not a counter as :meth:`counter_define` makes them.
+        """
+        ...
+
     def counter_read(self, counter: int) -> int:
-        """The value of monotonic counter ``counter`` (survives reboots)."""
+        """The value of monotonic counter ``counter`` (survives reboots);
+        :class:`CounterMissing` if it is not defined."""
         ...
 
     def counter_increment(self, counter: int) -> int:
-        """Advance monotonic counter ``counter`` by one and return the new value."""
+        """Advance counter ``counter`` by one and return the new value;
+        :class:`CounterMissing` if it is not defined (this never creates one)."""
         ...
 
     def random_bytes(self, n: int) -> bytes:

@@ -20,8 +20,17 @@ What each seam operation maps to:
   hierarchy's storage key whose only authorisation is ``TPM2_PolicyPCR`` over
   the named SHA-384 PCRs. Unsealing runs in a salted session with response
   encryption, so the secret does not cross the TPM bus in the clear.
-* ``counter_*``: ``TPM_NT_COUNTER`` NV indices, which the TPM guarantees never
-  decrease, across reboots and even across undefine/redefine.
+* ``counter_*``: ``TPM_NT_COUNTER`` NV indices in the owner hierarchy, which
+  never decrease while they exist, across reboots. The owner can undefine one;
+  ``TPM2_NV_Increment`` then initialises a counter defined again above the
+  deleted one's count, so the value at a handle never goes down. Each
+  definition carries a random ``authPolicy`` from ``TPM2_GetRandom``; the NV
+  name hashes the public area, so every definition has its own name. Nothing
+  ever satisfies that policy and nothing needs to: reads and increments use the
+  index's (empty) auth value (``AUTHREAD``/``AUTHWRITE``). An undefined counter
+  raises :class:`~actors.seams.tpm.CounterMissing` and only
+  ``counter_define`` creates one; an index at a counter handle that is not
+  such a counter raises :class:`~actors.seams.tpm.NotACounter`.
 * ``random_bytes``: ``TPM2_GetRandom``.
 
 The attestation key and the storage key are primary keys derived from the
@@ -32,6 +41,7 @@ survive reboots, without persisting any handle in NV.
 
 from __future__ import annotations
 
+import hmac
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -67,7 +77,7 @@ from tpm2_pytss.types import (
     TPMU_SYM_MODE,
 )
 
-from actors.seams.tpm import TPMError
+from actors.seams.tpm import CounterMissing, NotACounter, TPMError
 from nodes.tpm._nsm import NsmError, request_nitrotpm_document
 from protocol.attestation import tpm2_quote
 
@@ -87,6 +97,18 @@ DEFAULT_QUOTE_PCRS: Final = tuple(range(PCR_COUNT))
 #: owner range of the TCG handle registry (0x01000000-0x013FFFFF).
 COUNTER_NV_BASE: Final = 0x01004D00
 _MAX_COUNTERS: Final = 256
+#: What every counter index this backend defines is, apart from TPMA_NV_WRITTEN.
+#: Empty auth: anyone with TPM access may read or advance the counter. What the
+#: counter protects is that it never goes back; advancing it is a denial of
+#: service at worst, the same as unplugging the node.
+_COUNTER_ATTRIBUTES: Final = (
+    (TPM2_NT.COUNTER << TPMA_NV.TPM2_NT_SHIFT)
+    | TPMA_NV.AUTHREAD
+    | TPMA_NV.AUTHWRITE
+    | TPMA_NV.NO_DA
+)
+#: A SHA-256 digest: the random authPolicy that makes each definition's name unique.
+_COUNTER_POLICY_BYTES: Final = 32
 #: ``MAX_SYM_DATA``: the most a TPM will seal into one keyed-hash object.
 MAX_SEALED_DATA: Final = 128
 #: ``TPM2_PCR_Read`` returns at most eight digests per call.
@@ -482,64 +504,112 @@ class TpmDeviceBackend:
         return self._counter_nv_base + counter
 
     @staticmethod
-    def _counter_public(handle: int) -> TPM2B_NV_PUBLIC:
-        # Empty auth: anyone with TPM access may read or advance the counter.
-        # What the counter protects is that it never goes back; advancing it
-        # is a denial of service at worst, the same as unplugging the node.
+    def _counter_public(handle: int, auth_policy: bytes) -> TPM2B_NV_PUBLIC:
         return TPM2B_NV_PUBLIC(
             TPMS_NV_PUBLIC(
                 nvIndex=handle,
                 nameAlg=TPM2_ALG.SHA256,
-                attributes=(
-                    (TPM2_NT.COUNTER << TPMA_NV.TPM2_NT_SHIFT)
-                    | TPMA_NV.AUTHREAD
-                    | TPMA_NV.AUTHWRITE
-                    | TPMA_NV.NO_DA
-                ),
+                attributes=_COUNTER_ATTRIBUTES,
+                authPolicy=auth_policy,
                 dataSize=8,
             )
         )
 
-    def _open_counter(self, esapi: ESAPI, counter: int, *, create: bool) -> ESYS_TR | None:
+    @contextmanager
+    def _counter(self, esapi: ESAPI, counter: int) -> Iterator[tuple[ESYS_TR, bytes]]:
+        """The counter's ESYS handle and NV name, checked to be a counter as
+        :meth:`counter_define` makes them; :class:`CounterMissing` if undefined."""
         handle = self._counter_handle(counter)
         try:
             nv = esapi.tr_from_tpmpublic(handle)
         except TSS2_Exception as exc:
             if exc.error != TPM2_RC.HANDLE:
                 raise
-            if not create:
-                return None
-            return esapi.nv_define_space(None, self._counter_public(handle))
-        nv_public, _ = esapi.nv_read_public(nv)
-        attributes = TPMA_NV(nv_public.nvPublic.attributes)
+            nv = None
+        if nv is None:
+            raise CounterMissing(f"counter {counter} is not defined")
+        try:
+            yield nv, self._checked_name(esapi, nv, handle)
+        finally:
+            # Each tr_from_tpmpublic allocates an ESYS object; release it.
+            esapi.tr_close(nv)
+
+    @staticmethod
+    def _checked_name(esapi: ESAPI, nv: ESYS_TR, handle: int) -> bytes:
+        nv_public, reported = esapi.nv_read_public(nv)
+        public = nv_public.nvPublic
+        attributes = int(public.attributes) & ~int(TPMA_NV.WRITTEN)
         # An index someone else defined at our handle must not pass for a counter.
-        if attributes.nt != TPM2_NT.COUNTER or nv_public.nvPublic.dataSize != 8:
-            raise TPMError("NV index at the counter handle is not a counter")
-        return nv
+        if (
+            public.nvIndex != handle
+            or public.nameAlg != TPM2_ALG.SHA256
+            or attributes != int(_COUNTER_ATTRIBUTES)
+            or public.dataSize != 8
+            or len(bytes(public.authPolicy)) != _COUNTER_POLICY_BYTES
+        ):
+            raise NotACounter("the NV index at the counter handle is not a Mantle counter")
+        name = bytes(public.get_name())
+        # The name is the hash of the public area just checked; a TPM (or a
+        # proxy in front of it) reporting another name is not to be believed.
+        if not hmac.compare_digest(name, bytes(reported)):
+            raise TPMError("the TPM reported an NV name that does not match the public area")
+        return name
 
     def _read_counter(self, esapi: ESAPI, nv: ESYS_TR) -> int:
         try:
             return int.from_bytes(bytes(esapi.nv_read(nv, 8)), "big")
         except TSS2_Exception as exc:
-            if exc.error == TPM2_RC.NV_UNINITIALIZED:
-                return 0  # defined but never incremented
-            raise
+            if exc.error != TPM2_RC.NV_UNINITIALIZED:
+                raise
+        # counter_define initialises before it returns: this is a definition
+        # interrupted half-way, or not ours. Never a value of zero.
+        raise TPMError("counter is defined but was never initialised")
+
+    def counter_define(self, counter: int) -> bytes:
+        handle = self._counter_handle(counter)
+        with self._session("counter define") as esapi:
+            try:
+                esapi.tr_close(esapi.tr_from_tpmpublic(handle))
+            except TSS2_Exception as exc:
+                if exc.error != TPM2_RC.HANDLE:
+                    raise
+            else:
+                raise TPMError(f"counter {counter} is already defined")
+            policy = bytes(esapi.get_random(_COUNTER_POLICY_BYTES))
+            if len(policy) != _COUNTER_POLICY_BYTES:
+                raise TPMError("TPM returned too few random bytes")
+            nv = esapi.nv_define_space(None, self._counter_public(handle, policy))
+            try:
+                # The initialising increment: the TPM sets the counter above the
+                # highest count of any counter deleted from it.
+                esapi.nv_increment(nv)
+            except BaseException:
+                # Leave no unwritten counter behind (it would read as nothing
+                # and block the next definition).
+                with suppress(TSS2_Exception):
+                    esapi.nv_undefine_space(nv)
+                raise
+            esapi.tr_close(nv)
+            with self._counter(esapi, counter) as (_, name):
+                return name
+
+    def counter_name(self, counter: int) -> bytes:
+        with self._session("counter name") as esapi, self._counter(esapi, counter) as (_, name):
+            return name
 
     def counter_read(self, counter: int) -> int:
-        with self._session("counter read") as esapi:
-            nv = self._open_counter(esapi, counter, create=False)
-            return 0 if nv is None else self._read_counter(esapi, nv)
+        with self._session("counter read") as esapi, self._counter(esapi, counter) as (nv, _):
+            return self._read_counter(esapi, nv)
 
     def counter_increment(self, counter: int) -> int:
-        """Advance the counter; the returned value is strictly larger than before.
+        """Advance the counter by one and return the new value.
 
-        A TPM initialises a counter on its first increment to the largest value
-        any counter on that TPM has ever held, so a fresh counter may jump by
-        more than one; after that each increment adds exactly one.
+        Never creates a counter (:class:`CounterMissing` if it is undefined).
         """
-        with self._session("counter increment") as esapi:
-            nv = self._open_counter(esapi, counter, create=True)
-            assert nv is not None
+        with (
+            self._session("counter increment") as esapi,
+            self._counter(esapi, counter) as (nv, _),
+        ):
             esapi.nv_increment(nv)
             return self._read_counter(esapi, nv)
 

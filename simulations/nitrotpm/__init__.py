@@ -12,6 +12,7 @@ from simulations.nitrotpm._pki import (
 from simulations.nitrotpm._tpm import (
     FIRMWARE_MEASUREMENT,
     PCR_COUNT,
+    NvCounter,
     NvState,
     SimulatedNitroTPM,
     TpmOp,
@@ -22,6 +23,7 @@ __all__ = [
     "FIRMWARE_MEASUREMENT",
     "PCR_COUNT",
     "IssuedCertificate",
+    "NvCounter",
     "NvState",
     "SimulatedChain",
     "SimulatedNitroPKI",

@@ -16,6 +16,15 @@
 * NV state (monotonic counters, the RNG position) lives in :class:`NvState`,
   which survives :meth:`SimulatedNitroTPM.reboot` and can be handed to a new
   instance to model a node restart on the same machine.
+* Counters behave as TPM 2.0 ``TPM_NT_COUNTER`` indices: undefined until
+  :meth:`~SimulatedNitroTPM.counter_define`, which gives each definition a
+  fresh NV name (a random authorisation policy hashed into it, as on the
+  device backend) and initialises the counter one above the highest count any
+  counter deleted from this TPM held, as ``TPM2_NV_Increment`` does on an
+  unwritten counter (observed on swtpm/libtpms: a counter defined while another
+  stands does not inherit that one's count; one defined after a deletion starts
+  above it). :meth:`~SimulatedNitroTPM.owner_undefine_counter` is the TPM
+  owner's power to delete one, and what raises that high-water mark.
 * Fault hooks: make the next calls of an operation fail, or take simulated time.
 """
 
@@ -32,7 +41,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from actors.seams.clock import WallClock
-from actors.seams.tpm import TPMError
+from actors.seams.tpm import CounterMissing, TPMError
 from protocol.attestation import MAX_USER_FIELD_BYTES
 from simulations.nitrotpm._document import encode_payload, nitrotpm_fields, sign_payload
 from simulations.nitrotpm._pki import SimulatedNitroPKI, derive_bytes, seed_bytes
@@ -40,6 +49,9 @@ from simulations.nitrotpm._pki import SimulatedNitroPKI, derive_bytes, seed_byte
 PCR_COUNT = 24
 PCR_BYTES = 48
 COUNTER_COUNT = 16
+#: NV names are ``nameAlg || H(public area)``; the simulator names with SHA-256.
+_NAME_ALG_SHA256 = b"\x00\x0b"
+_POLICY_BYTES = 32
 MAX_RANDOM_BYTES = 4096
 MAX_SEAL_BYTES = 64 * 1024
 _COUNTER_LIMIT = (1 << 64) - 1
@@ -62,16 +74,31 @@ class TpmOp(enum.StrEnum):
     ATTEST = "attest"
     SEAL = "seal"
     UNSEAL = "unseal"
+    COUNTER_DEFINE = "counter_define"
+    COUNTER_NAME = "counter_name"
     COUNTER_READ = "counter_read"
     COUNTER_INCREMENT = "counter_increment"
     RANDOM = "random_bytes"
 
 
 @dataclass
+class NvCounter:
+    """One defined counter: the NV name of its definition and its value."""
+
+    name: bytes
+    value: int
+
+
+@dataclass
 class NvState:
     """Non-volatile TPM state: kept across reboots (mutable on purpose)."""
 
-    counters: list[int] = field(default_factory=lambda: [0] * COUNTER_COUNT)
+    #: Defined counters by number; an undefined counter has no entry.
+    counters: dict[int, NvCounter] = field(default_factory=dict)
+    #: The highest count any counter deleted from this TPM held: a counter
+    #: defined afresh starts one above it, so re-creating a counter never
+    #: lowers the value found at its number.
+    highest_count: int = 0
     #: Position of the deterministic RNG, so a reboot never repeats output.
     random_draws: int = 0
 
@@ -289,20 +316,63 @@ class SimulatedNitroTPM:
         if type(counter) is not int or not 0 <= counter < COUNTER_COUNT:
             raise TPMError(f"counter must be 0-{COUNTER_COUNT - 1}")
 
+    def _defined(self, counter: int) -> NvCounter:
+        self._check_counter(counter)
+        defined = self.nv.counters.get(counter)
+        if defined is None:
+            raise CounterMissing(f"counter {counter} is not defined")
+        return defined
+
+    def counter_define(self, counter: int) -> bytes:
+        with self._lock:
+            self._enter(TpmOp.COUNTER_DEFINE)
+            self._check_counter(counter)
+            if counter in self.nv.counters:
+                raise TPMError(f"counter {counter} is already defined")
+            if self.nv.highest_count >= _COUNTER_LIMIT:
+                raise TPMError("counter exhausted")
+            # As on a device: the name hashes the index's public area, whose
+            # authorisation policy is drawn at random for each definition.
+            policy = self._draw(_POLICY_BYTES)
+            name = (
+                _NAME_ALG_SHA256
+                + hashlib.sha256(
+                    b"mantle-sim/nv-counter/v1\x00" + counter.to_bytes(4, "big") + policy
+                ).digest()
+            )
+            # The initialising increment: one above the TPM's high-water mark.
+            self.nv.counters[counter] = NvCounter(name=name, value=self.nv.highest_count + 1)
+            return name
+
+    def counter_name(self, counter: int) -> bytes:
+        with self._lock:
+            self._enter(TpmOp.COUNTER_NAME)
+            return self._defined(counter).name
+
     def counter_read(self, counter: int) -> int:
         with self._lock:
             self._enter(TpmOp.COUNTER_READ)
-            self._check_counter(counter)
-            return self.nv.counters[counter]
+            return self._defined(counter).value
 
     def counter_increment(self, counter: int) -> int:
         with self._lock:
             self._enter(TpmOp.COUNTER_INCREMENT)
-            self._check_counter(counter)
-            if self.nv.counters[counter] >= _COUNTER_LIMIT:
+            defined = self._defined(counter)
+            if defined.value >= _COUNTER_LIMIT:
                 raise TPMError("counter exhausted")
-            self.nv.counters[counter] += 1
-            return self.nv.counters[counter]
+            defined.value += 1
+            return defined.value
+
+    def owner_undefine_counter(self, counter: int) -> None:
+        """What the TPM owner can do to any owner-defined counter: delete it.
+
+        The TPM raises its high-water mark to the deleted counter's value, so a
+        counter defined again (at any number) starts above it.
+        """
+        with self._lock:
+            deleted = self._defined(counter)
+            self.nv.highest_count = max(self.nv.highest_count, deleted.value)
+            del self.nv.counters[counter]
 
     def _draw(self, n: int) -> bytes:
         self.nv.random_draws += 1

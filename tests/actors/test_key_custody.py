@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 from _release_kit import NOW, ReleaseFiles, ReleaseKit
 
+from actors.counter_guard import CounterCheck, CounterRefused
 from actors.key_custody import (
+    ENVELOPE_PROTOCOL,
+    KEYRING_COUNTER,
     DataKeyEvent,
     DataKeyRequest,
     DataKeyState,
@@ -20,7 +23,10 @@ from actors.key_custody import (
     KekState,
     KeyReleaseDenied,
     Keyring,
+    KeyringCheck,
     KeyringError,
+    KeyringFile,
+    KeyringRefused,
     KeyVault,
     NodeKeyCustody,
     seal_data_key_import,
@@ -42,6 +48,7 @@ from protocol.measurement import (
     model_artifact_name,
     model_policy,
 )
+from protocol.noise import KeyPair
 from protocol.release import VerifiedRelease
 from protocol.sealed_model import SealedModelAuthError
 from simulations.clock import ManualClock
@@ -59,8 +66,10 @@ class Cluster:
     pki: SimulatedNitroPKI
     wall: ManualClock
     keys_tpm: SimulatedNitroTPM
+    keys_custody: NodeKeyCustody
+    provider: KeyPair
     vault: KeyVault
-    persisted: list[Keyring]
+    persisted: list[bytes]
     store: Path
     files: ReleaseFiles
 
@@ -68,24 +77,32 @@ class Cluster:
         self, seed: str, *, model_id: str | None = MODEL
     ) -> tuple[SimulatedNitroTPM, NodeKeyCustody]:
         tpm = SimulatedNitroTPM(seed=seed, pki=self.pki, clock=self.wall)
-        booted = measured_boot(self.boot_inputs(model_id), tpm=tpm, random=SystemRandom(), now=NOW)
+        booted = measured_boot(
+            self.boot_inputs(model_id, tpm), tpm=tpm, random=SystemRandom(), now=NOW
+        )
         return tpm, booted.custody
 
-    def boot_inputs(self, model_id: str | None) -> BootInputs:
-        return self.kit.boot_inputs(self.files, model_id)
+    def boot_inputs(self, model_id: str | None, tpm: SimulatedNitroTPM) -> BootInputs:
+        return self.kit.boot_inputs(self.files, model_id, self.kit.node_state_dir(tpm))
 
     def request_key(
         self, tpm: SimulatedNitroTPM, custody: NodeKeyCustody, version: int | None = None
     ) -> DataKeyRequest:
         return custody.data_key_request(
-            tpm, challenge=self.vault.issue_challenge(), model_id=MODEL, key_version=version
+            tpm,
+            challenge=self.vault.issue_challenge(custody.static_public),
+            model_id=MODEL,
+            key_version=version,
         )
 
     def fetch(
         self, tpm: SimulatedNitroTPM, custody: NodeKeyCustody, version: int | None = None
     ) -> int:
         request = self.request_key(tpm, custody, version)
-        return custody.accept_grant(request, self.vault.release_data_key(request))
+        grant = self.vault.release_data_key(request, peer=custody.static_public)
+        return custody.accept_grant(
+            request, grant, keys_node_static=self.keys_custody.static_public
+        )
 
     def load(self, custody: NodeKeyCustody, path: Path) -> bytes:
         spec = self.release.artifacts[model_artifact_name(MODEL)]
@@ -110,23 +127,39 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     wall = ManualClock(NOW_MS)
     pki = SimulatedNitroPKI("cluster")
     keys_tpm = SimulatedNitroTPM(seed="keys-node", pki=pki, clock=wall)
-    inputs = kit.boot_inputs(files, None)
-    measured_boot(inputs, tpm=keys_tpm, random=SystemRandom(), now=NOW)
+    inputs = kit.boot_inputs(files, None, kit.node_state_dir(keys_tpm))
+    keys_node = measured_boot(inputs, tpm=keys_tpm, random=SystemRandom(), now=NOW)
     verifier = AttestationVerifier(
         [NitroAuthenticator(TrustAnchor.from_der(pki.root_der), cache=ChainCache())]
     )
-    persisted: list[Keyring] = []
+    persisted: list[bytes] = []
     keyring = KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS)
+    # The model provider's static key, as the release would name it for MODEL.
+    provider = KeyPair.generate(ENVELOPE_PROTOCOL.dh, SystemRandom().token_bytes)
     vault = KeyVault(
+        custody=keys_node.custody,
         tpm=keys_tpm,
         random=SystemRandom(),
         clock=wall,
         verifier=verifier,
         policy_for=lambda model_id: model_policy([release], model_id),
+        provider_static_for=lambda model_id: provider.public if model_id == MODEL else None,
         keyring=keyring,
         persist=persisted.append,
     )
-    yield Cluster(kit, release, pki, wall, keys_tpm, vault, persisted, tmp_path / "store", files)
+    yield Cluster(
+        kit,
+        release,
+        pki,
+        wall,
+        keys_tpm,
+        keys_node.custody,
+        provider,
+        vault,
+        persisted,
+        tmp_path / "store",
+        files,
+    )
 
 
 def seal_weights(cluster: Cluster, version: int, name: str = "weights.gguf") -> Path:
@@ -184,7 +217,7 @@ def test_node_with_unlisted_pcrs_gets_no_key(cluster: Cluster) -> None:
 def test_document_from_another_pki_gets_no_key(cluster: Cluster) -> None:
     seal_weights(cluster, 1)
     foreign = SimulatedNitroTPM.from_seed("elsewhere", clock=cluster.wall)
-    measured_boot(cluster.boot_inputs(MODEL), tpm=foreign, random=SystemRandom(), now=NOW)
+    measured_boot(cluster.boot_inputs(MODEL, foreign), tpm=foreign, random=SystemRandom(), now=NOW)
     with pytest.raises(KeyReleaseDenied) as caught:
         cluster.fetch(foreign, NodeKeyCustody(random=SystemRandom()))
     assert caught.value.attestation_check == "chain_root"
@@ -197,36 +230,40 @@ def test_key_goes_only_to_the_attested_key(cluster: Cluster) -> None:
     thief = NodeKeyCustody(random=SystemRandom())
     # Swapping in another static key breaks the binding...
     with pytest.raises(KeyReleaseDenied) as caught:
-        cluster.vault.release_data_key(replace(request, static_public=thief.static_public))
+        cluster.vault.release_data_key(
+            replace(request, static_public=thief.static_public), peer=custody.static_public
+        )
     assert caught.value.attestation_check == "bound_key"
     # ...and a grant to the attested key opens for nobody else.
     request = cluster.request_key(tpm, custody)
-    grant = cluster.vault.release_data_key(request)
+    grant = cluster.vault.release_data_key(request, peer=custody.static_public)
+    keys_static = cluster.keys_custody.static_public
     with pytest.raises(EnvelopeError):
-        thief.accept_grant(request, grant)
-    custody.accept_grant(request, grant)
+        thief.accept_grant(request, grant, keys_node_static=keys_static)
+    custody.accept_grant(request, grant, keys_node_static=keys_static)
 
 
 def test_challenges_are_single_use_and_expire(cluster: Cluster) -> None:
     seal_weights(cluster, 1)
     tpm, custody = cluster.node("inference-1")
+    peer = custody.static_public
     request = cluster.request_key(tpm, custody)
-    cluster.vault.release_data_key(request)
+    cluster.vault.release_data_key(request, peer=peer)
     with pytest.raises(KeyReleaseDenied) as caught:
-        cluster.vault.release_data_key(request)
+        cluster.vault.release_data_key(request, peer=peer)
     assert caught.value.denial is Denial.UNKNOWN_CHALLENGE
 
     request = cluster.request_key(tpm, custody)
     cluster.wall.advance(61)
     with pytest.raises(KeyReleaseDenied) as caught:
-        cluster.vault.release_data_key(request)
+        cluster.vault.release_data_key(request, peer=peer)
     assert caught.value.denial is Denial.EXPIRED_CHALLENGE
 
     # A document made for another nonce does not answer this challenge.
     stale = cluster.request_key(tpm, custody)
-    fresh_nonce = cluster.vault.issue_challenge()
+    fresh_nonce = cluster.vault.issue_challenge(peer)
     with pytest.raises(KeyReleaseDenied) as caught:
-        cluster.vault.release_data_key(replace(stale, nonce=fresh_nonce))
+        cluster.vault.release_data_key(replace(stale, nonce=fresh_nonce), peer=peer)
     assert caught.value.attestation_check == "nonce"
 
 
@@ -247,20 +284,26 @@ def test_denied_requests_consume_the_challenge_and_never_unseal(
     thief = NodeKeyCustody(random=SystemRandom())
 
     denied = [
-        cluster.request_key(ingress_tpm, ingress),  # PCRs outside the policy
-        replace(cluster.request_key(tpm, custody), static_public=thief.static_public),
-        custody.data_key_request(
-            tpm, challenge=cluster.vault.issue_challenge(), model_id="not-listed"
+        (cluster.request_key(ingress_tpm, ingress), ingress),  # PCRs outside the policy
+        (replace(cluster.request_key(tpm, custody), static_public=thief.static_public), custody),
+        (
+            custody.data_key_request(
+                tpm,
+                challenge=cluster.vault.issue_challenge(custody.static_public),
+                model_id="not-listed",
+            ),
+            custody,
         ),
     ]
-    for request in denied:
+    for request, asker in denied:
         with pytest.raises(KeyReleaseDenied):
-            cluster.vault.release_data_key(request)
+            cluster.vault.release_data_key(request, peer=asker.static_public)
         # The nonce went with the refusal: a correct request over it is refused too.
         retry = custody.data_key_request(tpm, challenge=request.nonce, model_id=MODEL)
-        with pytest.raises(KeyReleaseDenied) as caught:
-            cluster.vault.release_data_key(retry)
-        assert caught.value.denial is Denial.UNKNOWN_CHALLENGE
+        for peer in {asker.static_public, custody.static_public}:
+            with pytest.raises(KeyReleaseDenied) as caught:
+                cluster.vault.release_data_key(retry, peer=peer)
+            assert caught.value.denial is Denial.UNKNOWN_CHALLENGE
     # No refused request got as far as unsealing a KEK.
     assert unseals == []
     cluster.fetch(tpm, custody)
@@ -274,10 +317,10 @@ def test_unknown_model_and_version_are_refused(cluster: Cluster) -> None:
         cluster.fetch(tpm, custody, version=7)
     assert caught.value.denial is Denial.UNKNOWN_KEY
     request = custody.data_key_request(
-        tpm, challenge=cluster.vault.issue_challenge(), model_id="not-listed"
+        tpm, challenge=cluster.vault.issue_challenge(custody.static_public), model_id="not-listed"
     )
     with pytest.raises(KeyReleaseDenied) as caught:
-        cluster.vault.release_data_key(request)
+        cluster.vault.release_data_key(request, peer=custody.static_public)
     assert caught.value.denial is Denial.NO_POLICY
 
 
@@ -300,7 +343,12 @@ def test_kek_cannot_be_unsealed_after_the_keys_node_pcrs_change(cluster: Cluster
     with pytest.raises(TPMError):
         cluster.keys_tpm.unseal(blob)
     # ...measured boot of the same release does.
-    measured_boot(cluster.boot_inputs(None), tpm=cluster.keys_tpm, random=SystemRandom(), now=NOW)
+    measured_boot(
+        cluster.boot_inputs(None, cluster.keys_tpm),
+        tpm=cluster.keys_tpm,
+        random=SystemRandom(),
+        now=NOW,
+    )
     assert len(cluster.keys_tpm.unseal(blob)) == 32
     cluster.fetch(tpm, custody)
 
@@ -308,7 +356,12 @@ def test_kek_cannot_be_unsealed_after_the_keys_node_pcrs_change(cluster: Cluster
 def test_keys_node_booted_with_a_model_measurement_cannot_unseal(cluster: Cluster) -> None:
     blob = cluster.vault.keyring.active_kek.sealed_blob
     cluster.keys_tpm.reboot()
-    measured_boot(cluster.boot_inputs(MODEL), tpm=cluster.keys_tpm, random=SystemRandom(), now=NOW)
+    measured_boot(
+        cluster.boot_inputs(MODEL, cluster.keys_tpm),
+        tpm=cluster.keys_tpm,
+        random=SystemRandom(),
+        now=NOW,
+    )
     with pytest.raises(TPMError):
         cluster.keys_tpm.unseal(blob)
 
@@ -381,7 +434,7 @@ def test_kek_rotation_rewraps_while_releases_continue(cluster: Cluster) -> None:
     assert cluster.vault._data_key(keyring.data_key(MODEL, 1)) == key_before  # type: ignore[arg-type]
     cluster.fetch(tpm, custody)
     # Every committed keyring was persisted first, and the last one reloads.
-    assert cluster.persisted[-1] == keyring
+    assert KeyringFile.decode(cluster.persisted[-1]).keyring == keyring
     assert Keyring.decode(keyring.encode()) == keyring
 
 
@@ -444,16 +497,32 @@ def test_tampered_or_substituted_sealed_file_does_not_load(cluster: Cluster) -> 
 
 def test_provider_import_is_opened_only_by_the_keys_node(cluster: Cluster) -> None:
     data_key = SystemRandom().token_bytes(32)
-    envelope = seal_data_key_import(MODEL, data_key, cluster.vault.static_public, SystemRandom())
+    envelope = seal_data_key_import(
+        MODEL, data_key, cluster.vault.static_public, SystemRandom(), provider=cluster.provider
+    )
     version = cluster.vault.import_data_key(envelope)
     assert cluster.vault._data_key(cluster.vault.keyring.data_key(MODEL, version)) == data_key  # type: ignore[arg-type]
     elsewhere = NodeKeyCustody(random=SystemRandom())
-    misaddressed = seal_data_key_import(MODEL, data_key, elsewhere.static_public, SystemRandom())
+    misaddressed = seal_data_key_import(
+        MODEL, data_key, elsewhere.static_public, SystemRandom(), provider=cluster.provider
+    )
     with pytest.raises(EnvelopeError):
         cluster.vault.import_data_key(misaddressed)
     relabelled = replace(envelope, model_id="another-model")
     with pytest.raises(EnvelopeError):
         cluster.vault.import_data_key(relabelled)
+    # The same authentic import again (a replayed file) does not re-add a version.
+    with pytest.raises(KeyringError, match="not a new version"):
+        cluster.vault.import_data_key(envelope)
+    renumbered = replace(
+        seal_data_key_import(
+            MODEL, data_key, cluster.vault.static_public, SystemRandom(), provider=cluster.provider,
+            key_version=2,
+        ),
+        key_version=3,
+    )  # fmt: skip
+    with pytest.raises(EnvelopeError):
+        cluster.vault.import_data_key(renumbered)
 
 
 def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
@@ -469,9 +538,17 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
     wall = ManualClock(time.time_ns() // 1_000_000)
     keys_tpm = SimulatedNitroTPM(seed="keys-cli", pki=cluster.pki, clock=wall)
     keys_node = measured_boot(
-        cluster.boot_inputs(None), tpm=keys_tpm, random=SystemRandom(), now=NOW
+        cluster.boot_inputs(None, keys_tpm), tpm=keys_tpm, random=SystemRandom(), now=NOW
+    )
+    provider_key = tmp_path / "provider.key"
+    assert main(["model", "provider-key", str(provider_key)]) == 0
+    assert provider_key.stat().st_mode & 0o077 == 0
+    assert main(["model", "provider-key", str(provider_key)]) == 2  # never overwritten
+    provider = KeyPair.from_private(
+        ENVELOPE_PROTOCOL.dh, bytes.fromhex(provider_key.read_text().strip())
     )
     vault = KeyVault(
+        custody=keys_node.custody,
         tpm=keys_tpm,
         random=SystemRandom(),
         clock=wall,
@@ -479,8 +556,9 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
             [NitroAuthenticator(TrustAnchor.from_der(cluster.pki.root_der))]
         ),
         policy_for=lambda model_id: model_policy([cluster.release], model_id),
+        provider_static_for=lambda model_id: provider.public if model_id == MODEL else None,
         keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
-        static=keys_node.custody.static,
+        persist=[].append,
     )
     (tmp_path / "keys.cbor").write_bytes(keys_node.document)
     (tmp_path / "policy.json").write_text(cluster_policy([cluster.release]).to_json())
@@ -491,7 +569,7 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
         "model", "add", str(gguf), "--model-id", MODEL, "--store", str(tmp_path / "store"),
         "--keys-document", str(tmp_path / "keys.cbor"), "--keys-policy",
         str(tmp_path / "policy.json"), "--trust-root", str(tmp_path / "root.pem"),
-        "--chunk-size", "65536",
+        "--chunk-size", "65536", "--provider-key", str(provider_key),
     ]  # fmt: skip
     # A static key other than the attested one is refused before anything is sealed.
     stranger = NodeKeyCustody(random=SystemRandom()).static_public.hex()
@@ -506,6 +584,11 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
     sealed = tmp_path / "store" / MODEL / "v1.sealed"
     envelope = DataKeyImport.decode(sealed.with_suffix(".import").read_bytes())
     assert vault.import_data_key(envelope) == 1
+    # A provider key file that holds no key is refused before anything is sealed.
+    (tmp_path / "bad.key").write_text("not hex\n")
+    bad = [*args[:-1], str(tmp_path / "bad.key"), "--keys-static", attested, "--key-version", "2"]
+    assert main(bad) == 2
+    assert not (tmp_path / "store" / MODEL / "v2.sealed").exists()
     assert main(["model", "list", "--store", str(tmp_path / "store")]) == 0
     # A manifest nested deeper than the JSON parser recurses is a typed refusal.
     manifest = tmp_path / "store" / MODEL / "manifest.json"
@@ -514,8 +597,128 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
 
     tpm = SimulatedNitroTPM(seed="inference-cli", pki=cluster.pki, clock=wall)
     custody = measured_boot(
-        cluster.boot_inputs(MODEL), tpm=tpm, random=SystemRandom(), now=NOW
+        cluster.boot_inputs(MODEL, tpm), tpm=tpm, random=SystemRandom(), now=NOW
     ).custody
-    request = custody.data_key_request(tpm, challenge=vault.issue_challenge(), model_id=MODEL)
-    custody.accept_grant(request, vault.release_data_key(request))
+    request = custody.data_key_request(
+        tpm, challenge=vault.issue_challenge(custody.static_public), model_id=MODEL
+    )
+    custody.accept_grant(
+        request,
+        vault.release_data_key(request, peer=custody.static_public),
+        keys_node_static=keys_node.custody.static_public,
+    )
     assert cluster.load(custody, sealed) == WEIGHTS
+
+
+# --- the keyring file ----------------------------------------------------------------------
+
+
+def reopen(cluster: Cluster, keyring_file: bytes) -> KeyVault:
+    return KeyVault(
+        custody=cluster.keys_custody,
+        tpm=cluster.keys_tpm,
+        random=SystemRandom(),
+        clock=cluster.wall,
+        verifier=AttestationVerifier(
+            [NitroAuthenticator(TrustAnchor.from_der(cluster.pki.root_der))]
+        ),
+        policy_for=lambda model_id: model_policy([cluster.release], model_id),
+        provider_static_for=lambda model_id: None,
+        keyring=keyring_file,
+        persist=cluster.persisted.append,
+    )
+
+
+def test_every_commit_advances_the_keyring_counter_and_reopens(cluster: Cluster) -> None:
+    start = cluster.keys_tpm.counter_read(KEYRING_COUNTER)
+    assert cluster.vault.keyring_version == start
+    seal_weights(cluster, 1)
+    cluster.vault.begin_data_key_rotation(MODEL)
+    assert cluster.keys_tpm.counter_read(KEYRING_COUNTER) == start + 2
+    assert [KeyringFile.decode(data).version for data in cluster.persisted] == [
+        start + 1,
+        start + 2,
+    ]
+    reopened = reopen(cluster, cluster.persisted[-1])
+    assert reopened.keyring == cluster.vault.keyring
+    assert reopened.keyring_version == start + 2
+
+
+def test_a_crash_between_writing_the_file_and_advancing_the_counter_recovers(
+    cluster: Cluster,
+) -> None:
+    seal_weights(cluster, 1)
+    before = cluster.persisted[-1]
+    counter = cluster.keys_tpm.counter_read(KEYRING_COUNTER)
+
+    def crash_after_write(keyring_file: bytes) -> None:
+        cluster.persisted.append(keyring_file)
+        raise OSError("power lost")
+
+    cluster.vault._persist = crash_after_write
+    with pytest.raises(OSError):
+        cluster.vault.begin_data_key_rotation(MODEL)
+    # The file is one ahead of the counter: it opens, and the counter catches up.
+    assert cluster.keys_tpm.counter_read(KEYRING_COUNTER) == counter
+    assert KeyringFile.decode(cluster.persisted[-1]).version == counter + 1
+    recovered = reopen(cluster, cluster.persisted[-1])
+    assert cluster.keys_tpm.counter_read(KEYRING_COUNTER) == counter + 1
+    assert recovered.keyring.data_key(MODEL, 2) is not None
+    # ...after which the file from before the crash is the older copy.
+    with pytest.raises(KeyringRefused) as caught:
+        reopen(cluster, before)
+    assert caught.value.check is KeyringCheck.ROLLBACK
+
+
+def test_a_crash_before_the_write_keeps_the_previous_keyring(cluster: Cluster) -> None:
+    seal_weights(cluster, 1)
+
+    def crash_before_write(keyring_file: bytes) -> None:
+        raise OSError("power lost")
+
+    cluster.vault._persist = crash_before_write
+    with pytest.raises(OSError):
+        cluster.vault.begin_data_key_rotation(MODEL)
+    assert cluster.vault.keyring.data_key(MODEL, 2) is None
+    assert reopen(cluster, cluster.persisted[-1]).keyring == cluster.vault.keyring
+
+
+def test_a_second_first_keyring_on_one_tpm_is_refused(cluster: Cluster) -> None:
+    # Losing the keyring file does not let anyone start a fresh one quietly.
+    with pytest.raises(CounterRefused) as caught:
+        KeyVault.new_keyring(cluster.keys_tpm, SystemRandom(), APPLICATION_PCRS)
+    assert caught.value.check is CounterCheck.BINDING_MISSING
+
+
+def test_a_file_two_writes_ahead_of_the_counter_is_refused(cluster: Cluster) -> None:
+    seal_weights(cluster, 1)
+    stored = KeyringFile.decode(cluster.persisted[-1])
+    kek = cluster.keys_tpm.unseal(stored.keyring.active_kek.sealed_blob)
+    ahead = KeyringFile.seal(
+        stored.keyring,
+        version=stored.version + 2,
+        binding=stored.binding,
+        mac_key=KeyringFile.mac_key([kek]),
+    )
+    with pytest.raises(KeyringRefused) as caught:
+        reopen(cluster, ahead.encode())
+    assert caught.value.check is KeyringCheck.AHEAD_OF_COUNTER
+
+
+def test_retired_versions_are_never_numbered_again(cluster: Cluster) -> None:
+    seal_weights(cluster, 1)
+    # An abandoned rotation: v2 staged, then retired.
+    data_key = SystemRandom().token_bytes(32)
+    staged = seal_data_key_import(
+        MODEL, data_key, cluster.vault.static_public, SystemRandom(),
+        provider=cluster.provider, key_version=2,
+    )  # fmt: skip
+    assert cluster.vault.import_data_key(staged) == 2
+    cluster.vault.retire_data_key(MODEL, 2)
+    assert cluster.vault.keyring.retired_through(MODEL) == 2
+    # The provider's import file played again does not bring v2 back...
+    with pytest.raises(KeyringError, match="not a new version"):
+        cluster.vault.import_data_key(staged)
+    # ...and the next key is numbered above it, also after a restart.
+    assert reopen(cluster, cluster.persisted[-1]).keyring.next_version(MODEL) == 3
+    assert cluster.vault.begin_data_key_rotation(MODEL) == 3

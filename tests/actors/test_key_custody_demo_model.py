@@ -48,17 +48,21 @@ def test_demo_gguf_sealed_released_and_opened_in_memory(tmp_path: Path) -> None:
 
     def boot(seed: str, model_id: str | None) -> tuple[SimulatedNitroTPM, NodeKeyCustody]:
         tpm = SimulatedNitroTPM(seed=seed, pki=pki, clock=wall)
-        inputs = kit.boot_inputs(files, model_id)
+        inputs = kit.boot_inputs(files, model_id, kit.node_state_dir(tpm))
         return tpm, measured_boot(inputs, tpm=tpm, random=SystemRandom(), now=NOW).custody
 
-    keys_tpm, _ = boot("keys", None)
+    keys_tpm, keys_custody = boot("keys", None)
     vault = KeyVault(
+        custody=keys_custody,
         tpm=keys_tpm,
         random=SystemRandom(),
         clock=wall,
         verifier=AttestationVerifier([NitroAuthenticator(TrustAnchor.from_der(pki.root_der))]),
         policy_for=lambda model_id: model_policy([release], model_id),
+        # The data key is added on the keys node itself below: no import is accepted.
+        provider_static_for=lambda model_id: None,
         keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
+        persist=(tmp_path / "keyring").write_bytes,
     )
     data_key = SystemRandom().token_bytes(32)
     version = vault.add_data_key(MODEL, data_key)
@@ -72,8 +76,14 @@ def test_demo_gguf_sealed_released_and_opened_in_memory(tmp_path: Path) -> None:
         assert stream.read(8) == b"MNTLSEAL"
 
     tpm, custody = boot("inference", MODEL)
-    request = custody.data_key_request(tpm, challenge=vault.issue_challenge(), model_id=MODEL)
-    custody.accept_grant(request, vault.release_data_key(request))
+    request = custody.data_key_request(
+        tpm, challenge=vault.issue_challenge(custody.static_public), model_id=MODEL
+    )
+    custody.accept_grant(
+        request,
+        vault.release_data_key(request, peer=custody.static_public),
+        keys_node_static=keys_custody.static_public,
+    )
     with open_sealed_model(
         sealed,
         custody.data_key_for,

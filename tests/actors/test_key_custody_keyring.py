@@ -1,4 +1,5 @@
-"""The persisted keyring: strict decoding, canonical form, wrap binding."""
+"""The persisted keyring: strict decoding, canonical form, wrap binding, and the
+authenticated keyring file around it."""
 
 from __future__ import annotations
 
@@ -10,11 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from actors.counter_guard import CounterBinding
 from actors.key_custody import (
+    KEYRING_COUNTER,
     DataKeyState,
     KekState,
     Keyring,
+    KeyringCheck,
     KeyringError,
+    KeyringFile,
+    KeyringRefused,
     SealedKek,
     WrappedDataKey,
 )
@@ -120,3 +126,55 @@ def test_extension_types_and_oversize_are_refused() -> None:
         Keyring.decode(msgpack.packb(msgpack.ExtType(1, b"x")))
     with pytest.raises(KeyringError):
         Keyring.decode(b"\x00" * (17 << 20))
+
+
+# --- the keyring file ----------------------------------------------------------------------
+
+BINDING = CounterBinding(KEYRING_COUNTER, b"\x00\x0b" + bytes(range(32)))
+MAC_KEY = KeyringFile.mac_key([KEK])
+
+
+def stored() -> KeyringFile:
+    return KeyringFile.seal(keyring(), version=7, binding=BINDING, mac_key=MAC_KEY)
+
+
+def test_keyring_file_round_trips_and_authenticates() -> None:
+    decoded = KeyringFile.decode(stored().encode())
+    assert decoded == stored()
+    decoded.verify(MAC_KEY)
+    with pytest.raises(KeyringRefused) as caught:
+        decoded.verify(KeyringFile.mac_key([DEK]))
+    assert caught.value.check is KeyringCheck.UNAUTHENTIC
+
+
+def test_the_mac_key_needs_every_kek() -> None:
+    assert KeyringFile.mac_key([KEK, DEK]) != KeyringFile.mac_key([KEK])
+    assert KeyringFile.mac_key([KEK, DEK]) != KeyringFile.mac_key([DEK, KEK])
+    with pytest.raises(KeyringError):
+        KeyringFile.mac_key([])
+
+
+@settings(max_examples=200)
+@given(st.data())
+def test_every_field_of_a_keyring_file_is_authenticated(data: st.DataObject) -> None:
+    fields = msgpack.unpackb(stored().encode(), raw=False)
+    index = data.draw(st.integers(0, 4))
+    fields[index] = data.draw(
+        st.one_of(st.none(), st.integers(-5, 1 << 40), st.binary(max_size=80), st.text(max_size=5))
+    )
+    encoded = msgpack.packb(fields, use_bin_type=True)
+    try:
+        decoded = KeyringFile.decode(encoded)
+    except KeyringError:
+        return
+    if decoded == stored():
+        return  # the draw reproduced the original value
+    with pytest.raises(KeyringRefused):
+        decoded.verify(MAC_KEY)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_are_no_keyring_file(data: bytes) -> None:
+    with contextlib.suppress(KeyringError):
+        KeyringFile.decode(data)

@@ -50,8 +50,15 @@ def tpm() -> SimulatedNitroTPM:
     return SimulatedNitroTPM.from_seed("boot-test", clock=ManualClock(NOW_MS))
 
 
-def inputs(kit: ReleaseKit, files: ReleaseFiles, model_id: str | None = "smol") -> BootInputs:
-    return kit.boot_inputs(files, model_id)
+#: What a fresh TPM's release counter holds once boot has defined it (step 1),
+#: before any release advanced it.
+FRESH_COUNTER = 1
+
+
+def inputs(
+    kit: ReleaseKit, files: ReleaseFiles, tpm: SimulatedNitroTPM, model_id: str | None = "smol"
+) -> BootInputs:
+    return kit.boot_inputs(files, model_id, kit.node_state_dir(tpm))
 
 
 def boot(
@@ -63,7 +70,7 @@ def boot(
     model_id: str | None = "smol",
 ) -> BootedNode:
     return measured_boot(
-        inputs(kit, files, model_id), tpm=tpm, random=SystemRandom(), now=NOW + now_offset
+        inputs(kit, files, tpm, model_id), tpm=tpm, random=SystemRandom(), now=NOW + now_offset
     )
 
 
@@ -114,7 +121,7 @@ def test_node_without_model_measures_the_no_model_digest(
 def test_tampered_artifact_stops_boot(
     kit: ReleaseKit, tpm: SimulatedNitroTPM, artifact: str
 ) -> None:
-    files = kit.publish(1, models={"smol": WEIGHTS})
+    files = kit.publish(2, models={"smol": WEIGHTS})
     path = kit.install_root / artifact
     data = bytearray(path.read_bytes())
     data[5] ^= 0x01
@@ -124,26 +131,26 @@ def test_tampered_artifact_stops_boot(
     assert caught.value.check is BootCheck.ARTIFACT
     assert artifact in str(caught.value)
     assert "sha384" in str(caught.value)
-    assert_untouched(tpm, 0)
+    assert_untouched(tpm, FRESH_COUNTER)
 
 
 def test_missing_artifact_stops_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
-    files = kit.publish(1, models={"smol": WEIGHTS})
+    files = kit.publish(2, models={"smol": WEIGHTS})
     (kit.install_root / CODE_ARTIFACT).unlink()
     with pytest.raises(BootError) as caught:
         boot(kit, files, tpm)
     assert caught.value.check is BootCheck.ARTIFACT
     assert "missing" in str(caught.value)
-    assert_untouched(tpm, 0)
+    assert_untouched(tpm, FRESH_COUNTER)
 
 
 def test_missing_signature_stops_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
-    files = kit.publish(1, models={"smol": WEIGHTS}, signers=kit.signers[:1])
+    files = kit.publish(2, models={"smol": WEIGHTS}, signers=kit.signers[:1])
     with pytest.raises(BootError) as caught:
         boot(kit, files, tpm)
     assert caught.value.check is BootCheck.SIGNATURES
     assert "1 valid signature(s), threshold is 2" in str(caught.value)
-    assert_untouched(tpm, 0)
+    assert_untouched(tpm, FRESH_COUNTER)
 
 
 def test_rollback_below_the_tpm_counter_stops_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
@@ -169,64 +176,64 @@ def test_rollback_below_the_tpm_counter_stops_boot(kit: ReleaseKit, tpm: Simulat
 
 def test_expired_root_stops_boot(tmp_path: Path, tpm: SimulatedNitroTPM) -> None:
     kit = ReleaseKit(install_root=tmp_path, root_expires=timedelta(days=1))
-    files = kit.publish(1, models={"smol": WEIGHTS})
+    files = kit.publish(2, models={"smol": WEIGHTS})
     with pytest.raises(BootError) as caught:
         boot(kit, files, tpm, now_offset=timedelta(days=2))
     assert caught.value.check is BootCheck.EXPIRED
     assert "root metadata expired" in str(caught.value)
-    assert_untouched(tpm, 0)
+    assert_untouched(tpm, FRESH_COUNTER)
 
 
 def test_expired_targets_stop_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
-    files = kit.publish(1, models={"smol": WEIGHTS}, expires=NOW + timedelta(days=1))
+    files = kit.publish(2, models={"smol": WEIGHTS}, expires=NOW + timedelta(days=1))
     with pytest.raises(BootError) as caught:
         boot(kit, files, tpm, now_offset=timedelta(days=2))
     assert caught.value.check is BootCheck.EXPIRED
     assert "targets metadata expired" in str(caught.value)
-    assert_untouched(tpm, 0)
+    assert_untouched(tpm, FRESH_COUNTER)
 
 
 def test_release_missing_from_the_log_stops_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
-    files = kit.publish(1, models={"smol": WEIGHTS}, logged=False)
+    files = kit.publish(2, models={"smol": WEIGHTS}, logged=False)
     with pytest.raises(BootError) as caught:
         boot(kit, files, tpm)
     assert caught.value.check is BootCheck.NOT_IN_LOG
     assert "not proven in the log" in str(caught.value)
-    assert_untouched(tpm, 0)
+    assert_untouched(tpm, FRESH_COUNTER)
 
 
 def test_proof_from_another_log_stops_boot(
     kit: ReleaseKit, tmp_path: Path, tpm: SimulatedNitroTPM
 ) -> None:
-    files = kit.publish(1, models={"smol": WEIGHTS})
+    files = kit.publish(2, models={"smol": WEIGHTS})
     other = ReleaseKit(install_root=tmp_path / "other")
-    bad = dataclasses.replace(inputs(kit, files), log_public_key=other.log_public_key)
+    bad = dataclasses.replace(inputs(kit, files, tpm), log_public_key=other.log_public_key)
     with pytest.raises(BootError) as caught:
         measured_boot(bad, tpm=tpm, random=SystemRandom(), now=NOW)
     assert caught.value.check is BootCheck.NOT_IN_LOG
-    assert_untouched(tpm, 0)
+    assert_untouched(tpm, FRESH_COUNTER)
 
 
 def test_root_not_chained_to_the_pin_stops_boot(
     kit: ReleaseKit, tmp_path: Path, tpm: SimulatedNitroTPM
 ) -> None:
     impostor = ReleaseKit(install_root=kit.install_root)
-    files = impostor.publish(1, models={"smol": WEIGHTS})
-    bad = dataclasses.replace(inputs(kit, files), log_public_key=impostor.log_public_key)
+    files = impostor.publish(2, models={"smol": WEIGHTS})
+    bad = dataclasses.replace(inputs(kit, files, tpm), log_public_key=impostor.log_public_key)
     with pytest.raises(BootError) as caught:
         measured_boot(bad, tpm=tpm, random=SystemRandom(), now=NOW)
     assert caught.value.check is BootCheck.UNTRUSTED_ROOT
-    assert_untouched(tpm, 0)
+    assert_untouched(tpm, FRESH_COUNTER)
 
 
 def test_model_the_release_does_not_list_stops_boot(
     kit: ReleaseKit, tpm: SimulatedNitroTPM
 ) -> None:
-    files = kit.publish(1, models={"smol": WEIGHTS})
+    files = kit.publish(2, models={"smol": WEIGHTS})
     with pytest.raises(BootError) as caught:
         boot(kit, files, tpm, model_id="other-model")
     assert caught.value.check is BootCheck.MODEL_NOT_IN_RELEASE
-    assert_untouched(tpm, 0)
+    assert_untouched(tpm, FRESH_COUNTER)
 
 
 def test_second_boot_without_reboot_is_refused(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
@@ -273,7 +280,7 @@ def test_counter_raised_during_verification_stops_boot(
     racing = _CounterRaisedAfterFirstRead(tpm, raise_to=3)
     with pytest.raises(BootError) as caught:
         measured_boot(
-            inputs(kit, files),
+            inputs(kit, files, tpm),
             tpm=racing,  # type: ignore[arg-type]
             random=SystemRandom(),
             now=NOW,
@@ -286,10 +293,10 @@ def test_counter_raised_during_verification_stops_boot(
 def test_malformed_log_proof_stops_boot_as_not_in_log(
     kit: ReleaseKit, tpm: SimulatedNitroTPM
 ) -> None:
-    files = kit.publish(1, models={"smol": WEIGHTS})
+    files = kit.publish(2, models={"smol": WEIGHTS})
     bad = ReleaseFiles(files.root, files.targets, b"{not json", files.version)
     with pytest.raises(BootError) as caught:
         boot(kit, bad, tpm)
     assert caught.value.check is BootCheck.NOT_IN_LOG
     assert "log proof is malformed" in str(caught.value)
-    assert_untouched(tpm, 0)
+    assert_untouched(tpm, FRESH_COUNTER)

@@ -15,9 +15,15 @@ from typing import TYPE_CHECKING
 
 import cbor2
 import pytest
-from _swtpm import Swtpm, require_swtpm
+from _swtpm import (
+    Swtpm,
+    owner_define_counter,
+    owner_undefine,
+    read_nv_public,
+    require_swtpm,
+)
 
-from actors.seams.tpm import TPM, TPMError
+from actors.seams.tpm import TPM, CounterMissing, NotACounter, TPMError
 from protocol.attestation import (
     AttestationError,
     AttestationVerifier,
@@ -324,18 +330,22 @@ def test_counter_increments_and_survives_a_restart(tmp_path: Path) -> None:
     instance.start()
     try:
         with TpmDeviceBackend(instance.tcti) as backend:
-            assert backend.counter_read(7) == 0
-            first = backend.counter_increment(7)
+            with pytest.raises(CounterMissing):
+                backend.counter_read(7)
+            name = backend.counter_define(7)
+            first = backend.counter_read(7)
             assert first >= 1
             assert backend.counter_increment(7) == first + 1
             assert backend.counter_read(7) == first + 1
-            assert backend.counter_read(8) == 0
+            with pytest.raises(CounterMissing):
+                backend.counter_read(8)
             ak_before = backend.attestation_key_public()
             blob = backend.seal(b"survives reboot", [16])
         instance.stop()
         instance.start()
         with TpmDeviceBackend(instance.tcti) as backend:
             assert backend.counter_read(7) == first + 1
+            assert backend.counter_name(7) == name
             assert backend.counter_increment(7) == first + 2
             # Primary keys come from the TPM's seeds: the same AK (so a pinned
             # AK stays valid) and the same storage key (so blobs still open).
@@ -349,6 +359,92 @@ def test_counter_refuses_bad_numbers(tpm: TpmDeviceBackend) -> None:
     for counter in (-1, 256):
         with pytest.raises(TPMError):
             tpm.counter_increment(counter)
+        with pytest.raises(TPMError):
+            tpm.counter_define(counter)
+
+
+def test_undefined_counter_is_never_zero_and_never_created(tpm: TpmDeviceBackend) -> None:
+    for operation in (tpm.counter_read, tpm.counter_name, tpm.counter_increment):
+        with pytest.raises(CounterMissing):
+            operation(20)
+    with pytest.raises(CounterMissing):
+        tpm.counter_read(20)  # the increment above created nothing
+    name = tpm.counter_define(20)
+    assert len(name) == 34 and name[:2] == b"\x00\x0b"  # SHA-256 NV name
+    with pytest.raises(TPMError, match="already defined"):
+        tpm.counter_define(20)
+    assert tpm.counter_name(20) == name
+
+
+def test_owner_redefined_counter_has_a_new_name_and_starts_above_the_deleted_one(
+    swtpm: Swtpm, tpm: TpmDeviceBackend
+) -> None:
+    from nodes.tpm._device import COUNTER_NV_BASE
+
+    first = tpm.counter_define(21)
+    for _ in range(4):
+        tpm.counter_increment(21)
+    deleted_value = tpm.counter_read(21)
+    # A counter defined while that one stands does not inherit its count ...
+    tpm.counter_define(22)
+    bystander = tpm.counter_read(22)
+    owner_undefine(swtpm.tcti, COUNTER_NV_BASE + 21)
+    with pytest.raises(CounterMissing):
+        tpm.counter_read(21)
+    # ... one defined after the deletion starts above it: the TPM rule this
+    # backend's counters rest on, as swtpm (libtpms) implements it.
+    second = tpm.counter_define(21)
+    assert second != first
+    assert tpm.counter_read(21) == deleted_value + 1
+    assert bystander <= deleted_value
+
+
+def test_foreign_index_at_a_counter_handle_is_not_a_counter(
+    swtpm: Swtpm, tpm: TpmDeviceBackend
+) -> None:
+    from nodes.tpm._device import COUNTER_NV_BASE
+
+    # A counter the owner defined with tpm2-tools' usual attributes and no policy.
+    owner_define_counter(swtpm.tcti, COUNTER_NV_BASE + 23)
+    for operation in (tpm.counter_name, tpm.counter_read, tpm.counter_increment):
+        with pytest.raises(NotACounter):
+            operation(23)
+    with pytest.raises(TPMError, match="already defined"):
+        tpm.counter_define(23)
+
+
+def test_copied_public_area_gives_the_same_name_but_a_higher_value(
+    swtpm: Swtpm, tpm: TpmDeviceBackend
+) -> None:
+    """The limit of name binding, and why it still holds: the owner can read the
+    public area and define it again byte for byte; the TPM then starts the copy
+    above the deleted counter, so the value at the handle never goes down."""
+    from nodes.tpm._device import COUNTER_NV_BASE
+
+    name = tpm.counter_define(24)
+    tpm.counter_increment(24)
+    before = tpm.counter_read(24)
+    public = read_nv_public(swtpm.tcti, COUNTER_NV_BASE + 24)
+    owner_undefine(swtpm.tcti, COUNTER_NV_BASE + 24)
+    owner_define_counter(swtpm.tcti, COUNTER_NV_BASE + 24, copy_of=public)
+    assert tpm.counter_name(24) == name
+    assert tpm.counter_read(24) > before
+
+
+def test_unwritten_counter_is_not_read_as_zero(swtpm: Swtpm, tpm: TpmDeviceBackend) -> None:
+    """A definition interrupted before its initialising increment (or an owner's
+    unwritten copy) has a name but no value: reading it is an error, not zero."""
+    from nodes.tpm._device import COUNTER_NV_BASE
+
+    tpm.counter_define(25)
+    public = read_nv_public(swtpm.tcti, COUNTER_NV_BASE + 25)
+    written_name = tpm.counter_name(25)
+    owner_undefine(swtpm.tcti, COUNTER_NV_BASE + 25)
+    owner_define_counter(swtpm.tcti, COUNTER_NV_BASE + 25, copy_of=public, initialise=False)
+    assert tpm.counter_name(25) != written_name  # TPMA_NV_WRITTEN is part of the name
+    with pytest.raises(TPMError, match="never initialised") as caught:
+        tpm.counter_read(25)
+    assert not isinstance(caught.value, CounterMissing)
 
 
 # --------------------------------------------------------------------------- NitroTPM path off EC2

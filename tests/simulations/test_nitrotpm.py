@@ -10,7 +10,7 @@ from cryptography import x509
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.seams.tpm import TPM, TPMError
+from actors.seams.tpm import TPM, CounterMissing, TPMError
 from protocol.attestation import (
     AttestationVerifier,
     DocumentKind,
@@ -28,6 +28,7 @@ from simulations.nitrotpm import (
     TpmOp,
     reset_value,
 )
+from simulations.nitrotpm._tpm import COUNTER_COUNT
 
 T0 = 1_760_000_000_000
 
@@ -131,15 +132,63 @@ def test_seal_nonces_do_not_repeat_when_nv_state_starts_over() -> None:
 
 def test_counters_are_monotonic_and_survive_reboot_and_restart() -> None:
     tpm = _tpm()
-    assert tpm.counter_read(3) == 0
-    assert [tpm.counter_increment(3) for _ in range(3)] == [1, 2, 3]
+    with pytest.raises(CounterMissing):
+        tpm.counter_read(3)
+    name = tpm.counter_define(3)
+    # A fresh TPM's first counter starts at one, then goes up by one.
+    assert tpm.counter_read(3) == 1
+    assert [tpm.counter_increment(3) for _ in range(3)] == [2, 3, 4]
     tpm.reboot()
-    assert tpm.counter_read(3) == 3
+    assert tpm.counter_read(3) == 4
+    assert tpm.counter_name(3) == name
     restarted = _tpm(nv=tpm.nv)
-    assert restarted.counter_increment(3) == 4
-    assert restarted.counter_read(0) == 0
+    assert restarted.counter_increment(3) == 5
+    assert restarted.counter_name(3) == name
+    with pytest.raises(CounterMissing):
+        restarted.counter_read(0)
     with pytest.raises(TPMError):
         tpm.counter_read(99)
+
+
+def test_undefined_counters_are_never_read_as_zero_nor_created() -> None:
+    tpm = _tpm()
+    for operation in (tpm.counter_read, tpm.counter_name, tpm.counter_increment):
+        with pytest.raises(CounterMissing):
+            operation(5)
+    assert 5 not in tpm.nv.counters
+    tpm.counter_define(5)
+    with pytest.raises(TPMError, match="already defined"):
+        tpm.counter_define(5)
+    with pytest.raises(TPMError):
+        tpm.counter_define(COUNTER_COUNT)
+
+
+def test_a_redefined_counter_has_a_new_name_and_starts_above_the_deleted_one() -> None:
+    tpm = _tpm()
+    first = tpm.counter_define(2)
+    for _ in range(6):
+        tpm.counter_increment(2)
+    assert tpm.counter_read(2) == 7
+    # A counter defined while another stands does not inherit its count (as on swtpm).
+    tpm.counter_define(9)
+    assert tpm.counter_read(9) == 1
+    tpm.owner_undefine_counter(2)
+    with pytest.raises(CounterMissing):
+        tpm.counter_read(2)
+    with pytest.raises(CounterMissing):
+        tpm.owner_undefine_counter(2)
+    # As TPM2_NV_Increment initialises an unwritten counter: from the TPM's
+    # high-water mark, which deleting the counter at 7 raised.
+    second = tpm.counter_define(2)
+    assert second != first
+    assert len(second) == len(first) == 34 and second[:2] == b"\x00\x0b"
+    assert tpm.counter_read(2) == 8
+    # The mark is non-volatile and shared: a restarted TPM on the same NV state
+    # starts any counter defined after a deletion above every deleted count.
+    restarted = _tpm(nv=tpm.nv)
+    restarted.owner_undefine_counter(9)
+    restarted.counter_define(9)
+    assert restarted.counter_read(9) == 8
 
 
 def test_random_bytes_are_deterministic_and_never_repeat_across_reboot() -> None:
@@ -257,4 +306,6 @@ def test_chain_is_valid_whenever_a_document_is_made(hours: int) -> None:
 
 
 def test_nv_state_default_is_fresh() -> None:
-    assert NvState().counters == [0] * 16
+    fresh = NvState()
+    assert fresh.counters == {}
+    assert fresh.highest_count == 0
