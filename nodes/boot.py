@@ -1,6 +1,7 @@
 """Measured boot (ARCHITECTURE §10 "A node boots", up to the first attestation).
 
-In order, and nothing is changed on the TPM until every check passed:
+In order, and nothing is changed on the TPM until every check passed (but for
+the release counter a node's first boot defines in step 1):
 
 1. open the release monotonic counter through :mod:`actors.counter_guard`:
    the counter must be the one this node defined, as the binding in
