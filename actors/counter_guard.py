@@ -10,6 +10,9 @@ This module is the one place that checks a counter before its value counts.
 What the TPM guarantees (TPM 2.0 Part 1, NV counters; see actors.seams.tpm):
 
 * a defined counter never decreases, across reboots;
+* a command authorised in an HMAC session runs only on the index whose name
+  the caller put into the HMAC, so an increment can name the definition it
+  may advance;
 * a counter defined afresh is initialised one above the highest count of any
   counter deleted from this TPM. So whatever counter stands at a handle now
   holds more than any counter that stood there before: deleting and
@@ -54,12 +57,11 @@ What it does not guarantee:
   An owner who deletes both counter and binding gets a node that looks new:
   the guard defines a counter again, and it starts above the TPM's high-water
   mark, which the deleted counter raised to at least the release version the
-  node last accepted. The
-  caller compares that value against what it is about to accept *before*
-  using anything (boot: before measuring), so every release up to the last one
-  accepted is refused as a rollback; only a release newer than every count on
-  the TPM boots. Deletion buys the owner a denial of service (which root has
-  anyway), never a rollback.
+  node last accepted. The caller compares that value against what it is about
+  to accept *before* using anything (boot: before measuring), so every release
+  up to the last one accepted is refused as a rollback; only a release above
+  every count a deleted counter held boots. Deletion buys the owner a denial
+  of service (which root has anyway), never a rollback.
 
   The same table means a crash between defining a counter and persisting its
   binding leaves BINDING_MISSING on the next start; the recovery is the owner
