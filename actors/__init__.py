@@ -55,7 +55,7 @@ parentheses is where a class is imported from, when not here)::
     ├── StoreError                       (actors.seams)
     ├── TPMError                         (actors.seams)
     │   ├── CounterMissing               the NV counter is not defined
-    │   └── NotACounter                  the NV index is not a Mantle counter
+    │   └── CounterMismatch              the NV index is not the counter asked for
     └── SessionError                     (protocol.framing; .check: SessionCheck,
         │                                 its subclasses are drawn there)
         ├── HandshakeTimeout             (actors.channel)

@@ -10,6 +10,9 @@ This module is the one place that checks a counter before its value counts.
 What the TPM guarantees (TPM 2.0 Part 1, NV counters; see actors.seams.tpm):
 
 * a defined counter never decreases, across reboots;
+* a command authorised in an HMAC session runs only on the index whose name
+  the caller put into the HMAC, so an increment can name the definition it
+  may advance;
 * a counter defined afresh is initialised one above the highest count of any
   counter deleted from this TPM. So whatever counter stands at a handle now
   holds more than any counter that stood there before: deleting and
@@ -54,12 +57,11 @@ What it does not guarantee:
   An owner who deletes both counter and binding gets a node that looks new:
   the guard defines a counter again, and it starts above the TPM's high-water
   mark, which the deleted counter raised to at least the release version the
-  node last accepted. The
-  caller compares that value against what it is about to accept *before*
-  using anything (boot: before measuring), so every release up to the last one
-  accepted is refused as a rollback; only a release newer than every count on
-  the TPM boots. Deletion buys the owner a denial of service (which root has
-  anyway), never a rollback.
+  node last accepted. The caller compares that value against what it is about
+  to accept *before* using anything (boot: before measuring), so every release
+  up to the last one accepted is refused as a rollback; only a release above
+  every count a deleted counter held boots. Deletion buys the owner a denial
+  of service (which root has anyway), never a rollback.
 
   The same table means a crash between defining a counter and persisting its
   binding leaves BINDING_MISSING on the next start; the recovery is the owner
@@ -67,8 +69,11 @@ What it does not guarantee:
 
 :func:`advance_counter` advances only a counter that still carries the bound
 name and still holds the value the caller verified, one increment at a time,
-each of which must add exactly one, and reads the result back: a counter that
-moved, vanished or was swapped underneath is refused, not advanced.
+each of which must add exactly one, and reads the result back. Every increment
+names the bound definition and the TPM checks that name in the same command
+(an HMAC session covers the index's name), so a counter that moved, vanished
+or was swapped underneath is refused, never advanced, even one swapped between
+the guard's check and the increment.
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Final
 
-from actors.seams.tpm import TPM, CounterMissing, NotACounter, TPMError
+from actors.seams.tpm import TPM, CounterMismatch, CounterMissing, TPMError
 
 __all__ = [
     "MAX_ADVANCE",
@@ -185,10 +190,11 @@ def _current_name(tpm: TPM, counter: int) -> bytes | None:
         return tpm.counter_name(counter)
     except CounterMissing:
         return None
-    except NotACounter:
+    except CounterMismatch:
         failure = CounterRefused(
             CounterCheck.RECREATED,
-            f"the NV index at counter {counter} is not a counter this node defined",
+            f"counter {counter} is not the one this node defined (the NV index there is not"
+            " a counter of the kind this node defines)",
         )
     except TPMError as error:
         failure = _tpm_failure(f"cannot read the name of counter {counter}", error)
@@ -296,10 +302,18 @@ def advance_counter(tpm: TPM, binding: CounterBinding, current: int, target: int
     while value < target:
         failure: CounterRefused | None = None
         try:
-            stepped = tpm.counter_increment(binding.counter)
+            # The TPM increments only the bound definition: nothing swapped in
+            # since the check above is ever advanced.
+            stepped = tpm.counter_increment(binding.counter, expected_name=binding.nv_name)
         except CounterMissing:
             failure = CounterRefused(
                 CounterCheck.MISSING, f"counter {binding.counter} was deleted while advancing"
+            )
+        except CounterMismatch:
+            failure = CounterRefused(
+                CounterCheck.RECREATED,
+                f"counter {binding.counter} was replaced while advancing; the replacement was"
+                " not advanced",
             )
         except TPMError as error:
             failure = _tpm_failure(f"cannot increment counter {binding.counter}", error)

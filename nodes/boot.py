@@ -1,6 +1,7 @@
 """Measured boot (ARCHITECTURE §10 "A node boots", up to the first attestation).
 
-In order, and nothing is changed on the TPM until every check passed:
+In order, and nothing is changed on the TPM until every check passed (but for
+the release counter a node's first boot defines in step 1):
 
 1. open the release monotonic counter through :mod:`actors.counter_guard`:
    the counter must be the one this node defined, as the binding in
@@ -133,13 +134,16 @@ _COUNTER_CHECKS: Final = {
 #: release counter this node made (a :class:`CounterBinding`).
 RELEASE_COUNTER_BINDING: Final = "release-counter.binding"
 
-#: The most one boot raises the release counter. Every step is a TPM NV write
-#: (rate-limited, and wearing NV on hardware), so a signed version far above
-#: the floor (say 10**9, a signer's slip) would stall boot for days and exhaust
-#: the counter's range; it is refused before anything is measured or advanced.
-#: The bound leaves room for a node that is new (its counter starts near the
-#: TPM's high-water mark, often 1) or long offline to catch up with a
-#: release numbered in the thousands, in well under a minute.
+#: The most one boot raises the release counter. A TPM counter has no "set":
+#: every step is a name-bound TPM2_NV_Increment (an NV write, rate-limited and
+#: wearing NV on hardware; about 11 ms on swtpm), so a signed version far above
+#: the floor (say 10**9, a signers' slip) would stall boot for months; it is
+#: refused (VERSION_JUMP) before anything is measured or advanced. The bound
+#: is the guard's own limit, 4096 steps (about 45 s on swtpm): room for a node
+#: that is new (a fresh TPM's counter starts at 1) or long offline to catch up
+#: with a release numbered in the low thousands. A node further behind cannot
+#: boot that release: it boots an intermediate release first (each boot raises
+#: the counter by up to the cap), or the fleet's numbering stays within reach.
 MAX_RELEASE_ADVANCE: Final = MAX_ADVANCE
 
 

@@ -47,10 +47,11 @@ class CounterMissing(TPMError):
     TPM owner undefined it. Never to be read as zero."""
 
 
-class NotACounter(TPMError):
-    """The NV index at a counter's handle is not a counter of the kind this seam
-    defines (another type, size, name algorithm or attributes): someone else put
-    it there."""
+class CounterMismatch(TPMError):
+    """The NV index at a counter's handle is not the counter asked for: not a
+    counter of the kind this seam defines (another type, size, name algorithm or
+    attributes), or not the definition an increment named. Someone else put it
+    there."""
 
 
 class TPM(Protocol):
@@ -96,7 +97,7 @@ class TPM(Protocol):
     def counter_name(self, counter: int) -> bytes:
         """The NV name of counter ``counter`` as defined now.
 
-        :class:`CounterMissing` if it is not defined; :class:`NotACounter` if
+        :class:`CounterMissing` if it is not defined; :class:`CounterMismatch` if
         the index there is not a counter as :meth:`counter_define` makes them.
         """
         ...
@@ -106,9 +107,15 @@ class TPM(Protocol):
         :class:`CounterMissing` if it is not defined."""
         ...
 
-    def counter_increment(self, counter: int) -> int:
+    def counter_increment(self, counter: int, *, expected_name: bytes | None = None) -> int:
         """Advance counter ``counter`` by one and return the new value;
-        :class:`CounterMissing` if it is not defined (this never creates one)."""
+        :class:`CounterMissing` if it is not defined (this never creates one).
+
+        With ``expected_name``, the TPM increments only the definition with that
+        NV name, checked by the same command that increments (a TPM 2.0 HMAC
+        session covers the index's name): a counter swapped after the caller
+        checked it raises :class:`CounterMismatch` and is left alone.
+        """
         ...
 
     def random_bytes(self, n: int) -> bytes:

@@ -30,7 +30,7 @@ What each seam operation maps to:
   index's (empty) auth value (``AUTHREAD``/``AUTHWRITE``). An undefined counter
   raises :class:`~actors.seams.tpm.CounterMissing` and only
   ``counter_define`` creates one; an index at a counter handle that is not
-  such a counter raises :class:`~actors.seams.tpm.NotACounter`.
+  such a counter raises :class:`~actors.seams.tpm.CounterMismatch`.
 * ``random_bytes``: ``TPM2_GetRandom``.
 
 The attestation key and the storage key are primary keys derived from the
@@ -77,7 +77,7 @@ from tpm2_pytss.types import (
     TPMU_SYM_MODE,
 )
 
-from actors.seams.tpm import CounterMissing, NotACounter, TPMError
+from actors.seams.tpm import CounterMismatch, CounterMissing, TPMError
 from nodes.tpm._nsm import NsmError, request_nitrotpm_document
 from protocol.attestation import tpm2_quote
 
@@ -547,7 +547,7 @@ class TpmDeviceBackend:
             or public.dataSize != 8
             or len(bytes(public.authPolicy)) != _COUNTER_POLICY_BYTES
         ):
-            raise NotACounter("the NV index at the counter handle is not a Mantle counter")
+            raise CounterMismatch("the NV index at the counter handle is not a Mantle counter")
         name = bytes(public.get_name())
         # The name is the hash of the public area just checked; a TPM (or a
         # proxy in front of it) reporting another name is not to be believed.
@@ -601,16 +601,45 @@ class TpmDeviceBackend:
         with self._session("counter read") as esapi, self._counter(esapi, counter) as (nv, _):
             return self._read_counter(esapi, nv)
 
-    def counter_increment(self, counter: int) -> int:
+    def counter_increment(self, counter: int, *, expected_name: bytes | None = None) -> int:
         """Advance the counter by one and return the new value.
 
         Never creates a counter (:class:`CounterMissing` if it is undefined).
+        With ``expected_name`` the increment is authorised in an HMAC session:
+        its HMAC covers the names ESYS holds for the index, which must be
+        ``expected_name``, and the TPM checks it against the index it finds
+        when it runs the command, so a counter swapped in between is refused
+        (``TPM_RC_BAD_AUTH``) rather than advanced.
         """
         with (
             self._session("counter increment") as esapi,
             self._counter(esapi, counter) as (nv, _),
         ):
-            esapi.nv_increment(nv)
+            if expected_name is None:
+                esapi.nv_increment(nv)
+                return self._read_counter(esapi, nv)
+            # The name ESYS will put into the HMAC, not a fresh read.
+            if not hmac.compare_digest(bytes(esapi.tr_get_name(nv)), expected_name):
+                raise CounterMismatch(f"counter {counter} is another definition")
+            session = esapi.start_auth_session(
+                tpm_key=ESYS_TR.NONE,
+                bind=ESYS_TR.NONE,
+                session_type=TPM2_SE.HMAC,
+                symmetric=TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
+                auth_hash=TPM2_ALG.SHA256,
+            )
+            refused = False
+            try:
+                esapi.nv_increment(nv, session1=session)
+            except TSS2_Exception as exc:
+                # The auth value is empty: a bad HMAC can only mean other names.
+                if exc.error != TPM2_RC.BAD_AUTH:
+                    raise
+                refused = True
+            finally:
+                esapi.flush_context(session)
+            if refused:
+                raise CounterMismatch(f"counter {counter} was replaced before the increment")
             return self._read_counter(esapi, nv)
 
     # ---------------------------------------------------------------- randomness

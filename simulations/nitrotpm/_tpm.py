@@ -41,7 +41,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from actors.seams.clock import WallClock
-from actors.seams.tpm import CounterMissing, TPMError
+from actors.seams.tpm import CounterMismatch, CounterMissing, TPMError
 from protocol.attestation import MAX_USER_FIELD_BYTES
 from simulations.nitrotpm._document import encode_payload, nitrotpm_fields, sign_payload
 from simulations.nitrotpm._pki import SimulatedNitroPKI, derive_bytes, seed_bytes
@@ -354,10 +354,12 @@ class SimulatedNitroTPM:
             self._enter(TpmOp.COUNTER_READ)
             return self._defined(counter).value
 
-    def counter_increment(self, counter: int) -> int:
+    def counter_increment(self, counter: int, *, expected_name: bytes | None = None) -> int:
         with self._lock:
             self._enter(TpmOp.COUNTER_INCREMENT)
             defined = self._defined(counter)
+            if expected_name is not None and not hmac.compare_digest(defined.name, expected_name):
+                raise CounterMismatch(f"counter {counter} is another definition")
             if defined.value >= _COUNTER_LIMIT:
                 raise TPMError("counter exhausted")
             defined.value += 1

@@ -121,6 +121,30 @@ def test_advance_refuses_a_counter_swapped_since_it_was_verified(tpm: SimulatedN
     assert tpm.counter_read(COUNTER) == impostor
 
 
+class _SwappedBeforeTheFirstIncrement:
+    """A TPM on which the owner replaces the counter right after the guard's check."""
+
+    def __init__(self, tpm: SimulatedNitroTPM) -> None:
+        self._tpm = tpm
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._tpm, name)
+
+    def counter_increment(self, counter: int, *, expected_name: bytes | None = None) -> int:
+        self._tpm.owner_undefine_counter(counter)
+        self._tpm.counter_define(counter)
+        return self._tpm.counter_increment(counter, expected_name=expected_name)
+
+
+def test_a_counter_swapped_after_the_check_is_not_advanced(tpm: SimulatedNitroTPM) -> None:
+    value, binding = open_counter(tpm, COUNTER, None)
+    refused = refusal(advance_counter, _SwappedBeforeTheFirstIncrement(tpm), binding, value, 5)
+    assert refused.check is CounterCheck.RECREATED
+    assert "not advanced" in refused.detail
+    # The replacement holds what the TPM initialised it to, untouched.
+    assert tpm.counter_read(COUNTER) == value + 1
+
+
 class _SkippingIncrements:
     """A TPM on which something else increments the counter between our steps."""
 
@@ -130,9 +154,9 @@ class _SkippingIncrements:
     def __getattr__(self, name: str) -> object:
         return getattr(self._tpm, name)
 
-    def counter_increment(self, counter: int) -> int:
+    def counter_increment(self, counter: int, *, expected_name: bytes | None = None) -> int:
         self._tpm.counter_increment(counter)
-        return self._tpm.counter_increment(counter)
+        return self._tpm.counter_increment(counter, expected_name=expected_name)
 
 
 def test_every_step_must_add_exactly_one(tpm: SimulatedNitroTPM) -> None:

@@ -1,7 +1,9 @@
 """Measured boot with real TUF metadata, a real log and the simulated NitroTPM.
 
 Every way a release must not run stops the node with a BootError naming the
-check, and leaves the TPM untouched (no PCR extended, counter not advanced).
+check, and leaves the TPM untouched (no PCR extended, counter not advanced; a
+fresh TPM's counter is defined at step 1 and holds FRESH_COUNTER). The attacks
+on the counter itself are in tests/adversarial/.
 """
 
 from __future__ import annotations
@@ -14,8 +16,19 @@ from pathlib import Path
 import pytest
 from _release_kit import CODE_ARTIFACT, NOW, ReleaseFiles, ReleaseKit
 
+from actors.counter_guard import MAX_ADVANCE, CounterBinding, CounterCheck
 from actors.seams.random import SystemRandom
-from nodes.boot import BootCheck, BootedNode, BootError, BootInputs, measured_boot
+from actors.seams.tpm import CounterMissing
+from nodes.boot import (
+    _COUNTER_CHECKS,
+    MAX_RELEASE_ADVANCE,
+    RELEASE_COUNTER_BINDING,
+    BootCheck,
+    BootedNode,
+    BootError,
+    BootInputs,
+    measured_boot,
+)
 from protocol.attestation import (
     AttestationVerifier,
     DocumentKind,
@@ -300,3 +313,74 @@ def test_malformed_log_proof_stops_boot_as_not_in_log(
     assert caught.value.check is BootCheck.NOT_IN_LOG
     assert "log proof is malformed" in str(caught.value)
     assert_untouched(tpm, FRESH_COUNTER)
+
+
+def test_first_boot_defines_the_counter_and_keeps_its_binding(
+    kit: ReleaseKit, tpm: SimulatedNitroTPM
+) -> None:
+    state = kit.node_state_dir(tpm)
+    with pytest.raises(CounterMissing):
+        tpm.counter_read(RELEASE_COUNTER)
+    boot(kit, kit.publish(2, models={"smol": WEIGHTS}), tpm)
+    stored = CounterBinding.decode((state / RELEASE_COUNTER_BINDING).read_bytes())
+    assert stored == CounterBinding(RELEASE_COUNTER, tpm.counter_name(RELEASE_COUNTER))
+    assert sorted(path.name for path in state.iterdir()) == [RELEASE_COUNTER_BINDING]
+    # Later boots use it and leave it as it is.
+    tpm.reboot()
+    boot(kit, kit.publish(3, models={"smol": WEIGHTS}), tpm)
+    assert (state / RELEASE_COUNTER_BINDING).read_bytes() == stored.encode()
+
+
+def test_unusable_state_directory_stops_boot(
+    kit: ReleaseKit, tpm: SimulatedNitroTPM, tmp_path: Path
+) -> None:
+    not_a_directory = tmp_path / "state-is-a-file"
+    not_a_directory.write_bytes(b"")
+    files = kit.publish(2, models={"smol": WEIGHTS})
+    bad = dataclasses.replace(inputs(kit, files, tpm), state_dir=not_a_directory)
+    with pytest.raises(BootError) as caught:
+        measured_boot(bad, tpm=tpm, random=SystemRandom(), now=NOW)
+    assert caught.value.check is BootCheck.STATE_DIR
+    assert "errno" in str(caught.value)
+    # Refused before the TPM was asked anything.
+    with pytest.raises(CounterMissing):
+        tpm.counter_read(RELEASE_COUNTER)
+
+
+def test_binding_that_cannot_be_written_stops_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
+    state = kit.node_state_dir(tpm)
+    # Where the atomic write puts its temporary file, something is in the way.
+    (state / f".{RELEASE_COUNTER_BINDING}.tmp").mkdir(parents=True)
+    files = kit.publish(2, models={"smol": WEIGHTS})
+    with pytest.raises(BootError) as caught:
+        boot(kit, files, tpm)
+    assert caught.value.check is BootCheck.STATE_DIR
+    assert_untouched(tpm, FRESH_COUNTER)
+    # The counter was defined before its binding could be written, so the next
+    # boot finds a counter without a binding and refuses; the recovery is the
+    # owner deleting the counter (a fresh start; see actors.counter_guard).
+    (state / f".{RELEASE_COUNTER_BINDING}.tmp").rmdir()
+    with pytest.raises(BootError) as again:
+        boot(kit, files, tpm)
+    assert again.value.check is BootCheck.COUNTER_BINDING_MISSING
+    tpm.owner_undefine_counter(RELEASE_COUNTER)
+    boot(kit, files, tpm)
+    assert tpm.counter_read(RELEASE_COUNTER) == 2
+
+
+def test_tpm_failure_opening_the_counter_stops_boot(
+    kit: ReleaseKit, tpm: SimulatedNitroTPM
+) -> None:
+    files = kit.publish(2, models={"smol": WEIGHTS})
+    tpm.inject_failure(TpmOp.COUNTER_DEFINE)
+    with pytest.raises(BootError) as caught:
+        boot(kit, files, tpm)
+    assert caught.value.check is BootCheck.TPM
+    assert not (kit.node_state_dir(tpm) / RELEASE_COUNTER_BINDING).exists()
+    boot(kit, files, tpm)  # nothing was left half-done
+    assert tpm.counter_read(RELEASE_COUNTER) == 2
+
+
+def test_every_counter_refusal_has_a_boot_check() -> None:
+    assert set(_COUNTER_CHECKS) == set(CounterCheck)
+    assert MAX_RELEASE_ADVANCE <= MAX_ADVANCE

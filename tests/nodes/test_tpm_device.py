@@ -23,7 +23,7 @@ from _swtpm import (
     require_swtpm,
 )
 
-from actors.seams.tpm import TPM, CounterMissing, NotACounter, TPMError
+from actors.seams.tpm import TPM, CounterMismatch, CounterMissing, TPMError
 from protocol.attestation import (
     AttestationError,
     AttestationVerifier,
@@ -407,7 +407,7 @@ def test_foreign_index_at_a_counter_handle_is_not_a_counter(
     # A counter the owner defined with tpm2-tools' usual attributes and no policy.
     owner_define_counter(swtpm.tcti, COUNTER_NV_BASE + 23)
     for operation in (tpm.counter_name, tpm.counter_read, tpm.counter_increment):
-        with pytest.raises(NotACounter):
+        with pytest.raises(CounterMismatch):
             operation(23)
     with pytest.raises(TPMError, match="already defined"):
         tpm.counter_define(23)
@@ -429,6 +429,58 @@ def test_copied_public_area_gives_the_same_name_but_a_higher_value(
     owner_define_counter(swtpm.tcti, COUNTER_NV_BASE + 24, copy_of=public)
     assert tpm.counter_name(24) == name
     assert tpm.counter_read(24) > before
+
+
+def test_named_increment_refuses_a_swapped_counter(swtpm: Swtpm, tpm: TpmDeviceBackend) -> None:
+    from nodes.tpm._device import COUNTER_NV_BASE
+
+    name = tpm.counter_define(26)
+    value = tpm.counter_read(26)
+    assert tpm.counter_increment(26, expected_name=name) == value + 1
+    with pytest.raises(CounterMismatch):
+        tpm.counter_increment(26, expected_name=bytes(34))
+    assert tpm.counter_read(26) == value + 1
+    # Even a copy of the public area, swapped in, is another index to the TPM
+    # until written; the named increment leaves it unwritten.
+    public = read_nv_public(swtpm.tcti, COUNTER_NV_BASE + 26)
+    owner_undefine(swtpm.tcti, COUNTER_NV_BASE + 26)
+    owner_define_counter(swtpm.tcti, COUNTER_NV_BASE + 26, copy_of=public, initialise=False)
+    with pytest.raises(CounterMismatch):
+        tpm.counter_increment(26, expected_name=name)
+    with pytest.raises(TPMError, match="never initialised"):
+        tpm.counter_read(26)
+
+
+def test_tpm_refuses_the_named_increment_of_a_counter_swapped_after_the_check(
+    swtpm: Swtpm, tpm: TpmDeviceBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window between the backend's name check and TPM2_NV_Increment: the
+    owner swaps the counter exactly there; the TPM itself refuses the HMAC."""
+    from tpm2_pytss import ESAPI
+
+    from nodes.tpm._device import COUNTER_NV_BASE
+
+    name = tpm.counter_define(27)
+    deleted_value = tpm.counter_read(27)
+    esapi = tpm._esapi
+    assert esapi is not None
+    checked_name = esapi.tr_get_name
+
+    def swap_after_the_check(handle: object) -> object:
+        cached = checked_name(handle)  # type: ignore[arg-type]
+        owner_undefine(swtpm.tcti, COUNTER_NV_BASE + 27)
+        owner_define_counter(swtpm.tcti, COUNTER_NV_BASE + 27)
+        return cached
+
+    monkeypatch.setattr(esapi, "tr_get_name", swap_after_the_check)
+    with pytest.raises(CounterMismatch, match="replaced before the increment"):
+        tpm.counter_increment(27, expected_name=name)
+    monkeypatch.undo()
+    # The impostor holds what its own initialising increment gave it (one above
+    # the deleted counter): ours never landed.
+    with ESAPI(swtpm.tcti) as owner:
+        impostor = owner.tr_from_tpmpublic(COUNTER_NV_BASE + 27)
+        assert int.from_bytes(bytes(owner.nv_read(impostor, 8)), "big") == deleted_value + 1
 
 
 def test_unwritten_counter_is_not_read_as_zero(swtpm: Swtpm, tpm: TpmDeviceBackend) -> None:
