@@ -3,6 +3,11 @@
 Builds what ``mantle-node release`` and ``mantle-node tlog append`` produce,
 with the project's own builders (``protocol.release``) and transparency log
 (``nodes.tlog``), so boot and key-custody tests exercise the real checks.
+
+A release names the code that runs (the source manifest of the installed
+Mantle packages) and the node image it runs on (by default the simulated image
+derived from that code, which is what a default ``SimulatedNitroTPM`` boots),
+so a node booted from it on a default simulated TPM passes every check.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 
 from actors.seams.store import SqliteStore
 from nodes.boot import BootInputs
+from nodes.release import running_source_manifest
 from nodes.tlog import TransparencyLog
-from protocol.measurement import CONFIG_ARTIFACT, model_artifact_name
+from protocol.measurement import CONFIG_ARTIFACT, IMAGE_MEASUREMENTS_ARTIFACT, model_artifact_name
 from protocol.release import (
+    SOURCE_MANIFEST_ARTIFACT,
     ArtifactSpec,
     VerifiedRelease,
     add_signer,
@@ -34,10 +41,10 @@ from protocol.release import (
     verify_release_metadata,
 )
 from protocol.tlog import leaf_hash
-from simulations.nitrotpm import ManualClock
+from simulations.nitrotpm import ManualClock, NodeImage, image_measurements_file, running_image
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
-CODE_ARTIFACT = "code/mantle-src.tar"
+CODE_ARTIFACT = SOURCE_MANIFEST_ARTIFACT
 
 
 def spec_of(data: bytes) -> ArtifactSpec:
@@ -54,7 +61,11 @@ class ReleaseFiles:
 
 @dataclass
 class ReleaseKit:
-    """Signers (threshold 2 of 3), a pinned root, a log, and an install directory."""
+    """Signers (threshold 2 of 3), a pinned root, a log, and an install directory.
+
+    ``source_manifest`` (default: the running tree's) and ``image`` (default: the
+    simulated image of the running tree) are what every release names.
+    """
 
     install_root: Path
     threshold: int = 2
@@ -63,6 +74,8 @@ class ReleaseKit:
     root: bytes = b""
     log: TransparencyLog | None = None
     log_key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    source_manifest: bytes = field(default_factory=running_source_manifest)
+    image: NodeImage = field(default_factory=running_image)
 
     def __post_init__(self) -> None:
         self.signers = [CryptoSigner.generate_ed25519() for _ in range(3)]
@@ -79,11 +92,15 @@ class ReleaseKit:
             signing_key=self.log_key,
         )
         self.config = b'{"cluster": "test", "replicas": 2}\n'
-        self.code = b"mantle source tree\n" * 100
-        (self.install_root / "config").mkdir(parents=True, exist_ok=True)
-        (self.install_root / "code").mkdir(parents=True, exist_ok=True)
-        (self.install_root / CONFIG_ARTIFACT).write_bytes(self.config)
-        (self.install_root / CODE_ARTIFACT).write_bytes(self.code)
+        self.code = self.source_manifest
+        self.image_measurements = image_measurements_file(self.image)
+        for name, data in (
+            (CONFIG_ARTIFACT, self.config),
+            (CODE_ARTIFACT, self.code),
+            (IMAGE_MEASUREMENTS_ARTIFACT, self.image_measurements),
+        ):
+            (self.install_root / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.install_root / name).write_bytes(data)
 
     @property
     def log_public_key(self) -> bytes:
@@ -104,12 +121,20 @@ class ReleaseKit:
         expires: datetime | None = None,
         signers: Sequence[CryptoSigner] | None = None,
         logged: bool = True,
+        min_version: int = 0,
+        with_image: bool = True,
     ) -> ReleaseFiles:
-        """Sign (by the threshold, or by ``signers``) and log (unless ``logged=False``)."""
+        """Sign (by the threshold, or by ``signers``) and log (unless ``logged=False``).
+
+        ``min_version``: the release floor published with it. ``with_image=False``
+        publishes a release that names no node image (which no policy admits).
+        """
         targets_md = new_targets(
             version=version,
             expires=expires or NOW + timedelta(days=30),
             artifacts=self.artifacts(models or {}),
+            min_version=min_version,
+            image_measurements=self.image_measurements if with_image else None,
         )
         for signer in self.signers[: self.threshold]:
             sign_metadata(targets_md, signer)

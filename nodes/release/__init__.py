@@ -6,6 +6,9 @@
   log_public_key, now, min_version) -> VerifiedRelease`` — metadata, log
   proof, then artifacts: the check a node runs before serving.
 * ``hash_artifact(path, algorithms)`` — length and digests for ``release build``.
+* The running code: ``SourceTree.running()`` (the directories the process
+  imports Mantle from), ``source_manifest(tree)`` (the release's code
+  artifact) and ``verify_source_tree(manifest, tree)`` (boot's check).
 * Key files (operators): ``write_keypair``, ``load_private_key``, ``load_public_key``.
 
 Metadata verification itself is pure and lives in :mod:`protocol.release`.
@@ -33,6 +36,13 @@ from nodes.release._keyfiles import (
     load_public_key,
     write_keypair,
 )
+from nodes.release._source import (
+    SourceTree,
+    SourceTreeError,
+    running_source_manifest,
+    source_manifest,
+    verify_source_tree,
+)
 
 __all__ = [
     "CHUNK_SIZE",
@@ -41,6 +51,8 @@ __all__ = [
     "TARGETS_FILE",
     "KeyFileError",
     "ReleaseDirectory",
+    "SourceTree",
+    "SourceTreeError",
     "artifact_paths_in",
     "check_log_proof",
     "hash_artifact",
@@ -48,7 +60,10 @@ __all__ = [
     "load_public_key",
     "load_verified_metadata",
     "read_metadata_file",
+    "running_source_manifest",
+    "source_manifest",
     "verify_installed_artifacts",
     "verify_release_bundle",
+    "verify_source_tree",
     "write_keypair",
 ]

@@ -29,6 +29,7 @@ from protocol.measurement import (
     CONFIG_ARTIFACT,
     PCR_RESET_VALUE,
     RELEASE_COUNTER,
+    RELEASE_PCR,
     cluster_policy,
     expected_pcrs_for,
     release_measurement,
@@ -234,7 +235,7 @@ def test_second_boot_without_reboot_is_refused(kit: ReleaseKit, tpm: SimulatedNi
     with pytest.raises(BootError) as caught:
         boot(kit, files, tpm)
     assert caught.value.check is BootCheck.PCR_STATE
-    assert "PCR 12 is not at its reset value" in str(caught.value)
+    assert f"PCR {RELEASE_PCR} is not at its reset value" in str(caught.value)
 
 
 def test_tpm_failure_during_measurement_stops_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
