@@ -13,13 +13,14 @@ so a node booted from it on a default simulated TPM passes every check.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, Targets  # type: ignore[attr-defined]
 
 from actors.seams.store import SqliteStore
 from nodes.boot import BootInputs
@@ -123,11 +124,14 @@ class ReleaseKit:
         logged: bool = True,
         min_version: int = 0,
         with_image: bool = True,
+        mutate: Callable[[Metadata[Targets]], None] | None = None,
     ) -> ReleaseFiles:
         """Sign (by the threshold, or by ``signers``) and log (unless ``logged=False``).
 
         ``min_version``: the release floor published with it. ``with_image=False``
         publishes a release that names no node image (which no policy admits).
+        ``mutate`` edits the targets before they are signed (a release the
+        signers got wrong).
         """
         targets_md = new_targets(
             version=version,
@@ -136,6 +140,8 @@ class ReleaseKit:
             min_version=min_version,
             image_measurements=self.image_measurements if with_image else None,
         )
+        if mutate is not None:
+            mutate(targets_md)
         for signer in self.signers[: self.threshold]:
             sign_metadata(targets_md, signer)
         # The release digest covers the signed payload, not the signatures, so

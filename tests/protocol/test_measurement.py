@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cbor2
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from protocol.attestation import PolicyViolation
 from protocol.measurement import (
     APPLICATION_PCRS,
+    CONFIG_ARTIFACT,
     CONFIG_PCR,
     MODEL_PCR,
     NO_MODEL_DIGEST,
@@ -23,10 +25,18 @@ from protocol.measurement import (
     MissingPlatformRegisters,
     ReleaseMeasurement,
     boot_extends,
+    cluster_policy,
+    current_releases,
     event_digest,
     expected_pcrs,
+    model_artifact_name,
+    model_policy,
     policy_from_measurements,
+    policy_from_releases,
+    release_floor,
+    release_measurements,
 )
+from protocol.release import ArtifactSpec, VerifiedRelease
 from simulations.nitrotpm import ManualClock, SimulatedNitroTPM
 
 digests = st.binary(min_size=48, max_size=48)
@@ -148,3 +158,61 @@ def test_platform_pcrs_are_pinned_in_every_entry() -> None:
         ReleaseMeasurement(m.release_digest, m.model_digest, m.config_digest, {})
     with pytest.raises(MeasurementError):
         policy_from_measurements({})
+
+
+# --- policies from releases: platform registers and the floor ----------------------------
+
+
+def _release(version: int, floor: int, *, image: bool = True) -> VerifiedRelease:
+    def spec(data: bytes) -> ArtifactSpec:
+        return ArtifactSpec(len(data), {"sha384": hashlib.sha384(data).digest()})
+
+    return VerifiedRelease(
+        version=version,
+        artifacts={CONFIG_ARTIFACT: spec(b"config"), model_artifact_name("m"): spec(b"GGUF")},
+        release_digest=hashlib.sha384(b"release %d" % version).digest(),
+        expires=datetime(2031, 1, 1, tzinfo=UTC),
+        root_version=1,
+        root_digest=bytes(48),
+        signer_keyids=("k",),
+        image_measurements=PLATFORM if image else {},
+        min_version=floor,
+    )
+
+
+def test_the_floor_is_the_highest_published_min_version() -> None:
+    releases = [_release(1, 0), _release(2, 1), _release(3, 3), _release(4, 2)]
+    assert release_floor(releases) == 3
+    assert [r.version for r in current_releases(releases)] == [3, 4]
+    assert release_floor([]) == 0
+
+
+def test_policies_leave_out_releases_below_the_floor() -> None:
+    releases = [_release(1, 0), _release(2, 2)]
+    names = {entry.name for entry in cluster_policy(releases).releases}
+    assert names == {"v2", "v2/m"}
+    model = model_policy(releases, "m")
+    assert model is not None
+    assert {entry.name for entry in model.releases} == {"v2/m"}
+    # Without the newer release the older one is current again: the floor is
+    # what the verifier was told, nothing it guesses.
+    assert {entry.name for entry in cluster_policy(releases[:1]).releases} == {"v1", "v1/m"}
+    assert model_policy(releases, "unlisted") is None
+
+
+def test_every_entry_pins_platform_and_application_registers() -> None:
+    policy = cluster_policy([_release(1, 0)])
+    for entry in policy.releases:
+        assert set(dict(entry.pcrs)) == {*PLATFORM_PCRS, *APPLICATION_PCRS}
+        for index in PLATFORM_PCRS:
+            assert dict(entry.pcrs)[index] == PLATFORM[index]
+
+
+def test_any_release_without_an_image_refuses_the_whole_policy() -> None:
+    releases = [_release(1, 0, image=False), _release(2, 2)]
+    with pytest.raises(MissingPlatformRegisters):
+        cluster_policy(releases)
+    with pytest.raises(MissingPlatformRegisters):
+        model_policy(releases, "m")
+    with pytest.raises(MissingPlatformRegisters):
+        policy_from_releases(releases, release_measurements)
