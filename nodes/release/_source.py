@@ -72,8 +72,13 @@ class SourceTree:
         return cls({name: Path(directory) / name for name in MANTLE_PACKAGES})
 
     def path_of(self, relative: str) -> Path:
+        return Path(self._path_text(relative))
+
+    def _path_text(self, relative: str) -> str:
+        # Plain strings: boot joins and opens every file, and pathlib's parsing
+        # would cost more than hashing the files does.
         package, _, rest = relative.partition("/")
-        return self.roots[package] / rest
+        return os.path.join(self.roots[package], rest)
 
     def files(self) -> list[str]:
         """Every file under the packages, as manifest paths, ``__pycache__`` left out.
@@ -84,42 +89,42 @@ class SourceTree:
         """
         found: list[str] = []
         for package in MANTLE_PACKAGES:
-            root = self.roots[package]
-            if not root.is_dir():
+            root = os.fspath(self.roots[package])
+            if not os.path.isdir(root):
                 raise SourceTreeMismatch("missing", package, "package directory not installed")
             for directory, subdirectories, names in os.walk(root):
-                base = Path(directory)
-                relative_base = Path(package) / base.relative_to(root)
+                inside = os.path.relpath(directory, root)
+                prefix = package if inside == "." else f"{package}/{inside.replace(os.sep, '/')}"
                 for subdirectory in list(subdirectories):
                     if subdirectory in IGNORED_DIRECTORIES:
                         subdirectories.remove(subdirectory)
-                    elif (base / subdirectory).is_symlink():
-                        path = (relative_base / subdirectory).as_posix()
+                    elif os.path.islink(os.path.join(directory, subdirectory)):
+                        path = f"{prefix}/{subdirectory}"
                         raise SourceTreeMismatch(
                             "unlisted",
                             path if is_manifest_path(path) else None,
                             "a symbolic link to a directory inside a package",
                         )
-                found.extend((relative_base / name).as_posix() for name in names)
+                found.extend(f"{prefix}/{name}" for name in names)
         return sorted(found)
 
-
-def _sha384_of(path: Path, relative: str) -> bytes:
-    try:
-        fd, _ = _open_regular(path)
-    except _ReadFailure as failure:
-        detail = failure.detail
-    else:
-        with os.fdopen(fd, "rb") as handle:
-            return hashlib.file_digest(handle, "sha384").digest()
-    raise SourceTreeMismatch("missing", relative if is_manifest_path(relative) else None, detail)
+    def sha384_of(self, relative: str) -> bytes:
+        """SHA-384 of the file at manifest path ``relative``; a file that cannot
+        be opened as a regular file counts as missing."""
+        try:
+            fd, _ = _open_regular(self._path_text(relative))
+        except _ReadFailure as failure:
+            detail = failure.detail
+        else:
+            with os.fdopen(fd, "rb") as handle:
+                return hashlib.file_digest(handle, "sha384").digest()
+        where = relative if is_manifest_path(relative) else None
+        raise SourceTreeMismatch("missing", where, detail)
 
 
 def source_manifest(tree: SourceTree) -> bytes:
     """The source manifest of ``tree``: every file with its SHA-384."""
-    return format_source_manifest(
-        {relative: _sha384_of(tree.path_of(relative), relative) for relative in tree.files()}
-    )
+    return format_source_manifest({relative: tree.sha384_of(relative) for relative in tree.files()})
 
 
 @functools.cache
@@ -141,10 +146,6 @@ def verify_source_tree(manifest: bytes, tree: SourceTree) -> int:
     listed = parse_source_manifest(manifest)
     present = tree.files()
     found = set(present)
-    digests = {
-        relative: _sha384_of(tree.path_of(relative), relative)
-        for relative in listed
-        if relative in found
-    }
+    digests = {relative: tree.sha384_of(relative) for relative in listed if relative in found}
     compare_source_tree(listed, present, digests)
     return len(digests)
