@@ -78,7 +78,7 @@ def bench_verify(reps: int, algorithm: str) -> None:
         for s in signers:
             add_signer(root, s.public_key, "targets")
         sign_metadata(root, signers[0])
-        targets = new_targets(version=9, expires=expires, artifacts=artifacts)
+        targets = new_targets(version=9, expires=expires, artifacts=artifacts, min_version=9)
         sign_metadata(targets, signers[1])
         sign_metadata(targets, signers[2])
         root_bytes, targets_bytes = metadata_to_bytes(root), metadata_to_bytes(targets)

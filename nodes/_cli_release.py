@@ -7,9 +7,13 @@ Release workflow (signing keys stay in operators' files, never on a node)::
     mantle-node release add-signer --root root.json --key alice.pub.pem --role targets
     mantle-node release add-signer --root root.json --key owner.pub.pem --role root
     mantle-node release sign root.json --key owner.pem
-    mantle-node release build --out targets.json --version 7 --expires-days 90 \\
+    mantle-node release build --out targets.json --version 7 --floor 6 --expires-days 90 \\
         --artifact config/cluster.json=./cluster.json --dir ./wheelhouse \\
-        --model ./store/smollm2/manifest.json   # from `mantle-node model add`
+        --model ./store/smollm2/manifest.json \\
+        --image-measurements ./pcr-measurements.json
+    # --model: the manifest `mantle-node model add` wrote; --image-measurements: the
+    # node image's `nitro-tpm-pcr-compute --image UKI.efi` output; --floor: the
+    # cluster's minimum release version, signed and logged with this release
     mantle-node release sign targets.json --key alice.pem --key bob.pem
     mantle-node tlog append --db tlog.sqlite --key log.pem --release-dir ./rel
     mantle-node release verify --release-dir ./rel --trusted-root pinned-root.json \\
@@ -67,7 +71,13 @@ from nodes.tlog import (
     serve_tlog,
     write_log_keypair,
 )
-from protocol.measurement import model_artifact_name
+from protocol.measurement import (
+    IMAGE_MEASUREMENTS_ARTIFACT,
+    MAX_IMAGE_MEASUREMENTS_BYTES,
+    ImageMeasurementsError,
+    model_artifact_name,
+    parse_image_measurements,
+)
 from protocol.release import (
     DEFAULT_HASH_ALGORITHM,
     HASH_ALGORITHMS,
@@ -203,18 +213,44 @@ def _release_build(args: argparse.Namespace) -> int:
         if name in sources or name in models:
             raise _Unusable(f"{name} is listed twice")
         models[name] = ArtifactSpec(info.plaintext_length, {"sha384": info.plaintext_sha384})
-    if not sources and not models:
+    # The node image's reference measurements, as nitro-tpm-pcr-compute printed
+    # them: listed as an artifact, and parsed into its signed `custom` field so
+    # clients and keys nodes (which hold only metadata) pin PCR 4, 7 and 12.
+    image: bytes | None = None
+    if args.image_measurements is not None:
+        if IMAGE_MEASUREMENTS_ARTIFACT in sources:
+            raise _Unusable(f"{IMAGE_MEASUREMENTS_ARTIFACT} is listed twice")
+        image = read_small_file(
+            args.image_measurements, MAX_IMAGE_MEASUREMENTS_BYTES, "image measurements"
+        )
+        try:
+            parse_image_measurements(image)
+        except ImageMeasurementsError as error:
+            raise _Unusable(f"{args.image_measurements}: {error}") from None
+    elif IMAGE_MEASUREMENTS_ARTIFACT in sources:
+        raise _Unusable(f"list {IMAGE_MEASUREMENTS_ARTIFACT} with --image-measurements")
+    if not sources and not models and image is None:
         raise _Unusable("a release needs at least one --artifact, --dir or --model")
+    if args.floor > args.version:
+        raise _Unusable("--floor cannot be above the release's own --version")
     artifacts: dict[str, ArtifactSpec] = dict(models)
     for name, path in sorted(sources.items()):
         artifacts[name] = hash_artifact(path, algorithms)
     for name in sorted(artifacts):
         print(f"  {name}: {artifacts[name].length} bytes")
     targets = new_targets(
-        version=args.version, expires=_expiry(args.expires_days), artifacts=artifacts
+        version=args.version,
+        expires=_expiry(args.expires_days),
+        artifacts=artifacts,
+        min_version=args.floor,
+        image_measurements=image,
     )
     write_new_file(args.out, metadata_to_bytes(targets), 0o644)
-    print(f"wrote {args.out}: release version {args.version}, {len(artifacts)} artifacts, unsigned")
+    listed = len(targets.signed.targets)
+    print(
+        f"wrote {args.out}: release version {args.version} (floor {args.floor}), {listed}"
+        f" artifacts{'' if image is not None else ', no node image'}, unsigned"
+    )
     return EXIT_OK
 
 
@@ -447,6 +483,20 @@ def register(subparsers: Any) -> None:
         type=Path,
         metavar="MANIFEST",
         help="list a sealed model by the manifest `mantle-node model add` wrote",
+    )
+    p.add_argument(
+        "--image-measurements",
+        type=Path,
+        metavar="JSON",
+        help="the node image's reference PCRs, as `nitro-tpm-pcr-compute` printed them"
+        f" (listed as {IMAGE_MEASUREMENTS_ARTIFACT}); without it no verifier admits the release",
+    )
+    p.add_argument(
+        "--floor",
+        type=_positive,
+        default=0,
+        help="the cluster's minimum release version, published with this release"
+        " (signed and logged): verifiers refuse releases below it",
     )
     p.set_defaults(handler=_run(_release_build))
 

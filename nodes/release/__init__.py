@@ -6,6 +6,9 @@
   log_public_key, now, min_version) -> VerifiedRelease`` — metadata, log
   proof, then artifacts: the check a node runs before serving.
 * ``hash_artifact(path, algorithms)`` — length and digests for ``release build``.
+* The running code: ``SourceTree.running()`` (the directories the process
+  imports Mantle from), ``source_manifest(tree)`` (the release's code
+  artifact) and ``verify_source_tree(manifest, tree)`` (boot's check).
 * Key files (operators): ``write_keypair``, ``load_private_key``, ``load_public_key``.
 
 Metadata verification itself is pure and lives in :mod:`protocol.release`.
@@ -35,6 +38,13 @@ from nodes.release._keyfiles import (
     write_keypair,
     write_new_file,
 )
+from nodes.release._source import (
+    SourceTree,
+    SourceTreeError,
+    running_source_manifest,
+    source_manifest,
+    verify_source_tree,
+)
 
 __all__ = [
     "CHUNK_SIZE",
@@ -43,6 +53,8 @@ __all__ = [
     "TARGETS_FILE",
     "KeyFileError",
     "ReleaseDirectory",
+    "SourceTree",
+    "SourceTreeError",
     "artifact_paths_in",
     "check_log_proof",
     "hash_artifact",
@@ -51,8 +63,11 @@ __all__ = [
     "load_verified_metadata",
     "read_metadata_file",
     "read_small_file",
+    "running_source_manifest",
+    "source_manifest",
     "verify_installed_artifacts",
     "verify_release_bundle",
+    "verify_source_tree",
     "write_keypair",
     "write_new_file",
 ]

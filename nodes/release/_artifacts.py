@@ -51,7 +51,7 @@ def _hash_open_file(fd: int, algorithms: Iterable[str]) -> tuple[int, dict[str, 
     return total, {name: h.digest() for name, h in hashers.items()}
 
 
-def _open_regular(path: Path) -> tuple[int, int]:
+def _open_regular(path: str | Path) -> tuple[int, int]:
     """Open ``path`` for reading; return ``(fd, size)``; refuse non-regular files."""
     # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
     # and hang boot; it has no effect on reads of a regular file.

@@ -13,17 +13,23 @@ Public surface:
   and rotation, expiry, rollback, artifact list. ``VerifiedRelease`` carries
   ``version``, ``artifacts`` (name -> :class:`ArtifactSpec` ``(length,
   hashes)``), ``release_digest`` (SHA-384 of the signed targets bytes),
-  ``expires``, ``root_version``, ``root_digest``, ``signer_keyids``.
+  ``expires``, ``root_version``, ``root_digest``, ``signer_keyids``,
+  ``image_measurements`` (the node image's PCR 4, 7, 12) and ``min_version``
+  (the release floor the signers publish).
 * ``release_log_entry(verified) -> bytes`` — the canonical transparency-log
   entry; ``ReleaseLogProof`` and ``verify_release_in_log`` — the check that
   the entry is in the log pinned by its Ed25519 key.
 * Builders for operator tooling: ``new_root``, ``add_signer``,
   ``bump_root_version``, ``new_targets``, ``sign_metadata``,
   ``metadata_to_bytes``, ``metadata_from_bytes``.
+* The source manifest (``code/mantle-source.manifest``): ``format_source_manifest``,
+  ``parse_source_manifest``, ``compare_source_tree`` (the pure half of boot's
+  running-code check; the walking and hashing are in ``nodes.release``).
 * Errors, all :class:`ReleaseError`: ``MalformedRelease``, ``BelowThreshold``
   (with ``UnknownSigner`` a.k.a. ``WrongKey``, and ``BadSignature``),
   ``UntrustedRoot``, ``Expired``, ``VersionRollback``,
-  ``ArtifactMismatch(name, check)``, ``NotInLog``.
+  ``ArtifactMismatch(name, check)``, ``NotInLog``,
+  ``SourceTreeMismatch(check, path)``.
 
 Installed artifacts are hashed in ``nodes.release.verify_installed_artifacts``.
 """
@@ -68,16 +74,32 @@ from protocol.release._model import (
     ArtifactSpec,
     VerifiedRelease,
 )
+from protocol.release._source import (
+    CODE_SUFFIXES,
+    IGNORED_DIRECTORIES,
+    MANTLE_PACKAGES,
+    SOURCE_MANIFEST_ARTIFACT,
+    SourceTreeMismatch,
+    compare_source_tree,
+    format_source_manifest,
+    is_code_path,
+    is_manifest_path,
+    parse_source_manifest,
+)
 from protocol.release._verify import MAX_ROOT_BYTES, MAX_TARGETS_BYTES, verify_release_metadata
 
 __all__ = [
+    "CODE_SUFFIXES",
     "DEFAULT_HASH_ALGORITHM",
     "HASH_ALGORITHMS",
+    "IGNORED_DIRECTORIES",
+    "MANTLE_PACKAGES",
     "MAX_ROOT_BYTES",
     "MAX_TARGETS_BYTES",
     "RELEASE_ENTRY_SIZE",
     "RELEASE_ENTRY_TAG",
     "SIGNER_ROLES",
+    "SOURCE_MANIFEST_ARTIFACT",
     "ArtifactMismatch",
     "ArtifactSpec",
     "BadSignature",
@@ -88,6 +110,7 @@ __all__ = [
     "ReleaseError",
     "ReleaseLogEntry",
     "ReleaseLogProof",
+    "SourceTreeMismatch",
     "UnknownSigner",
     "UntrustedRoot",
     "VerifiedRelease",
@@ -95,12 +118,17 @@ __all__ = [
     "WrongKey",
     "add_signer",
     "bump_root_version",
+    "compare_source_tree",
     "decode_release_log_entry",
     "encode_release_log_entry",
+    "format_source_manifest",
+    "is_code_path",
+    "is_manifest_path",
     "metadata_from_bytes",
     "metadata_to_bytes",
     "new_root",
     "new_targets",
+    "parse_source_manifest",
     "release_log_entry",
     "release_log_proof",
     "sign_metadata",

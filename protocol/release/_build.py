@@ -7,6 +7,7 @@ from a PKCS#8 PEM file.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -22,8 +23,20 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 
+from protocol.measurement import (
+    IMAGE_MEASUREMENTS_ARTIFACT,
+    image_measurements_object,
+    parse_image_measurements,
+)
 from protocol.release._errors import MalformedRelease
 from protocol.release._model import ArtifactSpec
+
+#: The field of the signed targets metadata that carries the release floor
+#: (python-tuf keeps fields it does not know in ``signed``, so the signatures,
+#: the release digest and the log entry all cover it).
+MIN_VERSION_FIELD = "min_version"
+#: The field of a target entry that python-tuf reserves for applications.
+CUSTOM_FIELD = "custom"
 
 SIGNER_ROLES = ("root", "targets")
 
@@ -65,15 +78,54 @@ def bump_root_version(root_md: Metadata[Root], expires: datetime) -> None:
 
 
 def new_targets(
-    *, version: int, expires: datetime, artifacts: Mapping[str, ArtifactSpec]
+    *,
+    version: int,
+    expires: datetime,
+    artifacts: Mapping[str, ArtifactSpec],
+    min_version: int,
+    image_measurements: bytes | None = None,
 ) -> Metadata[Targets]:
-    """Unsigned targets metadata listing ``artifacts`` at ``version``."""
+    """Unsigned targets metadata listing ``artifacts`` at ``version``.
+
+    ``min_version``: the cluster's release floor the signers publish with this
+    release (0 to publish none; never above ``version``). ``image_measurements``:
+    the node image's ``nitro-tpm-pcr-compute`` output; it is listed as the
+    ``image/pcr-measurements.json`` artifact, with its parsed values in the
+    entry's ``custom`` field for verifiers that hold only metadata.
+    """
     if version < 1:
         raise ValueError("release version must be at least 1")
+    if type(min_version) is not int or not 0 <= min_version <= version:
+        raise ValueError("min_version must be between 0 and the release version")
     targets = {
         name: TargetFile(spec.length, spec.hex_hashes(), name) for name, spec in artifacts.items()
     }
-    return Metadata(Targets(version=version, expires=expires, targets=targets))
+    if image_measurements is not None:
+        custom = image_measurements_object(parse_image_measurements(image_measurements))
+        spec = ArtifactSpec(
+            len(image_measurements), {"sha384": hashlib.sha384(image_measurements).digest()}
+        )
+        listed = artifacts.get(IMAGE_MEASUREMENTS_ARTIFACT)
+        if listed is not None and (
+            listed.length != spec.length or listed.hashes.get("sha384") != spec.hashes["sha384"]
+        ):
+            raise ValueError(f"{IMAGE_MEASUREMENTS_ARTIFACT} is listed with other content")
+        targets[IMAGE_MEASUREMENTS_ARTIFACT] = TargetFile(
+            spec.length,
+            (listed or spec).hex_hashes(),
+            IMAGE_MEASUREMENTS_ARTIFACT,
+            unrecognized_fields={CUSTOM_FIELD: custom},
+        )
+    elif IMAGE_MEASUREMENTS_ARTIFACT in artifacts:
+        raise ValueError(f"{IMAGE_MEASUREMENTS_ARTIFACT} needs its content (image_measurements)")
+    return Metadata(
+        Targets(
+            version=version,
+            expires=expires,
+            targets=targets,
+            unrecognized_fields={MIN_VERSION_FIELD: min_version},
+        )
+    )
 
 
 def sign_metadata(md: Metadata[Any], signer: Signer) -> str:

@@ -45,6 +45,13 @@ class VerifiedRelease:
     ``release_digest`` is SHA-384 of the canonical JSON of the signed targets
     metadata (exactly the bytes the release signers signed): it names the
     release in the transparency log and in the application PCR.
+
+    ``image_measurements`` are the reference platform registers (PCR 4, 7, 12)
+    of the node image the release runs on, from the ``custom`` field of its
+    ``image/pcr-measurements.json`` artifact; empty if it names no image (no
+    policy admits such a release). ``min_version`` is the cluster's release
+    floor the release signers publish with it: verifiers leave out every
+    release below the highest floor they know of. It is at most ``version``.
     """
 
     version: int
@@ -54,6 +61,11 @@ class VerifiedRelease:
     root_version: int
     root_digest: bytes
     signer_keyids: tuple[str, ...]
+    image_measurements: Mapping[int, bytes]
+    min_version: int
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "artifacts", types.MappingProxyType(dict(self.artifacts)))
+        object.__setattr__(
+            self, "image_measurements", types.MappingProxyType(dict(self.image_measurements))
+        )

@@ -12,13 +12,18 @@ Order of checks, cheapest and most fundamental first (verify before use):
 3. root expiry;
 4. targets signed by the root's ``targets`` threshold (``Root.verify_delegate``);
 5. targets expiry, then version against the caller's trusted minimum;
-6. every listed artifact: safe name, length, supported hashes only.
+6. the release floor the signers published (``min_version``, present, at most
+   the version);
+7. every listed artifact: safe name, length, supported hashes only; the node
+   image's reference measurements (``image/pcr-measurements.json``) carry
+   their parsed values in the entry's ``custom`` field, strictly checked.
 
 Each refusal is a :class:`~protocol.release.ReleaseError` subclass naming the check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Mapping
@@ -42,6 +47,12 @@ from tuf.api.metadata import Metadata, Root, Targets  # type: ignore[attr-define
 from tuf.api.serialization import DeserializationError, SerializationError
 from tuf.api.serialization.json import CanonicalJSONSerializer
 
+from protocol.measurement import (
+    IMAGE_MEASUREMENTS_ARTIFACT,
+    ImageMeasurementsError,
+    image_measurements_from_object,
+)
+from protocol.release._build import CUSTOM_FIELD, MIN_VERSION_FIELD
 from protocol.release._errors import (
     BadSignature,
     BelowThreshold,
@@ -240,6 +251,36 @@ def _artifacts(targets: Targets) -> dict[str, ArtifactSpec]:
     return artifacts
 
 
+def _min_version(targets: Targets) -> int:
+    floor = targets.unrecognized_fields.get(MIN_VERSION_FIELD)
+    # ``type`` first: JSON ``true`` and ``1.0`` compare equal to 1 in Python.
+    if type(floor) is not int:
+        raise MalformedRelease("targets metadata publishes no integer min_version")
+    if not 0 <= floor <= targets.version:
+        raise MalformedRelease(
+            f"targets min_version {floor} is outside 0..{targets.version} (its own version)"
+        )
+    return floor
+
+
+def _image_measurements(targets: Targets) -> Mapping[int, bytes]:
+    """The platform registers from the image artifact's ``custom`` field, if listed."""
+    target = targets.targets.get(IMAGE_MEASUREMENTS_ARTIFACT)
+    if target is None:
+        return {}
+    if set(target.unrecognized_fields) != {CUSTOM_FIELD}:
+        raise MalformedRelease(f"{IMAGE_MEASUREMENTS_ARTIFACT} carries no measurements (custom)")
+    measurements: Mapping[int, bytes] | None = None
+    # Raised below, outside the handler: the chained error would describe the input.
+    with contextlib.suppress(ImageMeasurementsError):
+        measurements = image_measurements_from_object(target.unrecognized_fields[CUSTOM_FIELD])
+    if measurements is None:
+        raise MalformedRelease(
+            f"{IMAGE_MEASUREMENTS_ARTIFACT} custom field is not nitro-tpm-pcr-compute output"
+        )
+    return measurements
+
+
 def verify_release_metadata(
     root_bytes: bytes,
     targets_bytes: bytes,
@@ -285,10 +326,13 @@ def verify_release_metadata(
         raise Expired("targets", targets.expires, now)
     if targets.version < min_version:
         raise VersionRollback("targets", targets.version, min_version)
+    published_floor = _min_version(targets)
 
     return VerifiedRelease(
         version=targets.version,
         artifacts=_artifacts(targets),
+        image_measurements=_image_measurements(targets),
+        min_version=published_floor,
         release_digest=hashlib.sha384(targets_payload).digest(),
         expires=targets.expires,
         root_version=root.version,

@@ -3,8 +3,12 @@
 * PCR bank: 24 SHA-384 PCRs with the reset values of a PC-client TPM as EC2
   NitroTPM reports them (0-16 and 23 all zeros, 17-22 all ``0xff``);
   ``extend`` computes ``SHA384(old || digest)``; PCRs can be locked until the
-  next reboot. At every boot the simulated firmware measures itself into PCR0,
-  so a simulated document never shows a debug-mode (all-zero) PCR0.
+  next reboot. At power-on and every reboot the simulated firmware measures
+  the TPM's node image (:class:`NodeImage`) into PCRs 0-7 and 12 before any
+  node code runs (the boot chain in ``_image.py``): PCR 0 holds the firmware,
+  so a simulated document never shows a debug-mode (all-zero) PCR0, and
+  PCR 4, 7 and 12 name the image. By default the image is the one derived from
+  the code this process runs.
 * Attestation: NitroTPM-format documents signed by the run's
   :class:`SimulatedNitroPKI`, with AWS's size limits on nonce, public key and
   user data.
@@ -44,9 +48,14 @@ from actors.seams.clock import WallClock
 from actors.seams.tpm import CounterMismatch, CounterMissing, TPMError
 from protocol.attestation import MAX_USER_FIELD_BYTES
 from simulations.nitrotpm._document import encode_payload, nitrotpm_fields, sign_payload
+from simulations.nitrotpm._image import (
+    PCR_COUNT,
+    NodeImage,
+    firmware_pcrs,
+    running_image,
+)
 from simulations.nitrotpm._pki import SimulatedNitroPKI, derive_bytes, seed_bytes
 
-PCR_COUNT = 24
 PCR_BYTES = 48
 COUNTER_COUNT = 16
 #: NV names are ``nameAlg || H(public area)``; the simulator names with SHA-256.
@@ -58,14 +67,6 @@ _COUNTER_LIMIT = (1 << 64) - 1
 _SEAL_VERSION = 1
 _SEAL_HEADER = 1 + 4  # version, PCR selection bitmap
 _SEAL_NONCE = 12
-
-#: What the simulated firmware extends into PCR0 at every boot.
-FIRMWARE_MEASUREMENT = hashlib.sha384(b"mantle-sim/nitrotpm/firmware/v1").digest()
-
-
-def reset_value(index: int) -> bytes:
-    """A PCR's value after a platform reset (TCG PC client, as NitroTPM reports)."""
-    return b"\xff" * PCR_BYTES if 17 <= index <= 22 else bytes(PCR_BYTES)
 
 
 class TpmOp(enum.StrEnum):
@@ -120,7 +121,11 @@ class SimulatedNitroTPM:
         clock: WallClock,
         nv: NvState | None = None,
         sleep: Callable[[float], None] | None = None,
+        image: NodeImage | None = None,
     ) -> None:
+        """``image``: the node image this machine boots (default: the image of
+        the code this process runs, :func:`running_image`)."""
+        self.image = image if image is not None else running_image()
         self._secret = derive_bytes(seed_bytes(seed), "tpm-secret", 32)
         self._pki = pki
         self._clock = clock
@@ -138,10 +143,15 @@ class SimulatedNitroTPM:
 
     @classmethod
     def from_seed(
-        cls, seed: int | bytes | str, *, clock: WallClock, nv: NvState | None = None
+        cls,
+        seed: int | bytes | str,
+        *,
+        clock: WallClock,
+        nv: NvState | None = None,
+        image: NodeImage | None = None,
     ) -> SimulatedNitroTPM:
         """A TPM whose PKI is derived from the same seed (one-node tools and tests)."""
-        return cls(seed=seed, pki=SimulatedNitroPKI(seed), clock=clock, nv=nv)
+        return cls(seed=seed, pki=SimulatedNitroPKI(seed), clock=clock, nv=nv, image=image)
 
     @property
     def pki(self) -> SimulatedNitroPKI:
@@ -150,13 +160,14 @@ class SimulatedNitroTPM:
     # -- lifecycle ---------------------------------------------------------
 
     def _boot(self) -> None:
-        self._pcrs = [reset_value(index) for index in range(PCR_COUNT)]
+        # Platform reset, then the firmware's measurements of the image.
+        self._pcrs = list(firmware_pcrs(self.image))
         self._locked = set()
-        self._pcrs[0] = _extend(self._pcrs[0], FIRMWARE_MEASUREMENT)
         self.boots += 1
 
     def reboot(self) -> None:
-        """Platform reset: PCRs and locks reset, NV state (counters) persists."""
+        """Platform reset: PCRs and locks reset and the image is measured again;
+        NV state (counters) persists."""
         with self._lock:
             self._boot()
 

@@ -45,6 +45,7 @@ from nodes.model_store import (
 from protocol.attestation import AttestationVerifier, ChainCache, NitroAuthenticator, TrustAnchor
 from protocol.measurement import (
     APPLICATION_PCRS,
+    RELEASE_PCR,
     model_artifact_name,
     model_policy,
 )
@@ -331,7 +332,7 @@ def test_kek_cannot_be_unsealed_after_the_keys_node_pcrs_change(cluster: Cluster
     blob = cluster.vault.keyring.active_kek.sealed_blob
     cluster.keys_tpm.unseal(blob)
 
-    cluster.keys_tpm.pcr_extend(12, hashlib.sha384(b"something else ran").digest())
+    cluster.keys_tpm.pcr_extend(RELEASE_PCR, hashlib.sha384(b"something else ran").digest())
     with pytest.raises(TPMError):
         cluster.keys_tpm.unseal(blob)
     with pytest.raises(KeyReleaseDenied) as caught:

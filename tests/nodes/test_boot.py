@@ -40,14 +40,22 @@ from protocol.attestation import (
 from protocol.measurement import (
     APPLICATION_PCRS,
     CONFIG_ARTIFACT,
+    IMAGE_MEASUREMENTS_ARTIFACT,
     PCR_RESET_VALUE,
+    PLATFORM_PCRS,
     RELEASE_COUNTER,
+    RELEASE_PCR,
     cluster_policy,
     expected_pcrs_for,
     release_measurement,
 )
 from simulations.clock import ManualClock
-from simulations.nitrotpm import SimulatedNitroTPM, TpmOp
+from simulations.nitrotpm import (
+    NodeImage,
+    SimulatedNitroTPM,
+    TpmOp,
+    development_image,
+)
 
 WEIGHTS = b"GGUF" + bytes(range(256)) * 8
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -130,7 +138,7 @@ def test_node_without_model_measures_the_no_model_digest(
     assert booted.pcrs == expected_pcrs_for(release_measurement(kit.verified(files), None))
 
 
-@pytest.mark.parametrize("artifact", [CONFIG_ARTIFACT, CODE_ARTIFACT])
+@pytest.mark.parametrize("artifact", [CONFIG_ARTIFACT, CODE_ARTIFACT, IMAGE_MEASUREMENTS_ARTIFACT])
 def test_tampered_artifact_stops_boot(
     kit: ReleaseKit, tpm: SimulatedNitroTPM, artifact: str
 ) -> None:
@@ -255,7 +263,7 @@ def test_second_boot_without_reboot_is_refused(kit: ReleaseKit, tpm: SimulatedNi
     with pytest.raises(BootError) as caught:
         boot(kit, files, tpm)
     assert caught.value.check is BootCheck.PCR_STATE
-    assert "PCR 12 is not at its reset value" in str(caught.value)
+    assert f"PCR {RELEASE_PCR} is not at its reset value" in str(caught.value)
 
 
 def test_tpm_failure_during_measurement_stops_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
@@ -384,3 +392,74 @@ def test_tpm_failure_opening_the_counter_stops_boot(
 def test_every_counter_refusal_has_a_boot_check() -> None:
     assert set(_COUNTER_CHECKS) == set(CounterCheck)
     assert MAX_RELEASE_ADVANCE <= MAX_ADVANCE
+
+
+# --- the node image and the running code ------------------------------------------------
+
+
+def test_boot_checks_the_platform_registers_against_the_release(
+    kit: ReleaseKit, tpm: SimulatedNitroTPM
+) -> None:
+    files = kit.publish(2, models={"smol": WEIGHTS})
+    booted = boot(kit, files, tpm)
+    for index in PLATFORM_PCRS:
+        assert tpm.pcr_read(index) == booted.release.image_measurements[index]
+    assert booted.measurement.platform_pcrs == booted.release.image_measurements
+
+
+def test_machine_booted_from_another_image_stops_boot(kit: ReleaseKit) -> None:
+    files = kit.publish(2, models={"smol": WEIGHTS})
+    released = kit.image
+    for machine, image in enumerate(
+        (
+            development_image(b"another tree"),
+            NodeImage(
+                released.uki_digest, hashlib.sha384(b"sb").digest(), released.command_line_digest
+            ),
+        )
+    ):
+        tpm = SimulatedNitroTPM.from_seed(
+            f"other-image-{machine}", clock=ManualClock(NOW_MS), image=image
+        )
+        with pytest.raises(BootError) as caught:
+            boot(kit, files, tpm)
+        assert caught.value.check is BootCheck.PLATFORM_PCRS
+        assert "did not boot the image" in str(caught.value)
+        assert_untouched(tpm, FRESH_COUNTER)
+
+
+def test_release_naming_no_image_stops_boot(kit: ReleaseKit, tpm: SimulatedNitroTPM) -> None:
+    files = kit.publish(2, models={"smol": WEIGHTS}, with_image=False)
+    with pytest.raises(BootError) as caught:
+        boot(kit, files, tpm)
+    assert caught.value.check is BootCheck.IMAGE
+    assert "names no node image" in str(caught.value)
+    assert_untouched(tpm, FRESH_COUNTER)
+
+
+def test_installed_image_file_that_disagrees_with_the_signed_values_stops_boot(
+    kit: ReleaseKit, tpm: SimulatedNitroTPM
+) -> None:
+    def other_signed_values(targets_md: object) -> None:
+        entry = targets_md.signed.targets[IMAGE_MEASUREMENTS_ARTIFACT]  # type: ignore[attr-defined]
+        entry.unrecognized_fields["custom"]["Measurements"]["PCR7"] = "00" * 48
+
+    files = kit.publish(2, models={"smol": WEIGHTS}, mutate=other_signed_values)
+    with pytest.raises(BootError) as caught:
+        boot(kit, files, tpm)
+    assert caught.value.check is BootCheck.IMAGE
+    assert "differs from the values" in str(caught.value)
+    assert_untouched(tpm, FRESH_COUNTER)
+
+
+def test_release_without_a_source_manifest_stops_boot(
+    kit: ReleaseKit, tpm: SimulatedNitroTPM
+) -> None:
+    def drop_manifest(targets_md: object) -> None:
+        del targets_md.signed.targets[CODE_ARTIFACT]  # type: ignore[attr-defined]
+
+    files = kit.publish(2, models={"smol": WEIGHTS}, mutate=drop_manifest)
+    with pytest.raises(BootError) as caught:
+        boot(kit, files, tpm)
+    assert caught.value.check is BootCheck.SOURCE_TREE
+    assert_untouched(tpm, FRESH_COUNTER)

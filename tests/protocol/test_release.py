@@ -108,7 +108,9 @@ def make_targets(
     artifacts: dict[str, ArtifactSpec] | None = None,
     mutate: Callable[[Any], None] | None = None,
 ) -> bytes:
-    targets = new_targets(version=version, expires=expires, artifacts=artifacts or ARTIFACTS)
+    targets = new_targets(
+        version=version, expires=expires, artifacts=artifacts or ARTIFACTS, min_version=0
+    )
     if mutate is not None:
         mutate(targets)
     for signer in signers:
@@ -136,7 +138,7 @@ def test_threshold_of_signers_verifies_and_reports_the_release(keys: Keys) -> No
     assert verified.root_version == 1
     signed = json.loads(targets)["signed"]
     canonical = CanonicalJSONSerializer().serialize(
-        new_targets(version=5, expires=LATER, artifacts=ARTIFACTS).signed
+        new_targets(version=5, expires=LATER, artifacts=ARTIFACTS, min_version=0).signed
     )
     assert json.loads(canonical) == signed
     assert verified.release_digest == hashlib.sha384(canonical).digest()
@@ -198,7 +200,7 @@ def test_one_key_under_two_keyids_cannot_meet_a_threshold_of_two(keys: Keys) -> 
     add_signer(root, twin, "targets")
     for root_signer in keys.root:
         sign_metadata(root, root_signer)
-    targets = new_targets(version=5, expires=LATER, artifacts=ARTIFACTS)
+    targets = new_targets(version=5, expires=LATER, artifacts=ARTIFACTS, min_version=0)
     signature = targets.signatures[sign_metadata(targets, signer)]
     targets.signatures[twin.keyid] = Signature(twin.keyid, signature.signature)
     root_bytes = metadata_to_bytes(root)

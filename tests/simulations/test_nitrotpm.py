@@ -26,6 +26,7 @@ from simulations.nitrotpm import (
     SimulatedNitroPKI,
     SimulatedNitroTPM,
     TpmOp,
+    firmware_pcrs,
     reset_value,
 )
 from simulations.nitrotpm._tpm import COUNTER_COUNT
@@ -46,7 +47,11 @@ def test_pcr_bank_has_real_reset_values_and_a_measured_firmware() -> None:
     tpm = _tpm()
     zero, ones = bytes(48), b"\xff" * 48
     assert tpm.pcr_read(0) == hashlib.sha384(zero + FIRMWARE_MEASUREMENT).digest()
-    for index in range(1, 24):
+    # The firmware measured the node image into 1-7 and 12 (the boot chain).
+    booted = firmware_pcrs(tpm.image)
+    for index in (*range(1, 8), 12):
+        assert tpm.pcr_read(index) == booted[index] != reset_value(index)
+    for index in (*range(8, 12), *range(13, 24)):
         expected = ones if 17 <= index <= 22 else zero
         assert tpm.pcr_read(index) == expected == reset_value(index)
 

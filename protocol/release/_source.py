@@ -1,0 +1,148 @@
+"""The source manifest: every file of the installed Mantle packages, with its SHA-384.
+
+A release lists the manifest as its code artifact (:data:`SOURCE_MANIFEST_ARTIFACT`);
+boot hashes the files the running process imports from and compares them with
+it (:func:`compare_source_tree`), refusing any modified or missing file and any
+unlisted file Python would import (:data:`CODE_SUFFIXES`). The file walking and
+hashing live in ``nodes.release`` (this module does no IO).
+
+Format: ASCII, one line per file, sorted by path, no duplicates::
+
+    <96 lowercase hex digits: SHA-384 of the file>  <package>/<relative path>\\n
+
+Paths are POSIX paths of safe components (the release artifact-name rule),
+relative to the directory that holds the package, and their first component is
+one of :data:`MANTLE_PACKAGES`. ``__pycache__`` directories are not listed.
+
+On a developer machine this catches a node started from a tree other than the
+one released. It is not what makes an EC2 node trustworthy: code that was
+modified can skip any check it runs on itself. There, the node image's
+dm-verity root hash, inside the UKI that PCR 4 measures, makes every byte of
+the read-only root file system (Mantle's packages included, ``__pycache__``
+too) part of the attested image, and the release names that image.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Final
+
+from protocol.release._errors import MalformedRelease, ReleaseError
+
+#: The release artifact that holds the source manifest.
+SOURCE_MANIFEST_ARTIFACT: Final = "code/mantle-source.manifest"
+#: The top-level packages a Mantle process imports from.
+MANTLE_PACKAGES: Final = ("actors", "protocol", "nodes", "simulations", "mantle")
+#: Files Python imports as code; an unlisted one refuses boot. (``.pyc``
+#: outside ``__pycache__`` is imported when no ``.py`` sits beside it.)
+CODE_SUFFIXES: Final = (".py", ".pyc", ".so")
+#: Directories that are never listed: the interpreter's bytecode cache.
+IGNORED_DIRECTORIES: Final = frozenset({"__pycache__"})
+MAX_SOURCE_MANIFEST_BYTES: Final = 4 << 20
+MAX_SOURCE_FILES: Final = 20_000
+DIGEST_SIZE: Final = 48
+
+_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
+_LINE = re.compile(r"([0-9a-f]{96})  ([^\n]+)")
+
+
+class SourceTreeMismatch(ReleaseError):
+    """The running code differs from the release's source manifest.
+
+    ``check`` is ``"modified"``, ``"missing"`` or ``"unlisted"``; ``path`` the
+    file (``None`` when its name is not a safe path, so it is not repeated).
+    """
+
+    def __init__(self, check: str, path: str | None, detail: str) -> None:
+        self.check = check
+        self.path = path
+        where = path if path is not None else "a file with an unsafe name"
+        super().__init__(f"source tree check failed ({check}): {where}: {detail}")
+
+
+def is_manifest_path(path: str) -> bool:
+    """Whether ``path`` may appear in a source manifest."""
+    parts = path.split("/")
+    return (
+        0 < len(path) <= 1024
+        and len(parts) >= 2
+        and parts[0] in MANTLE_PACKAGES
+        and all(_COMPONENT.fullmatch(part) for part in parts)
+        and not IGNORED_DIRECTORIES.intersection(parts)
+    )
+
+
+def is_code_path(path: str) -> bool:
+    """Whether Python would import the file at ``path`` as code."""
+    return path.endswith(CODE_SUFFIXES)
+
+
+def format_source_manifest(files: Mapping[str, bytes]) -> bytes:
+    """The canonical manifest for ``{path: sha384}``."""
+    if not files:
+        raise MalformedRelease("a source manifest lists at least one file")
+    lines = []
+    for path in sorted(files):
+        digest = files[path]
+        if not is_manifest_path(path):
+            raise MalformedRelease("source manifest path is not a safe package path")
+        if not isinstance(digest, bytes) or len(digest) != DIGEST_SIZE:
+            raise MalformedRelease("source manifest digests are SHA-384")
+        lines.append(f"{digest.hex()}  {path}\n")
+    return "".join(lines).encode("ascii")
+
+
+def parse_source_manifest(data: bytes) -> Mapping[str, bytes]:
+    """``{path: sha384}`` from a manifest written by :func:`format_source_manifest`.
+
+    Strict: canonical order, no duplicates, safe package paths only; the
+    manifest is a verified release artifact, but it is still parsed before use.
+    """
+    if not isinstance(data, bytes) or not 0 < len(data) <= MAX_SOURCE_MANIFEST_BYTES:
+        raise MalformedRelease(f"a source manifest is 1 to {MAX_SOURCE_MANIFEST_BYTES} bytes")
+    if not data.isascii() or not data.endswith(b"\n"):
+        raise MalformedRelease("a source manifest is ASCII lines")
+    lines = data.decode("ascii").split("\n")[:-1]
+    if len(lines) > MAX_SOURCE_FILES:
+        raise MalformedRelease(f"a source manifest lists at most {MAX_SOURCE_FILES} files")
+    files: dict[str, bytes] = {}
+    previous = ""
+    for number, line in enumerate(lines, start=1):
+        match = _LINE.fullmatch(line)
+        if match is None or not is_manifest_path(match.group(2)):
+            raise MalformedRelease(f"source manifest line {number} is malformed")
+        path = match.group(2)
+        if path <= previous:
+            raise MalformedRelease(f"source manifest line {number} is out of order or repeated")
+        files[path] = bytes.fromhex(match.group(1))
+        previous = path
+    return MappingProxyType(files)
+
+
+def compare_source_tree(
+    listed: Mapping[str, bytes], present: Iterable[str], digests: Mapping[str, bytes]
+) -> None:
+    """Check the running tree against the manifest; raise :class:`SourceTreeMismatch`.
+
+    ``present``: every file found under the package directories (relative
+    paths, ``__pycache__`` left out); ``digests``: the SHA-384 of each listed
+    file that is present. Unlisted code is refused first (no hashing needed),
+    then missing files, then modified ones.
+    """
+    found = set(present)
+    for path in sorted(found - set(listed)):
+        if is_code_path(path):
+            raise SourceTreeMismatch(
+                "unlisted",
+                path if is_manifest_path(path) else None,
+                "code the release does not list would be importable",
+            )
+    for path in sorted(listed):
+        if path not in found:
+            raise SourceTreeMismatch("missing", path, "listed by the release, not installed")
+        digest = digests.get(path)
+        if digest is None or not hmac.compare_digest(digest, listed[path]):
+            raise SourceTreeMismatch("modified", path, "SHA-384 differs from the release")

@@ -1,0 +1,64 @@
+"""Attack: hand the demo's client a release bundle signed by the attacker's own root.
+
+Before the fix the demo's client took its pins from the bundle it verified
+(``pinned_root = published.root``, the log key from the same object): a bundle
+carrying its own root, signed by its own keys and "logged" in its own log,
+verified. Now the client loads the attestation root, the release root and the
+log key from the pins directory the release signers and the cloud wrote, and
+the bundle only carries what it is checked against them.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from nodes.demo import client_release_view, load_pins, publish_release, write_attestation_root_pin
+from nodes.release import KeyFileError, ReleaseDirectory
+from protocol.release import MalformedRelease, NotInLog, UntrustedRoot
+from simulations.nitrotpm import SimulatedNitroPKI
+
+
+def _publish(work: Path, now: datetime) -> tuple[Path, ReleaseDirectory]:
+    model = work / "model.gguf"
+    work.mkdir(parents=True)
+    model.write_bytes(b"GGUF" + bytes(1024))
+    pins = work / "pins"
+    published = publish_release(work, model, now, io.StringIO(), pins=pins)
+    write_attestation_root_pin(pins, SimulatedNitroPKI(str(work)))
+    return pins, published.bundle
+
+
+def test_client_refuses_a_bundle_with_its_own_root_and_log(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    genuine_pins, genuine = _publish(tmp_path / "genuine", now)
+    _, forged = _publish(tmp_path / "attacker", now)
+    pins = load_pins(genuine_pins)
+
+    assert client_release_view(genuine, pins, now).version == 1
+    with pytest.raises(UntrustedRoot):
+        client_release_view(forged, pins, now)
+
+    # The genuine metadata with the attacker's log proof: not in the pinned log.
+    mixed = ReleaseDirectory(tmp_path / "mixed")
+    mixed.path.mkdir()
+    mixed.root.write_bytes(genuine.root.read_bytes())
+    mixed.targets.write_bytes(genuine.targets.read_bytes())
+    mixed.log_proof.write_bytes(forged.log_proof.read_bytes())
+    with pytest.raises(NotInLog):
+        client_release_view(mixed, pins, now)
+
+
+def test_client_without_pins_does_not_fall_back_to_the_bundle(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    pins_dir, _ = _publish(tmp_path / "genuine", now)
+    (pins_dir / "release-root.json").unlink()
+    with pytest.raises(MalformedRelease):
+        load_pins(pins_dir)
+    (pins_dir / "log-key.pub.pem").unlink()
+    (pins_dir / "release-root.json").write_bytes(b"{}")
+    with pytest.raises(KeyFileError):
+        load_pins(pins_dir)
