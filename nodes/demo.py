@@ -11,7 +11,7 @@ developer machine has no NitroTPM. In order:
 2. **Measured boot** of a ``keys`` node and an ``inference`` node: verify the
    metadata, the log proof and the installed artifacts; extend release,
    model and config digests into PCRs 12-14; attest, binding each node's
-   Noise static key.
+   Noise static key; each node's attestation service will attest on demand.
 3. **Key custody.** The model provider seals the GGUF under a fresh data key
    held by the keys node (its KEK sealed to that node's PCRs). The inference
    node asks for the key with a fresh attestation; the keys node checks it
@@ -19,10 +19,11 @@ developer machine has no NitroTPM. In order:
    The weights are decrypted into memory only and loaded into llama.cpp.
 4. **Client.** Verifies the release metadata and its log proof, derives the
    PCR policy from the logged release, connects over Noise XX and checks the
-   node's attestation document (chain to the pinned root, freshness, PCRs,
-   bound key) *before* sending the prompt. Then it streams the answer.
+   attestation document the node produces for this very channel (chain to
+   the pinned root, a nonce derived from the handshake hash, PCRs, bound key)
+   *before* sending the prompt. Then it streams the answer.
 5. **Refusal.** A node whose PCRs show an unlisted release tries to serve;
-   the client refuses it during the handshake and sends nothing.
+   the client refuses it while the channel is set up and sends nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +45,21 @@ import anyio.to_thread
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 
-from actors.channel import ConnectionHandler, SecureChannel, connect_secure, serve_secure
+from actors.attestation import (
+    Attest,
+    AttestationService,
+    Evidence,
+    PeerAttestationVerifier,
+)
+from actors.channel import (
+    NOT_ATTESTED,
+    ChannelAttestation,
+    ConnectionHandler,
+    NotAttested,
+    SecureChannel,
+    connect_secure,
+    serve_secure,
+)
 from actors.key_custody import KeyVault, NodeKeyCustody
 from actors.log import configure_logging
 from actors.seams.clock import TrioClock
@@ -60,10 +75,8 @@ from protocol.attestation import (
     AttestationError,
     AttestationVerifier,
     DocumentKind,
-    Expectations,
     NitroAuthenticator,
     TrustAnchor,
-    noise_key_binding,
 )
 from protocol.customer_data import CustomerData
 from protocol.framing import PeerRejected
@@ -106,8 +119,6 @@ MODEL_ID = "smollm2-135m-instruct"
 CODE_ARTIFACT = "code/mantle-source.manifest"
 SOURCE_PACKAGES = ("actors", "protocol", "nodes", "simulations", "mantle")
 DEFAULT_PROMPT = "In two sentences, why should an AI service never let its operators read prompts?"
-#: How old a node's attestation document may be when a client checks it.
-MAX_DOCUMENT_AGE_MS = 5 * 60 * 1000
 LOOPBACK = "127.0.0.1"
 
 
@@ -230,6 +241,11 @@ async def _accept_any_client(remote_static: bytes, payload: bytes) -> None:
     completes the handshake (tenants are authenticated at ingress)."""
 
 
+async def _key_checked_by_attestation(remote_static: bytes, payload: bytes) -> None:
+    """The client does not know the node's key in advance: the node's
+    attestation, checked right after the handshake, binds it."""
+
+
 def _generate_into_channel(
     engine: Engine, request: GenerateRequest, channel: SecureChannel, request_id: int
 ) -> None:
@@ -302,10 +318,11 @@ def inference_handler(engine: Engine | None) -> ConnectionHandler:
 
 
 class _NodeVerifier:
-    """The client's ``verify_peer``: the node's handshake payload must be an
-    attestation document that verifies against the pinned root, is fresh,
-    shows the PCRs of a logged release serving this model, and binds the
-    very Noise key this handshake authenticated."""
+    """The client's check of the node's evidence after the handshake: the
+    document must verify against the pinned root, carry the nonce derived
+    from this channel's handshake hash (so it is fresh and bound to this
+    session), show the PCRs of a logged release serving this model, and bind
+    the very Noise key this handshake authenticated."""
 
     def __init__(
         self, verifier: AttestationVerifier, release: VerifiedRelease, clock: TrioClock
@@ -313,22 +330,11 @@ class _NodeVerifier:
         policy = model_policy([release], MODEL_ID)
         if policy is None:
             raise ValueError(f"the release does not list {MODEL_ID}")
-        self._verifier = verifier
-        self._policy = policy
-        self._clock = clock
+        self._check = PeerAttestationVerifier(verifier=verifier, policy=policy, clock=clock)
         self.module_id: str | None = None
 
-    def __call__(self, remote_static: bytes, payload: bytes) -> None:
-        verified = self._verifier.verify(
-            payload,
-            kind=DocumentKind.NITRO,
-            expectations=Expectations(
-                pcr_policy=self._policy,
-                max_age_ms=MAX_DOCUMENT_AGE_MS,
-                expected_public_key=noise_key_binding(remote_static),
-            ),
-            now_ms=self._clock.wall_ms(),
-        )
+    def __call__(self, remote_static: bytes, evidence: Evidence, expected_nonce: bytes) -> None:
+        verified = self._check(remote_static, evidence, expected_nonce)
         self.module_id = verified.claims.module_id
 
 
@@ -344,12 +350,16 @@ async def ask(
     client_key = KeyPair.generate(protocol.dh, random.token_bytes)
     stream = await anyio.connect_tcp(LOOPBACK, port)
     channel = await connect_secure(
-        stream, static=client_key, entropy=random.token_bytes, verify_peer=node_verifier
+        stream,
+        static=client_key,
+        entropy=random.token_bytes,
+        verify_peer=_key_checked_by_attestation,
+        attestation=ChannelAttestation(prove=NOT_ATTESTED, require=node_verifier),
     )
     async with channel:
         say.write(
             f"[client] node {node_verifier.module_id} verified: chain to the pinned root, "
-            "fresh, PCRs of logged release v1, bound to this channel's key\n"
+            "fresh for this channel, PCRs of logged release v1, bound to this channel's key\n"
         )
         say.write(f"[client] prompt: {prompt}\n[client] answer: ")
         request = GenerateRequest(
@@ -450,7 +460,8 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
             for index, digest in boot_extends(forged):
                 impostor_tpm.pcr_extend(index, hashlib.sha384(b"patched " + digest).digest())
             impostor = NodeKeyCustody(random=random)
-            impostor_document = impostor.attest(impostor_tpm, nonce=None)
+            attest_inference = _attestation_service(inference_tpm, custody, clock).attest
+            attest_impostor = _attestation_service(impostor_tpm, impostor, clock).attest
 
             pinned_root = published.root
             client_view = client_release_view(published, pinned_root, now)
@@ -459,11 +470,11 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
                     _serve,
                     inference_handler(engine),
                     custody.static,
-                    inference_node.document,
+                    attest_inference,
                     random,
                 )
                 impostor_port = await servers.start(
-                    _serve, inference_handler(None), impostor.static, impostor_document, random
+                    _serve, inference_handler(None), impostor.static, attest_impostor, random
                 )
                 await ask(
                     port,
@@ -494,10 +505,22 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
                 servers.cancel_scope.cancel()
 
 
+def _attestation_service(
+    tpm: SimulatedNitroTPM, custody: NodeKeyCustody, clock: TrioClock
+) -> AttestationService:
+    return AttestationService(
+        tpm=tpm,
+        custody=custody,
+        kind=DocumentKind.NITRO,
+        clock=clock,
+        run_blocking=anyio.to_thread.run_sync,
+    )
+
+
 async def _serve(
     handler: ConnectionHandler,
     static: KeyPair,
-    document: bytes,
+    prove: Attest | NotAttested,
     random: SystemRandom,
     *,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
@@ -509,7 +532,7 @@ async def _serve(
         static=static,
         entropy=random.token_bytes,
         verify_peer=_accept_any_client,
-        handshake_payload=document,
+        attestation=ChannelAttestation(prove=prove, require=NOT_ATTESTED),
         task_status=task_status,
     )
 

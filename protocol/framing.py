@@ -443,6 +443,17 @@ class SecureSession:
     def max_payload(self) -> int:
         return self._max_payload
 
+    @max_payload.setter
+    def max_payload(self, value: int) -> None:
+        """Change the bound between payloads (``actors.channel`` holds a
+        channel's first payload, the attestation exchange, to the size of a
+        document before restoring the configured bound)."""
+        if value < 0:
+            raise ValueError("max_payload must not be negative")
+        if self._partial:
+            self._fail(SessionStateError("session.max_payload", "a payload is being reassembled"))
+        self._max_payload = value
+
     def _move(self, event: _Input, *, peer: bool = False) -> None:
         state = self._state
         if state is _S.FAILED:

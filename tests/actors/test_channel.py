@@ -18,6 +18,8 @@ import pytest
 
 from actors.channel import (
     NODE_LINK_PROLOGUE,
+    NOT_ATTESTED,
+    ChannelAttestation,
     HandshakeTimeout,
     SecureChannel,
     TransportBroken,
@@ -48,6 +50,9 @@ STRANGER_KEY = KeyPair.generate(DH, RANDOM.token_bytes)
 SERVER_DOC = b"server attestation document"
 CLIENT_DOC = b"client attestation document"
 MIB = 1024 * 1024
+# These tests are about the channel itself; the attestation exchange that
+# follows every handshake has its own tests (test_channel_attestation.py).
+UNATTESTED = ChannelAttestation(prove=NOT_ATTESTED, require=NOT_ATTESTED)
 
 
 class NotAllowed(Exception):
@@ -102,6 +107,7 @@ async def running_server(
                 handler,
                 static=SERVER_KEY,
                 entropy=RANDOM.token_bytes,
+                attestation=UNATTESTED,
                 verify_peer=allow(CLIENT_KEY, expect_payload=CLIENT_DOC),
                 handshake_payload=SERVER_DOC,
                 handshake_timeout=handshake_timeout,
@@ -130,6 +136,7 @@ async def connect(
         stream,
         static=key,
         entropy=RANDOM.token_bytes,
+        attestation=UNATTESTED,
         verify_peer=allow(SERVER_KEY, expect_payload=SERVER_DOC),
         handshake_payload=CLIENT_DOC,
         handshake_timeout=handshake_timeout,
@@ -180,9 +187,9 @@ class InterferingStream(anyio.abc.ByteStream):
         await self.inner.aclose()
 
 
-# The client writes two handshake messages (sends 0 and 1); its first
-# transport frame is send 2.
-FIRST_TRANSPORT_SEND = 2
+# The client writes two handshake messages (sends 0 and 1) and its (empty)
+# evidence message (send 2); its first application frame is send 3.
+FIRST_TRANSPORT_SEND = 3
 
 
 # -- TCP: round trips ---------------------------------------------------------------------
@@ -244,16 +251,22 @@ async def test_server_sends_first_and_messages_round_trip() -> None:
 async def test_server_rejects_a_static_key_outside_the_allowed_set() -> None:
     with anyio.fail_after(10):
         async with running_server() as server:
-            channel = await connect(server.port, key=STRANGER_KEY)
+            streams: list[anyio.abc.ByteStream] = []
+
+            def keep(stream: anyio.abc.ByteStream) -> anyio.abc.ByteStream:
+                streams.append(stream)
+                return stream
+
+            # The server sent nothing after rejecting: the stranger sees the
+            # stream end without CLOSE, before it is handed a channel at all
+            # (the attestation exchange waits for the server's first payload).
+            with pytest.raises(TruncatedStream):
+                await connect(server.port, key=STRANGER_KEY, wrap=keep)
             error = await server.next_error()
             assert isinstance(error, PeerRejected)
             assert isinstance(error.__cause__, NotAllowed)
-            # The server sent nothing after rejecting: the stranger sees the
-            # stream end without CLOSE.
-            with pytest.raises(TruncatedStream):
-                await channel.receive()
             with pytest.raises(anyio.ClosedResourceError):
-                await channel.receive()
+                await streams[0].send(b"x")
             await assert_fresh_connection_works(server)
 
 
@@ -266,6 +279,7 @@ async def test_client_rejects_a_server_outside_its_allowed_set() -> None:
                     stream,
                     static=CLIENT_KEY,
                     entropy=RANDOM.token_bytes,
+                    attestation=UNATTESTED,
                     verify_peer=allow(STRANGER_KEY),
                     handshake_payload=CLIENT_DOC,
                 )
@@ -353,6 +367,7 @@ async def test_truncated_stream_without_close() -> None:
                 stream,
                 static=CLIENT_KEY,
                 entropy=RANDOM.token_bytes,
+                attestation=UNATTESTED,
                 verify_peer=allow(SERVER_KEY),
                 handshake_payload=CLIENT_DOC,
             )
@@ -438,6 +453,7 @@ async def test_wrong_prologue_fails_the_handshake() -> None:
                     stream,
                     static=CLIENT_KEY,
                     entropy=RANDOM.token_bytes,
+                    attestation=UNATTESTED,
                     verify_peer=allow(SERVER_KEY),
                     prologue=b"mantle/2 node-link",
                 )
@@ -487,6 +503,7 @@ async def memory_pair(
             b,
             static=SERVER_KEY,
             entropy=RANDOM.token_bytes,
+            attestation=UNATTESTED,
             verify_peer=server_verify or allow(CLIENT_KEY),
             handshake_payload=SERVER_DOC,
         )
@@ -497,6 +514,7 @@ async def memory_pair(
             a,
             static=CLIENT_KEY,
             entropy=RANDOM.token_bytes,
+            attestation=UNATTESTED,
             verify_peer=client_verify or allow(SERVER_KEY),
             handshake_payload=CLIENT_DOC,
         )

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import pytest
 import trio
+from _node_attestation import Cloud
 
 from actors import (
     Actor,
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.anyio
 DH = NoiseProtocol.from_name("Noise_XX_25519_ChaChaPoly_BLAKE2s").dh
 CANARY = "CANARY-remote-93b1"
 FAST = Backoff(initial=0.02, factor=2.0, maximum=0.1, jitter=0.5)
+CLOUD = Cloud("test-remote")
 
 
 @message("test.remote.note")
@@ -76,8 +78,16 @@ class Node:
         self.name = name
         self.key = key
         self.random = SystemRandom()
+        self.attestation = CLOUD.node(name, key)
         self.transport = TcpNoiseTransport(
-            name, static=key, random=self.random, peers={}, listen_port=port, backoff=FAST
+            name,
+            static=key,
+            random=self.random,
+            peers={},
+            attest=self.attestation.service.attest,
+            verify_attestation=self.attestation.verifier,
+            listen_port=port,
+            backoff=FAST,
         )
         self.system: ActorSystem | None = None
         self.scope = trio.CancelScope()
@@ -221,7 +231,15 @@ async def test_peer_with_wrong_key_is_refused() -> None:
 
 
 async def test_send_refuses_frames_a_channel_could_not_carry() -> None:
-    transport = TcpNoiseTransport("a", static=_key(), random=SystemRandom(), peers={})
+    attestation = CLOUD.node("a")
+    transport = TcpNoiseTransport(
+        "a",
+        static=attestation.static,
+        random=SystemRandom(),
+        peers={},
+        attest=attestation.service.attest,
+        verify_attestation=attestation.verifier,
+    )
     transport.add_peer("b", PeerAddress("127.0.0.1", 1, _key().public))
     assert not transport.send("b", bytes(DEFAULT_MAX_PAYLOAD + 1))
     assert not transport.send("c", b"unknown peer")
