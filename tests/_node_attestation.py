@@ -86,3 +86,23 @@ class Cloud:
             run_blocking=trio.to_thread.run_sync,
         )
         return NodeAttestation(tpm, custody, service, self.peer_verifier())
+
+
+class RecordingEvents:
+    """A TransportEvents sink that records what a transport reports."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.frames: list[tuple[str, bytes]] = []
+
+    def peer_up(self, peer: str) -> None:
+        self.events.append(("up", peer))
+
+    def peer_down(self, peer: str) -> None:
+        self.events.append(("down", peer))
+
+    def frame_received(self, peer: str, frame: bytes) -> None:
+        self.frames.append((peer, frame))
+
+    def count(self, kind: str, peer: str) -> int:
+        return self.events.count((kind, peer))
