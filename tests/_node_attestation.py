@@ -5,16 +5,27 @@ and the PCR policy an honest node satisfies: every register of a TPM that
 booted and measured nothing else (so any later extend leaves the policy).
 :meth:`Cloud.node` gives one node's attestation service (on a fresh
 SimulatedNitroTPM of that cloud) and its verifier of peers.
+
+Also what an attacker on the network runs (:func:`raw_handshake`: the real
+Noise XX handshake with a key it holds, then whatever it chooses to send),
+and :class:`LogCapture` to read the refusals a node logs.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import secrets
 from dataclasses import dataclass
 
+import anyio.abc
 import trio
 
+from actors._remote.messages import NodeHello
 from actors.attestation import AttestationService, PeerAttestationVerifier
+from actors.channel import NODE_LINK_PROLOGUE
 from actors.key_custody import NodeKeyCustody
+from actors.log import configure_logging
 from actors.seams.clock import Clock, TrioClock
 from actors.seams.random import SystemRandom
 from protocol.attestation import (
@@ -25,10 +36,13 @@ from protocol.attestation import (
     PcrRelease,
     TrustAnchor,
 )
-from protocol.noise import KeyPair, NoiseProtocol
+from protocol.framing import NEED_DATA, PeerIdentity, SecureSession, SessionState
+from protocol.messages import REGISTRY, Envelope
+from protocol.noise import HandshakeState, KeyPair, NoiseProtocol
 from simulations.nitrotpm import PCR_COUNT, SimulatedNitroPKI, SimulatedNitroTPM
 
-DH = NoiseProtocol.from_name("Noise_XX_25519_ChaChaPoly_BLAKE2s").dh
+PROTOCOL = NoiseProtocol.from_name("Noise_XX_25519_ChaChaPoly_BLAKE2s")
+DH = PROTOCOL.dh
 
 
 def new_key() -> KeyPair:
@@ -106,3 +120,48 @@ class RecordingEvents:
 
     def count(self, kind: str, peer: str) -> int:
         return self.events.count((kind, peer))
+
+
+def hello(node: str) -> bytes:
+    """A node link's handshake payload claiming to be ``node``."""
+    return REGISTRY.encode(Envelope.wrap(NodeHello(node)))
+
+
+async def raw_handshake(
+    stream: anyio.abc.ByteStream, static: KeyPair, handshake_payload: bytes
+) -> SecureSession:
+    """Complete the initiator's handshake and stop: no attestation exchange,
+    the open session is the caller's to use."""
+    handshake = HandshakeState(
+        PROTOCOL,
+        initiator=True,
+        prologue=NODE_LINK_PROLOGUE,
+        static=static,
+        entropy=secrets.token_bytes,
+    )
+    session = SecureSession(handshake, handshake_payload=handshake_payload)
+    while session.state is not SessionState.OPEN:
+        if session.state is SessionState.HANDSHAKE_WRITE:
+            await stream.send(session.write_handshake())
+            continue
+        event = session.next_event()
+        if event is NEED_DATA:
+            session.receive_data(await stream.receive())
+        elif isinstance(event, PeerIdentity):
+            session.accept_peer()
+    return session
+
+
+class LogCapture:
+    """The JSON log lines of this process, parsed (logging is reconfigured)."""
+
+    def __init__(self) -> None:
+        self._stream = io.StringIO()
+        configure_logging(self._stream, level="debug")
+
+    def events(self, name: str) -> list[dict[str, object]]:
+        records = [json.loads(line) for line in self._stream.getvalue().splitlines()]
+        return [record for record in records if record.get("event") == name]
+
+    def checks(self, name: str) -> list[object]:
+        return [record.get("check") for record in self.events(name)]

@@ -15,8 +15,7 @@ from __future__ import annotations
 import anyio
 import pytest
 import trio
-from _link_attacker import LogCapture, hello, raw_handshake
-from _node_attestation import Cloud, RecordingEvents, new_key
+from _node_attestation import Cloud, LogCapture, RecordingEvents, hello, new_key, raw_handshake
 
 from actors.attestation import Evidence
 from actors.channel import NOT_ATTESTED, ChannelAttestation, connect_secure
@@ -132,7 +131,7 @@ async def test_a_peer_that_sends_data_instead_of_evidence_is_refused() -> None:
         _, events, port = await _victim(nursery)
         with trio.fail_after(10):
             stream = await anyio.connect_tcp("127.0.0.1", port)
-            session = await raw_handshake(stream, B_KEY, "b")
+            session = await raw_handshake(stream, B_KEY, hello("b"))
             await stream.send(session.send(encode_envelope(Envelope.wrap(Ping(1)))))
             while "attestation.malformed" not in logs.checks("secure_channel.connection_failed"):
                 await trio.sleep(0.01)

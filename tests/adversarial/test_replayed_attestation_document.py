@@ -20,8 +20,7 @@ import hashlib
 import anyio
 import pytest
 import trio
-from _link_attacker import LogCapture, hello
-from _node_attestation import Cloud, NodeAttestation, RecordingEvents
+from _node_attestation import Cloud, LogCapture, NodeAttestation, RecordingEvents, hello
 
 from actors.attestation import Evidence
 from actors.channel import (

@@ -15,8 +15,7 @@ import hashlib
 
 import pytest
 import trio
-from _link_attacker import LogCapture
-from _node_attestation import Cloud, NodeAttestation, RecordingEvents
+from _node_attestation import Cloud, LogCapture, NodeAttestation, RecordingEvents
 
 from actors._remote.backoff import Backoff
 from actors.attestation import Evidence
