@@ -4,7 +4,10 @@ Duties of this room:
 
 * **It owns the TPM seam for attestation.** :class:`AttestationService` is
   how a node asks its TPM for evidence: a document over the current PCRs that
-  binds the node's Noise static key (``NodeKeyCustody.key_binding``).
+  binds the node's Noise static key (``NodeKeyCustody.key_binding``). Two
+  older callers still ask the TPM through ``NodeKeyCustody.attest`` directly,
+  boot's first document and ``NodeKeyCustody.data_key_request``; they are to
+  move onto the service.
 * **It answers attest requests with a nonce.** :meth:`AttestationService.attest`
   produces a fresh document over the requester's nonce. On a secure channel
   that nonce is derived from the Noise handshake hash
