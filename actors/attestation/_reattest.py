@@ -97,6 +97,10 @@ class Reattestation:
     ) -> None:
         if not (interval_s > 0 and timeout_s > 0 and min_answer_interval_s >= 0):
             raise ValueError("re-attestation intervals must be positive")
+        if min_answer_interval_s > interval_s:
+            # Links are configured alike on both ends: a peer challenging at
+            # our interval must never find its challenge held past its deadline.
+            raise ValueError("the minimum answer interval exceeds the challenge interval")
         self._channel = channel
         self._prove = prove
         self._verify = verify
