@@ -161,7 +161,8 @@ class ChannelAttestation:
     ``prove``: this node's attestation (``AttestationService.attest``), or
     :data:`NOT_ATTESTED` on a customer's client. ``require``: how the peer's
     evidence is verified (``PeerAttestationVerifier``), or :data:`NOT_ATTESTED`
-    where the peer is a customer (a node serving clients).
+    where the peer is a customer (a node serving clients). One of the two
+    ends is always an attested node: both ``NOT_ATTESTED`` is refused.
     """
 
     prove: Attest | NotAttested
@@ -172,6 +173,10 @@ class ChannelAttestation:
             value = getattr(self, name)
             if value is not NOT_ATTESTED and not callable(value):
                 raise TypeError(f"{name} must be callable or NOT_ATTESTED, never left out")
+        if self.prove is NOT_ATTESTED and self.require is NOT_ATTESTED:
+            # Data goes only to attested peers: a channel with no attested end
+            # would carry it between two parties nobody verified.
+            raise ValueError("at least one side of a channel is an attested node")
 
 
 class SecureChannel:

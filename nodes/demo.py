@@ -55,7 +55,6 @@ from actors.channel import (
     NOT_ATTESTED,
     ChannelAttestation,
     ConnectionHandler,
-    NotAttested,
     SecureChannel,
     connect_secure,
     serve_secure,
@@ -520,7 +519,7 @@ def _attestation_service(
 async def _serve(
     handler: ConnectionHandler,
     static: KeyPair,
-    prove: Attest | NotAttested,
+    prove: Attest,
     random: SystemRandom,
     *,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 import pytest
+from _node_attestation import Cloud
 
 from actors.channel import (
     NODE_LINK_PROLOGUE,
@@ -47,12 +48,16 @@ RANDOM = SystemRandom()
 SERVER_KEY = KeyPair.generate(DH, RANDOM.token_bytes)
 CLIENT_KEY = KeyPair.generate(DH, RANDOM.token_bytes)
 STRANGER_KEY = KeyPair.generate(DH, RANDOM.token_bytes)
-SERVER_DOC = b"server attestation document"
-CLIENT_DOC = b"client attestation document"
+SERVER_HELLO = b"server's handshake payload"
+CLIENT_HELLO = b"client's handshake payload"
 MIB = 1024 * 1024
 # These tests are about the channel itself; the attestation exchange that
 # follows every handshake has its own tests (test_channel_attestation.py).
-UNATTESTED = ChannelAttestation(prove=NOT_ATTESTED, require=NOT_ATTESTED)
+# The server is a node, attested on a simulated NitroTPM; the client is a
+# customer that verifies it.
+SERVER_NODE = Cloud("test-channel").node("server", SERVER_KEY)
+SERVED = ChannelAttestation(prove=SERVER_NODE.service.attest, require=NOT_ATTESTED)
+CLIENT = ChannelAttestation(prove=NOT_ATTESTED, require=SERVER_NODE.verifier)
 
 
 class NotAllowed(Exception):
@@ -107,9 +112,9 @@ async def running_server(
                 handler,
                 static=SERVER_KEY,
                 entropy=RANDOM.token_bytes,
-                attestation=UNATTESTED,
-                verify_peer=allow(CLIENT_KEY, expect_payload=CLIENT_DOC),
-                handshake_payload=SERVER_DOC,
+                attestation=SERVED,
+                verify_peer=allow(CLIENT_KEY, expect_payload=CLIENT_HELLO),
+                handshake_payload=SERVER_HELLO,
                 handshake_timeout=handshake_timeout,
                 max_payload=max_payload,
                 on_error=send_errors.send_nowait,
@@ -136,9 +141,9 @@ async def connect(
         stream,
         static=key,
         entropy=RANDOM.token_bytes,
-        attestation=UNATTESTED,
-        verify_peer=allow(SERVER_KEY, expect_payload=SERVER_DOC),
-        handshake_payload=CLIENT_DOC,
+        attestation=CLIENT,
+        verify_peer=allow(SERVER_KEY, expect_payload=SERVER_HELLO),
+        handshake_payload=CLIENT_HELLO,
         handshake_timeout=handshake_timeout,
         max_payload=max_payload,
     )
@@ -200,7 +205,7 @@ async def test_round_trip_both_directions_over_tcp() -> None:
         async with running_server() as server:
             async with await connect(server.port) as channel:
                 assert channel.remote_static == SERVER_KEY.public
-                assert channel.peer_handshake_payload == SERVER_DOC
+                assert channel.peer_handshake_payload == SERVER_HELLO
                 for size in (0, 1, 1000, 65518, 65519, 65536, 1 * MIB):
                     payload = os.urandom(size)
                     await channel.send(payload)
@@ -279,9 +284,9 @@ async def test_client_rejects_a_server_outside_its_allowed_set() -> None:
                     stream,
                     static=CLIENT_KEY,
                     entropy=RANDOM.token_bytes,
-                    attestation=UNATTESTED,
+                    attestation=CLIENT,
                     verify_peer=allow(STRANGER_KEY),
-                    handshake_payload=CLIENT_DOC,
+                    handshake_payload=CLIENT_HELLO,
                 )
             # The client wrote nothing after rejecting: the server's handshake
             # sees the stream end.
@@ -367,9 +372,9 @@ async def test_truncated_stream_without_close() -> None:
                 stream,
                 static=CLIENT_KEY,
                 entropy=RANDOM.token_bytes,
-                attestation=UNATTESTED,
+                attestation=CLIENT,
                 verify_peer=allow(SERVER_KEY),
-                handshake_payload=CLIENT_DOC,
+                handshake_payload=CLIENT_HELLO,
             )
             await channel.send(b"complete, but the stream is not")
             assert await channel.receive() == b"complete, but the stream is not"
@@ -453,7 +458,7 @@ async def test_wrong_prologue_fails_the_handshake() -> None:
                     stream,
                     static=CLIENT_KEY,
                     entropy=RANDOM.token_bytes,
-                    attestation=UNATTESTED,
+                    attestation=CLIENT,
                     verify_peer=allow(SERVER_KEY),
                     prologue=b"mantle/2 node-link",
                 )
@@ -503,9 +508,9 @@ async def memory_pair(
             b,
             static=SERVER_KEY,
             entropy=RANDOM.token_bytes,
-            attestation=UNATTESTED,
+            attestation=SERVED,
             verify_peer=server_verify or allow(CLIENT_KEY),
-            handshake_payload=SERVER_DOC,
+            handshake_payload=SERVER_HELLO,
         )
 
     async with anyio.create_task_group() as tg:
@@ -514,9 +519,9 @@ async def memory_pair(
             a,
             static=CLIENT_KEY,
             entropy=RANDOM.token_bytes,
-            attestation=UNATTESTED,
+            attestation=CLIENT,
             verify_peer=client_verify or allow(SERVER_KEY),
-            handshake_payload=CLIENT_DOC,
+            handshake_payload=CLIENT_HELLO,
         )
     yield channels["client"], channels["server"]
 
@@ -527,7 +532,7 @@ async def test_in_memory_round_trip_and_clean_close() -> None:
             assert client.handshake_hash == server.handshake_hash
             assert client.remote_static == SERVER_KEY.public
             assert server.remote_static == CLIENT_KEY.public
-            assert server.peer_handshake_payload == CLIENT_DOC
+            assert server.peer_handshake_payload == CLIENT_HELLO
             big = os.urandom(1 * MIB)
 
             async def serve() -> None:
@@ -551,12 +556,12 @@ async def test_async_verify_peer_and_its_rejection() -> None:
     async def slow_verify(remote_static: bytes, payload: bytes) -> None:
         await anyio.sleep(0.01)
         calls.append(payload)
-        if payload != SERVER_DOC:
+        if payload != SERVER_HELLO:
             raise NotAllowed("bad document")
 
     with anyio.fail_after(10):
         async with memory_pair(client_verify=slow_verify) as (client, server):
-            assert calls == [SERVER_DOC]
+            assert calls == [SERVER_HELLO]
             await client.aclose()
             await server.aclose()
 

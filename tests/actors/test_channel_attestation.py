@@ -198,6 +198,8 @@ def test_what_each_side_proves_is_always_stated() -> None:
     for prove, require in ((None, node.verifier), (node.service.attest, None), (b"", b"")):
         with pytest.raises(TypeError):
             ChannelAttestation(prove=prove, require=require)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):  # a channel with no attested end
+        ChannelAttestation(prove=NOT_ATTESTED, require=NOT_ATTESTED)
 
 
 # -- re-attestation ----------------------------------------------------------------------
@@ -245,7 +247,7 @@ async def test_both_sides_reattest_each_other_in_rounds() -> None:
         (b"\x94\x01garbage", "control.decode"),
     ],
 )
-def test_control_messages_out_of_turn_break_the_exchange(message: bytes, check: str) -> None:
+async def test_control_messages_out_of_turn_break_the_exchange(message: bytes, check: str) -> None:
     class Channel:
         handshake_hash = bytes(32)
         remote_static = bytes(32)

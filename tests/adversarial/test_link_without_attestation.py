@@ -12,13 +12,15 @@ frame delivered.
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
 import pytest
 import trio
 from _node_attestation import Cloud, LogCapture, RecordingEvents, hello, new_key, raw_handshake
 
-from actors.attestation import Evidence
-from actors.channel import NOT_ATTESTED, ChannelAttestation, connect_secure
+from actors.attestation import Evidence, EvidenceMessage, encode_control
+from actors.channel import NOT_ATTESTED, ChannelAttestation
 from actors.seams.random import SystemRandom
 from nodes.tcp_transport import PeerAddress, TcpNoiseTransport
 from protocol.attestation import DocumentKind
@@ -47,6 +49,8 @@ def test_a_transport_cannot_be_built_without_attestation() -> None:
     # A channel states what each side proves: leaving it out is no option either.
     with pytest.raises(TypeError):
         ChannelAttestation(prove=None, require=node.verifier)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        ChannelAttestation(prove=NOT_ATTESTED, require=NOT_ATTESTED)
 
 
 async def _victim(nursery: trio.Nursery) -> tuple[TcpNoiseTransport, RecordingEvents, int]:
@@ -72,34 +76,12 @@ B_KEY = new_key()  # the attacker holds node b's configured key; b runs unattest
 
 
 async def _attack_with(evidence: Evidence | None, port: int) -> None:
+    """Handshake as b, send ``evidence`` (or an empty evidence message), then a frame."""
     stream = await anyio.connect_tcp("127.0.0.1", port)
-    prove = NOT_ATTESTED if evidence is None else _constant(evidence)
-    try:
-        channel = await connect_secure(
-            stream,
-            static=B_KEY,
-            entropy=SystemRandom().token_bytes,
-            verify_peer=lambda static, payload: None,
-            attestation=ChannelAttestation(prove=prove, require=NOT_ATTESTED),
-            handshake_payload=hello("b"),
-        )
-    except Exception:
-        return  # refused while the channel was set up
-    # The victim sent its own evidence first, so the attacker may hold a
-    # channel; whatever it sends now must not reach the runtime.
-    try:
-        await channel.send(b"\x00" + encode_envelope(Envelope.wrap(Ping(1))))
-        with anyio.fail_after(5):
-            await channel.receive()
-    except Exception:
-        return
-
-
-def _constant(evidence: Evidence):  # type: ignore[no-untyped-def]
-    async def prove(nonce: bytes) -> Evidence:
-        return evidence
-
-    return prove
+    session = await raw_handshake(stream, B_KEY, hello("b"))
+    await stream.send(session.send(encode_control(EvidenceMessage.of(evidence))))
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+        await stream.send(session.send(b"\x00" + encode_envelope(Envelope.wrap(Ping(1)))))
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import json
 
 import anyio
 import pytest
+from _node_attestation import Cloud
 
 from actors.channel import NOT_ATTESTED, ChannelAttestation, connect_secure
 from actors.log import configure_logging
@@ -66,11 +67,15 @@ async def test_a_request_that_fails_mid_generation_ends_with_an_explicit_error()
     configure_logging(logs, level="debug")
     random = SystemRandom()
     proto = NoiseProtocol.from_name("Noise_XX_25519_ChaChaPoly_BLAKE2s")
-    server_key = KeyPair.generate(proto.dh, random.token_bytes)
+    node = Cloud("test-demo").node("inference")
     received: list[object] = []
     async with anyio.create_task_group() as tg:
         port = await tg.start(
-            _serve, inference_handler(_FailingEngine(MODEL_ID)), server_key, NOT_ATTESTED, random
+            _serve,
+            inference_handler(_FailingEngine(MODEL_ID)),
+            node.static,
+            node.service.attest,
+            random,
         )
         stream = await anyio.connect_tcp("127.0.0.1", port)
         channel = await connect_secure(
@@ -78,8 +83,7 @@ async def test_a_request_that_fails_mid_generation_ends_with_an_explicit_error()
             static=KeyPair.generate(proto.dh, random.token_bytes),
             entropy=random.token_bytes,
             verify_peer=lambda static, payload: None,
-            # This test is about the error path of a request, not attestation.
-            attestation=ChannelAttestation(prove=NOT_ATTESTED, require=NOT_ATTESTED),
+            attestation=ChannelAttestation(prove=NOT_ATTESTED, require=node.verifier),
         )
         async with channel:
             request = GenerateRequest(
