@@ -565,11 +565,6 @@ class _HandshakeSlots:
             raise ValueError("max_concurrent_handshakes must be at least 1")
         self._limit = limit
         self._active: OrderedDict[object, anyio.CancelScope] = OrderedDict()
-        self.evicted = 0
-
-    @property
-    def active(self) -> int:
-        return len(self._active)
 
     @contextlib.contextmanager
     def admit(self) -> Iterator[anyio.CancelScope]:
@@ -577,7 +572,6 @@ class _HandshakeSlots:
         while len(self._active) >= self._limit:
             _, oldest = self._active.popitem(last=False)
             oldest.cancel()
-            self.evicted += 1
         token = object()
         scope = self._active[token] = anyio.CancelScope()
         try:
