@@ -52,6 +52,8 @@ parentheses is where a class is imported from, when not here)::
     │   ├── KeyReleaseDenied             .denial: Denial
     │   └── EnvelopeError                .denial: Denial
     ├── CounterRefused                   (actors.counter_guard; .check: CounterCheck)
+    ├── AttestationUnavailable           (actors.attestation; .check: UnavailableCheck)
+    ├── ReattestationFailed              (actors.attestation; .check: ReattestCheck)
     ├── StoreError                       (actors.seams)
     ├── TPMError                         (actors.seams)
     │   ├── CounterMissing               the NV counter is not defined
@@ -59,6 +61,8 @@ parentheses is where a class is imported from, when not here)::
     └── SessionError                     (protocol.framing; .check: SessionCheck,
         │                                 its subclasses are drawn there)
         ├── HandshakeTimeout             (actors.channel)
+        ├── HandshakeEvicted             (actors.channel)
+        ├── LocalAttestationFailed       (actors.channel)
         └── TransportBroken              (actors.channel)
 
 No error carries a message's contents or the text of a handler's exception.

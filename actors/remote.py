@@ -10,7 +10,14 @@ in :mod:`actors.lowlevel`.)
 
 Wiring a node::
 
-    transport = TcpNoiseTransport(node, static=key, random=random, peers=peers)
+    transport = TcpNoiseTransport(
+        node,
+        static=custody.static,
+        random=random,
+        peers=peers,
+        attest=attestation_service.attest,  # this node's documents
+        verify_attestation=peer_verifier,  # a PeerAttestationVerifier
+    )
     system = ActorSystem(node, TrioDriver(nursery), random=random)
     RemoteLayer(system, transport)
     await nursery.start(transport.run)

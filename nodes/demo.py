@@ -18,7 +18,8 @@ developer machine has no NitroTPM. In order:
    simulated firmware has measured the image into PCR 4, 7 and 12): verify
    the metadata, the log proof, the installed artifacts, the image and the
    running source tree; extend release, model and config digests into the
-   application PCRs; attest, binding each node's Noise static key.
+   application PCRs; attest, binding each node's Noise static key; each
+   node's attestation service will attest on demand.
 3. **Key custody.** The model provider seals the GGUF under a fresh data key
    held by the keys node (its KEK sealed to that node's PCRs). The inference
    node asks for the key with a fresh attestation; the keys node checks it
@@ -27,11 +28,12 @@ developer machine has no NitroTPM. In order:
 4. **Client.** Loads its pins from the pins directory (never from the bundle
    it verifies), verifies the release metadata and its log proof, derives the
    PCR policy (platform and application registers) from the logged release,
-   connects over Noise XX and checks the
-   node's attestation document (chain to the pinned root, freshness, PCRs,
-   bound key) *before* sending the prompt. Then it streams the answer.
+   connects over Noise XX and checks the attestation document the node
+   produces for this very channel (chain to the pinned root, a nonce derived
+   from the handshake hash, PCRs, bound key) *before* sending the prompt.
+   Then it streams the answer.
 5. **Refusal.** A node whose PCRs show an unlisted release tries to serve;
-   the client refuses it during the handshake and sends nothing.
+   the client refuses it while the channel is set up and sends nothing.
 """
 
 from __future__ import annotations
@@ -54,7 +56,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 
-from actors.channel import ConnectionHandler, SecureChannel, connect_secure, serve_secure
+from actors.attestation import (
+    Attest,
+    AttestationService,
+    Evidence,
+    PeerAttestationVerifier,
+)
+from actors.channel import (
+    NOT_ATTESTED,
+    ChannelAttestation,
+    ConnectionHandler,
+    SecureChannel,
+    connect_secure,
+    serve_secure,
+)
 from actors.key_custody import KeyVault, NodeKeyCustody
 from actors.log import configure_logging
 from actors.seams.clock import TrioClock
@@ -79,10 +94,8 @@ from protocol.attestation import (
     AttestationError,
     AttestationVerifier,
     DocumentKind,
-    Expectations,
     NitroAuthenticator,
     TrustAnchor,
-    noise_key_binding,
 )
 from protocol.customer_data import CustomerData
 from protocol.framing import PeerRejected
@@ -132,8 +145,6 @@ from simulations.nitrotpm import (
 
 MODEL_ID = "smollm2-135m-instruct"
 DEFAULT_PROMPT = "In two sentences, why should an AI service never let its operators read prompts?"
-#: How old a node's attestation document may be when a client checks it.
-MAX_DOCUMENT_AGE_MS = 5 * 60 * 1000
 LOOPBACK = "127.0.0.1"
 
 
@@ -323,6 +334,11 @@ async def _accept_any_client(remote_static: bytes, payload: bytes) -> None:
     completes the handshake (tenants are authenticated at ingress)."""
 
 
+async def _key_checked_by_attestation(remote_static: bytes, payload: bytes) -> None:
+    """The client does not know the node's key in advance: the node's
+    attestation, checked right after the handshake, binds it."""
+
+
 def _generate_into_channel(
     engine: Engine, request: GenerateRequest, channel: SecureChannel, request_id: int
 ) -> None:
@@ -394,10 +410,11 @@ def inference_handler(engine: Engine | None) -> ConnectionHandler:
 
 
 class _NodeVerifier:
-    """The client's ``verify_peer``: the node's handshake payload must be an
-    attestation document that verifies against the pinned root, is fresh,
-    shows the PCRs of a logged release serving this model, and binds the
-    very Noise key this handshake authenticated."""
+    """The client's check of the node's evidence after the handshake: the
+    document must verify against the pinned root, carry the nonce derived
+    from this channel's handshake hash (so it is fresh and bound to this
+    session), show the PCRs of a logged release serving this model, and bind
+    the very Noise key this handshake authenticated."""
 
     def __init__(
         self, verifier: AttestationVerifier, release: VerifiedRelease, clock: TrioClock
@@ -405,22 +422,11 @@ class _NodeVerifier:
         policy = model_policy([release], MODEL_ID)
         if policy is None:
             raise ValueError(f"the release does not list {MODEL_ID}")
-        self._verifier = verifier
-        self._policy = policy
-        self._clock = clock
+        self._check = PeerAttestationVerifier(verifier=verifier, policy=policy, clock=clock)
         self.module_id: str | None = None
 
-    def __call__(self, remote_static: bytes, payload: bytes) -> None:
-        verified = self._verifier.verify(
-            payload,
-            kind=DocumentKind.NITRO,
-            expectations=Expectations(
-                pcr_policy=self._policy,
-                max_age_ms=MAX_DOCUMENT_AGE_MS,
-                expected_public_key=noise_key_binding(remote_static),
-            ),
-            now_ms=self._clock.wall_ms(),
-        )
+    def __call__(self, remote_static: bytes, evidence: Evidence, expected_nonce: bytes) -> None:
+        verified = self._check(remote_static, evidence, expected_nonce)
         self.module_id = verified.claims.module_id
 
 
@@ -436,12 +442,16 @@ async def ask(
     client_key = KeyPair.generate(protocol.dh, random.token_bytes)
     stream = await anyio.connect_tcp(LOOPBACK, port)
     channel = await connect_secure(
-        stream, static=client_key, entropy=random.token_bytes, verify_peer=node_verifier
+        stream,
+        static=client_key,
+        entropy=random.token_bytes,
+        verify_peer=_key_checked_by_attestation,
+        attestation=ChannelAttestation(prove=NOT_ATTESTED, require=node_verifier),
     )
     async with channel:
         say.write(
             f"[client] node {node_verifier.module_id} verified: chain to the pinned root, "
-            "fresh, PCRs of logged release v1, bound to this channel's key\n"
+            "fresh for this channel, PCRs of logged release v1, bound to this channel's key\n"
         )
         say.write(f"[client] prompt: {prompt}\n[client] answer: ")
         request = GenerateRequest(
@@ -567,7 +577,8 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
             for index, digest in boot_extends(forged):
                 impostor_tpm.pcr_extend(index, hashlib.sha384(b"patched " + digest).digest())
             impostor = NodeKeyCustody(random=random)
-            impostor_document = impostor.attest(impostor_tpm, nonce=None)
+            attest_inference = _attestation_service(inference_tpm, custody, clock).attest
+            attest_impostor = _attestation_service(impostor_tpm, impostor, clock).attest
 
             # The client's own trust: the pins it loads, never the bundle's root.
             client_pins = load_pins(pins_dir)
@@ -580,11 +591,11 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
                     _serve,
                     inference_handler(engine),
                     custody.static,
-                    inference_node.document,
+                    attest_inference,
                     random,
                 )
                 impostor_port = await servers.start(
-                    _serve, inference_handler(None), impostor.static, impostor_document, random
+                    _serve, inference_handler(None), impostor.static, attest_impostor, random
                 )
                 await ask(
                     port,
@@ -615,10 +626,22 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
                 servers.cancel_scope.cancel()
 
 
+def _attestation_service(
+    tpm: SimulatedNitroTPM, custody: NodeKeyCustody, clock: TrioClock
+) -> AttestationService:
+    return AttestationService(
+        tpm=tpm,
+        custody=custody,
+        kind=DocumentKind.NITRO,
+        clock=clock,
+        run_blocking=anyio.to_thread.run_sync,
+    )
+
+
 async def _serve(
     handler: ConnectionHandler,
     static: KeyPair,
-    document: bytes,
+    prove: Attest,
     random: SystemRandom,
     *,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
@@ -630,7 +653,7 @@ async def _serve(
         static=static,
         entropy=random.token_bytes,
         verify_peer=_accept_any_client,
-        handshake_payload=document,
+        attestation=ChannelAttestation(prove=prove, require=NOT_ATTESTED),
         task_status=task_status,
     )
 

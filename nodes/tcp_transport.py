@@ -1,21 +1,39 @@
-"""The Transport seam over TCP, every node link a Noise XX secure channel.
+"""The Transport seam over TCP, every node link an attested Noise XX secure channel.
 
 Each configured peer has one *link*: an outbound queue, a writer task, a
 dialler that (re)connects with :class:`Backoff`, and at most one live
 :class:`~actors.channel.SecureChannel`. A peer is identified by the Noise
 static key it proves in the handshake, which must be the key configured for
-the node name its :class:`NodeHello` claims (and, when a verifier is given,
-its attestation must satisfy it); a connection from anyone else is refused
-before any frame is read.
+the node name its :class:`NodeHello` claims; a connection from anyone else is
+refused before any frame is read.
+
+Attestation, on every link, with no way to leave it out: a transport is built
+with this node's attestation source (``attest``, normally
+``AttestationService.attest``) and a verifier for its peers
+(``verify_attestation``, normally a ``PeerAttestationVerifier``); both are
+required. After the handshake each side proves itself with a document whose
+nonce is derived from the channel's handshake hash, and the other side
+verifies it against that nonce and the peer's static key before the link is
+adopted (``actors.channel``). While the link is up, each side re-attests its
+peer every ``reattest_interval`` (Clock seam) with a fresh challenge
+(:class:`~actors.attestation.Reattestation`); a refused or late answer, or a
+peer that breaks the exchange, closes the link: ``peer_down`` fires and the
+redial has to pass attestation again.
+
+Payloads on a link after the exchange carry one leading byte: ``0x00`` a
+runtime frame (handed to ``frame_received``), ``0x01`` a control message of
+re-attestation (``attest.challenge`` or ``attest.evidence``); anything else
+closes the link.
 
 Both ends of a link may dial at once. When two channels to the same peer
 exist, the one dialled by the node whose name sorts first is kept and the
 other closed; both ends apply the same rule, so they converge on one channel.
 
 Events to the runtime: ``peer_up`` when a channel to the peer is adopted,
-``peer_down`` when it is lost or a dial fails (queued frames are dropped,
-since the runtime fails the asks waiting on them), then redialling continues
-with backoff. ``send`` refuses frames while the link is known to be down.
+``peer_down`` when it is lost, fails re-attestation, or a dial fails (queued
+frames are dropped, since the runtime fails the asks waiting on them), then
+redialling continues with backoff. ``send`` refuses frames while the link is
+known to be down.
 """
 
 from __future__ import annotations
@@ -24,13 +42,29 @@ import enum
 import functools
 import hmac
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 import anyio
 import trio
 
-from actors.channel import SecureChannel, connect_secure, serve_secure
+from actors.attestation import (
+    DEFAULT_MIN_ANSWER_INTERVAL_S,
+    DEFAULT_REATTEST_INTERVAL_S,
+    DEFAULT_REATTEST_TIMEOUT_S,
+    Attest,
+    Reattestation,
+    ReattestationFailed,
+    VerifyAttestation,
+)
+from actors.channel import (
+    DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+    ChannelAttestation,
+    SecureChannel,
+    connect_secure,
+    serve_secure,
+)
 from actors.log import get_logger
 from actors.lowlevel import Backoff, NodeHello
 from actors.seams.clock import Clock, TrioClock
@@ -39,6 +73,12 @@ from actors.seams.transport import TransportEvents
 from protocol.framing import DEFAULT_MAX_PAYLOAD, SessionError
 from protocol.messages import REGISTRY, Envelope, MessageDecodeError
 from protocol.noise import KeyPair
+
+#: The leading byte of every payload on a link after the attestation exchange.
+_RUNTIME_FRAME: Final = b"\x00"
+_CONTROL: Final = b"\x01"
+#: A runtime frame may be as large as any channel payload, plus its leading byte.
+_LINK_MAX_PAYLOAD: Final = DEFAULT_MAX_PAYLOAD + 1
 
 _LINK_ERRORS = (
     OSError,
@@ -79,10 +119,6 @@ class PeerAddress:
     static_public: bytes
 
 
-AttestationVerifier = Callable[[str, bytes, bytes], None]
-"""``(node, remote_static, attestation) -> None``; raises to refuse the peer."""
-
-
 class _Link:
     __slots__ = ("channel", "dialer", "down", "lost", "peer", "queue", "ready", "started")
 
@@ -105,31 +141,48 @@ class TcpNoiseTransport:
         static: KeyPair,
         random: Random,
         peers: Mapping[str, PeerAddress],
+        attest: Attest,
+        verify_attestation: VerifyAttestation,
         listen_host: str = "127.0.0.1",
         listen_port: int = 0,
-        attestation: bytes = b"",
-        verify_attestation: AttestationVerifier | None = None,
         backoff: Backoff | None = None,
         clock: Clock | None = None,
         queue_limit: int = 4096,
         handshake_timeout: float = 10.0,
+        max_concurrent_handshakes: int = DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+        reattest_interval: float = DEFAULT_REATTEST_INTERVAL_S,
+        reattest_timeout: float = DEFAULT_REATTEST_TIMEOUT_S,
+        min_answer_interval: float = DEFAULT_MIN_ANSWER_INTERVAL_S,
     ) -> None:
+        # No default and no way around: a node link is always mutually attested.
+        if not callable(attest):
+            raise TypeError("a node link needs this node's attestation source")
+        if not callable(verify_attestation):
+            raise TypeError("a node link needs a verifier for its peers' attestation")
         self._node = node
         self._static = static
         self._random = random
         self._peers = dict(peers)
         self._listen_host = listen_host
         self._listen_port = listen_port
-        self._hello = REGISTRY.encode(Envelope.wrap(NodeHello(node, attestation)))
+        self._hello = REGISTRY.encode(Envelope.wrap(NodeHello(node)))
+        self._attest = attest
         self._verify_attestation = verify_attestation
+        self._attestation = ChannelAttestation(prove=attest, require=verify_attestation)
         self._backoff = backoff if backoff is not None else Backoff()
         self._clock = clock if clock is not None else TrioClock()
         self._queue_limit = queue_limit
         self._handshake_timeout = handshake_timeout
+        self._max_concurrent_handshakes = max_concurrent_handshakes
+        self._reattest_interval = reattest_interval
+        self._reattest_timeout = reattest_timeout
+        self._min_answer_interval = min_answer_interval
         self._events: TransportEvents | None = None
         self._links: dict[str, _Link] = {}
         self._nursery: trio.Nursery | None = None
         self.port: int | None = None
+        #: Links closed because the peer's re-attestation failed or lapsed.
+        self.reattestation_failures = 0
 
     # ------------------------------------------------------------ the seam
 
@@ -173,8 +226,11 @@ class TcpNoiseTransport:
                         static=self._static,
                         entropy=self._random.token_bytes,
                         verify_peer=functools.partial(self._verify, None),
+                        attestation=self._attestation,
                         handshake_payload=self._hello,
                         handshake_timeout=self._handshake_timeout,
+                        max_concurrent_handshakes=self._max_concurrent_handshakes,
+                        max_payload=_LINK_MAX_PAYLOAD,
                     )
                 )
                 self.port = port
@@ -217,8 +273,6 @@ class TcpNoiseTransport:
             raise PeerNotAllowed(PeerCheck.PEER_UNEXPECTED)
         if not hmac.compare_digest(address.static_public, remote_static):
             raise PeerNotAllowed(PeerCheck.PEER_STATIC_KEY)
-        if self._verify_attestation is not None:
-            self._verify_attestation(hello.node, remote_static, hello.attestation)
 
     @staticmethod
     def _peer_of(channel: SecureChannel) -> str:
@@ -240,8 +294,10 @@ class TcpNoiseTransport:
             static=self._static,
             entropy=self._random.token_bytes,
             verify_peer=functools.partial(self._verify, peer),
+            attestation=self._attestation,
             handshake_payload=self._hello,
             handshake_timeout=self._handshake_timeout,
+            max_payload=_LINK_MAX_PAYLOAD,
         )
 
     async def _maintain(self, link: _Link) -> None:
@@ -266,7 +322,7 @@ class TcpNoiseTransport:
                 attempt = 0
                 if self._adopt(link, channel, self._node):
                     assert self._nursery is not None
-                    self._nursery.start_soon(self._read_and_close, link, channel)
+                    self._nursery.start_soon(self._run_link, link, channel)
                 else:
                     await channel.aclose()
             if link.channel is not None:
@@ -280,7 +336,7 @@ class TcpNoiseTransport:
         peer = self._peer_of(channel)
         link = self._link(peer)
         if self._adopt(link, channel, peer):
-            await self._read(link, channel)
+            await self._run_link(link, channel)
 
     def _adopt(self, link: _Link, channel: SecureChannel, dialer: str) -> bool:
         preferred = min(self._node, link.peer)
@@ -300,24 +356,74 @@ class TcpNoiseTransport:
         link.ready.set()
         return True
 
-    async def _read(self, link: _Link, channel: SecureChannel) -> None:
+    async def _run_link(self, link: _Link, channel: SecureChannel) -> None:
+        """Deliver the channel's frames and keep its peer attested, until
+        either ends; then the link is lost and the channel closed."""
+        reattestation = Reattestation(
+            channel,
+            prove=self._attest,
+            verify=self._verify_attestation,
+            send=functools.partial(self._send_control, channel),
+            clock=self._clock,
+            random=self._random,
+            interval_s=self._reattest_interval,
+            timeout_s=self._reattest_timeout,
+            min_answer_interval_s=self._min_answer_interval,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keep_attested, link, reattestation, nursery.cancel_scope)
+                await self._read(link, channel, reattestation)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._lost(link, channel)
+            with trio.CancelScope(shield=True):
+                await channel.aclose()
+
+    async def _keep_attested(
+        self, link: _Link, reattestation: Reattestation, link_scope: trio.CancelScope
+    ) -> None:
+        try:
+            await reattestation.run()
+        except ReattestationFailed as failure:
+            self._reattestation_failed(link, failure)
+        link_scope.cancel()
+
+    def _reattestation_failed(self, link: _Link, failure: ReattestationFailed) -> None:
+        self.reattestation_failures += 1
+        get_logger("actors.remote").warning(
+            "node_link_reattestation_failed",
+            peer=link.peer,
+            check=failure.check,
+            reason=failure.attestation_check,
+        )
+
+    async def _read(
+        self, link: _Link, channel: SecureChannel, reattestation: Reattestation
+    ) -> None:
         try:
             async for payload in channel:
                 if link.channel is not channel:
                     break
-                if self._events is not None:
-                    self._events.frame_received(link.peer, payload)
+                kind = payload[:1]
+                if kind == _RUNTIME_FRAME:
+                    if self._events is not None:
+                        self._events.frame_received(link.peer, payload[1:])
+                elif kind == _CONTROL:
+                    reattestation.control_received(memoryview(payload)[1:])
+                else:
+                    get_logger("actors.remote").warning(
+                        "node_link_payload_refused", peer=link.peer, check="link.payload_kind"
+                    )
+                    break
         except _LINK_ERRORS:
             pass
-        finally:
-            self._lost(link, channel)
+        except ReattestationFailed as failure:
+            self._reattestation_failed(link, failure)
 
-    async def _read_and_close(self, link: _Link, channel: SecureChannel) -> None:
-        try:
-            await self._read(link, channel)
-        finally:
-            with trio.CancelScope(shield=True):
-                await channel.aclose()
+    @staticmethod
+    async def _send_control(channel: SecureChannel, message: bytes) -> None:
+        await channel.send(_CONTROL + message)
 
     def _lost(self, link: _Link, channel: SecureChannel) -> None:
         if link.channel is not channel:
@@ -345,6 +451,6 @@ class TcpNoiseTransport:
                 continue
             frame = link.queue.popleft()
             try:
-                await channel.send(frame)
+                await channel.send(_RUNTIME_FRAME + frame)
             except _LINK_ERRORS:
                 self._lost(link, channel)

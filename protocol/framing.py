@@ -76,14 +76,18 @@ stream, adds the last two)::
     ├── HandshakeFailed          handshake.write, handshake.read,
     │                            handshake.unexpected_payload, handshake.no_peer_identity,
     │                            handshake.transport (actors.channel)
-    ├── PeerRejected             handshake.peer_rejected
+    ├── PeerRejected             handshake.peer_rejected, attestation.missing,
+    │                            attestation.malformed, attestation.refused (actors.channel)
     ├── ProtocolViolation        session.unexpected, session.data_after_close,
     │                            chunk.empty, chunk.flag, chunk.short_more,
     │                            chunk.close_with_data, chunk.close_mid_payload
     ├── SessionStateError        session.state, session.fresh_handshake,
-    │                            session.handshake_hash, session.data_after_eof
+    │                            session.handshake_hash, session.data_after_eof,
+    │                            session.max_payload
     ├── SessionFailed            session.failed, frame.failed
     ├── HandshakeTimeout         handshake.timeout (actors.channel)
+    ├── HandshakeEvicted         handshake.evicted (actors.channel)
+    ├── LocalAttestationFailed   attestation.unavailable (actors.channel)
     └── TransportBroken          transport.write (actors.channel)
 """
 
@@ -187,6 +191,19 @@ class SessionCheck(enum.StrEnum):
     SESSION_DATA_AFTER_EOF = "session.data_after_eof"
     #: The session was used again after it failed.
     SESSION_FAILED = "session.failed"
+    #: The payload bound was changed while a payload was being reassembled (a local bug).
+    SESSION_MAX_PAYLOAD = "session.max_payload"
+    # The attestation exchange that opens a channel (raised by ``actors.channel``).
+    #: The peer closed, or sent no evidence, where its attestation was due.
+    ATTESTATION_MISSING = "attestation.missing"
+    #: The peer's first message is not an evidence message.
+    ATTESTATION_MALFORMED = "attestation.malformed"
+    #: The peer's evidence did not verify (the verifier's error is the cause).
+    ATTESTATION_REFUSED = "attestation.refused"
+    #: This node could not produce its own evidence (its TPM refused or failed).
+    ATTESTATION_UNAVAILABLE = "attestation.unavailable"
+    #: A stalled handshake was dropped to admit a newer one (the handshake cap).
+    HANDSHAKE_EVICTED = "handshake.evicted"
     # The stream under a channel.
     #: Writing to the underlying stream failed (raised by ``actors.channel``).
     TRANSPORT_WRITE = "transport.write"
@@ -534,6 +551,21 @@ class SecureSession:
     @property
     def max_payload(self) -> int:
         return self._max_payload
+
+    @max_payload.setter
+    def max_payload(self, value: int) -> None:
+        """Change the bound between payloads (``actors.channel`` holds a
+        channel's first payload, the attestation exchange, to the size of a
+        document before restoring the configured bound)."""
+        if value < 0:
+            raise ValueError("max_payload must not be negative")
+        if self._partial:
+            self._fail(
+                SessionStateError(
+                    SessionCheck.SESSION_MAX_PAYLOAD, "a payload is being reassembled"
+                )
+            )
+        self._max_payload = value
 
     def _move(self, event: _Input, *, peer: bool = False) -> None:
         state = self._state

@@ -118,8 +118,7 @@ class RemoteDown:
 @dataclasses.dataclass(frozen=True, slots=True)
 class NodeHello:
     """A node's handshake payload on a node link: who it claims to be (the
-    claim is checked against the Noise static key) and its attestation
-    document (empty where attestation is not configured)."""
+    claim is checked against the Noise static key). Its attestation follows
+    the handshake, bound to the handshake hash (``actors.channel``)."""
 
     node: Annotated[str, MaxLen(MAX_NODE_LEN)]
-    attestation: bytes

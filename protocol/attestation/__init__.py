@@ -60,12 +60,20 @@ from protocol.attestation._nitro import (
     unverified_payload,
 )
 from protocol.attestation._policy import DEBUG_PCR0, PcrPolicy, PcrRelease
-from protocol.attestation.binding import NOISE_KEY_BINDING_DOMAIN, noise_key_binding
+from protocol.attestation.binding import (
+    CHALLENGE_BYTES,
+    CHANNEL_ATTESTATION_DOMAIN,
+    NOISE_KEY_BINDING_DOMAIN,
+    channel_attestation_nonce,
+    noise_key_binding,
+)
 from protocol.attestation.roots import AWS_NITRO_ROOT_PEM, AWS_NITRO_ROOT_SHA256, aws_nitro_root
 
 __all__ = [
     "AWS_NITRO_ROOT_PEM",
     "AWS_NITRO_ROOT_SHA256",
+    "CHALLENGE_BYTES",
+    "CHANNEL_ATTESTATION_DOMAIN",
     "COSE_ALG_ES384",
     "DEBUG_PCR0",
     "MAX_EVIDENCE_BYTES",
@@ -97,6 +105,7 @@ __all__ = [
     "VerifiedAttestation",
     "appraise",
     "aws_nitro_root",
+    "channel_attestation_nonce",
     "der_to_raw_signature",
     "encode_cose_sign1",
     "noise_key_binding",

@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 import pytest
+from _node_attestation import Cloud
 
 from actors.channel import (
     NODE_LINK_PROLOGUE,
+    NOT_ATTESTED,
+    ChannelAttestation,
     HandshakeTimeout,
     SecureChannel,
     TransportBroken,
@@ -42,12 +45,19 @@ pytestmark = pytest.mark.anyio
 
 DH = NoiseProtocol.from_name("Noise_XX_25519_ChaChaPoly_BLAKE2s").dh
 RANDOM = SystemRandom()
-SERVER_KEY = KeyPair.generate(DH, RANDOM.token_bytes)
 CLIENT_KEY = KeyPair.generate(DH, RANDOM.token_bytes)
 STRANGER_KEY = KeyPair.generate(DH, RANDOM.token_bytes)
-SERVER_DOC = b"server attestation document"
-CLIENT_DOC = b"client attestation document"
+SERVER_HELLO = b"server's handshake payload"
+CLIENT_HELLO = b"client's handshake payload"
 MIB = 1024 * 1024
+# These tests are about the channel itself; the attestation exchange that
+# follows every handshake has its own tests (test_channel_attestation.py).
+# The server is a node, attested on a simulated NitroTPM; the client is a
+# customer that verifies it.
+SERVER_NODE = Cloud("test-channel").node("server")
+SERVER_KEY = SERVER_NODE.static
+SERVED = ChannelAttestation(prove=SERVER_NODE.service.attest, require=NOT_ATTESTED)
+CLIENT = ChannelAttestation(prove=NOT_ATTESTED, require=SERVER_NODE.verifier)
 
 
 class NotAllowed(Exception):
@@ -102,8 +112,9 @@ async def running_server(
                 handler,
                 static=SERVER_KEY,
                 entropy=RANDOM.token_bytes,
-                verify_peer=allow(CLIENT_KEY, expect_payload=CLIENT_DOC),
-                handshake_payload=SERVER_DOC,
+                attestation=SERVED,
+                verify_peer=allow(CLIENT_KEY, expect_payload=CLIENT_HELLO),
+                handshake_payload=SERVER_HELLO,
                 handshake_timeout=handshake_timeout,
                 max_payload=max_payload,
                 on_error=send_errors.send_nowait,
@@ -130,8 +141,9 @@ async def connect(
         stream,
         static=key,
         entropy=RANDOM.token_bytes,
-        verify_peer=allow(SERVER_KEY, expect_payload=SERVER_DOC),
-        handshake_payload=CLIENT_DOC,
+        attestation=CLIENT,
+        verify_peer=allow(SERVER_KEY, expect_payload=SERVER_HELLO),
+        handshake_payload=CLIENT_HELLO,
         handshake_timeout=handshake_timeout,
         max_payload=max_payload,
     )
@@ -180,9 +192,9 @@ class InterferingStream(anyio.abc.ByteStream):
         await self.inner.aclose()
 
 
-# The client writes two handshake messages (sends 0 and 1); its first
-# transport frame is send 2.
-FIRST_TRANSPORT_SEND = 2
+# The client writes two handshake messages (sends 0 and 1) and its (empty)
+# evidence message (send 2); its first application frame is send 3.
+FIRST_TRANSPORT_SEND = 3
 
 
 # -- TCP: round trips ---------------------------------------------------------------------
@@ -193,7 +205,7 @@ async def test_round_trip_both_directions_over_tcp() -> None:
         async with running_server() as server:
             async with await connect(server.port) as channel:
                 assert channel.remote_static == SERVER_KEY.public
-                assert channel.peer_handshake_payload == SERVER_DOC
+                assert channel.peer_handshake_payload == SERVER_HELLO
                 for size in (0, 1, 1000, 65518, 65519, 65536, 1 * MIB):
                     payload = os.urandom(size)
                     await channel.send(payload)
@@ -244,16 +256,22 @@ async def test_server_sends_first_and_messages_round_trip() -> None:
 async def test_server_rejects_a_static_key_outside_the_allowed_set() -> None:
     with anyio.fail_after(10):
         async with running_server() as server:
-            channel = await connect(server.port, key=STRANGER_KEY)
+            streams: list[anyio.abc.ByteStream] = []
+
+            def keep(stream: anyio.abc.ByteStream) -> anyio.abc.ByteStream:
+                streams.append(stream)
+                return stream
+
+            # The server sent nothing after rejecting: the stranger sees the
+            # stream end without CLOSE, before it is handed a channel at all
+            # (the attestation exchange waits for the server's first payload).
+            with pytest.raises(TruncatedStream):
+                await connect(server.port, key=STRANGER_KEY, wrap=keep)
             error = await server.next_error()
             assert isinstance(error, PeerRejected)
             assert isinstance(error.__cause__, NotAllowed)
-            # The server sent nothing after rejecting: the stranger sees the
-            # stream end without CLOSE.
-            with pytest.raises(TruncatedStream):
-                await channel.receive()
             with pytest.raises(anyio.ClosedResourceError):
-                await channel.receive()
+                await streams[0].send(b"x")
             await assert_fresh_connection_works(server)
 
 
@@ -266,8 +284,9 @@ async def test_client_rejects_a_server_outside_its_allowed_set() -> None:
                     stream,
                     static=CLIENT_KEY,
                     entropy=RANDOM.token_bytes,
+                    attestation=CLIENT,
                     verify_peer=allow(STRANGER_KEY),
-                    handshake_payload=CLIENT_DOC,
+                    handshake_payload=CLIENT_HELLO,
                 )
             # The client wrote nothing after rejecting: the server's handshake
             # sees the stream end.
@@ -353,8 +372,9 @@ async def test_truncated_stream_without_close() -> None:
                 stream,
                 static=CLIENT_KEY,
                 entropy=RANDOM.token_bytes,
+                attestation=CLIENT,
                 verify_peer=allow(SERVER_KEY),
-                handshake_payload=CLIENT_DOC,
+                handshake_payload=CLIENT_HELLO,
             )
             await channel.send(b"complete, but the stream is not")
             assert await channel.receive() == b"complete, but the stream is not"
@@ -438,6 +458,7 @@ async def test_wrong_prologue_fails_the_handshake() -> None:
                     stream,
                     static=CLIENT_KEY,
                     entropy=RANDOM.token_bytes,
+                    attestation=CLIENT,
                     verify_peer=allow(SERVER_KEY),
                     prologue=b"mantle/2 node-link",
                 )
@@ -487,8 +508,9 @@ async def memory_pair(
             b,
             static=SERVER_KEY,
             entropy=RANDOM.token_bytes,
+            attestation=SERVED,
             verify_peer=server_verify or allow(CLIENT_KEY),
-            handshake_payload=SERVER_DOC,
+            handshake_payload=SERVER_HELLO,
         )
 
     async with anyio.create_task_group() as tg:
@@ -497,8 +519,9 @@ async def memory_pair(
             a,
             static=CLIENT_KEY,
             entropy=RANDOM.token_bytes,
+            attestation=CLIENT,
             verify_peer=client_verify or allow(SERVER_KEY),
-            handshake_payload=CLIENT_DOC,
+            handshake_payload=CLIENT_HELLO,
         )
     yield channels["client"], channels["server"]
 
@@ -509,7 +532,7 @@ async def test_in_memory_round_trip_and_clean_close() -> None:
             assert client.handshake_hash == server.handshake_hash
             assert client.remote_static == SERVER_KEY.public
             assert server.remote_static == CLIENT_KEY.public
-            assert server.peer_handshake_payload == CLIENT_DOC
+            assert server.peer_handshake_payload == CLIENT_HELLO
             big = os.urandom(1 * MIB)
 
             async def serve() -> None:
@@ -533,12 +556,12 @@ async def test_async_verify_peer_and_its_rejection() -> None:
     async def slow_verify(remote_static: bytes, payload: bytes) -> None:
         await anyio.sleep(0.01)
         calls.append(payload)
-        if payload != SERVER_DOC:
+        if payload != SERVER_HELLO:
             raise NotAllowed("bad document")
 
     with anyio.fail_after(10):
         async with memory_pair(client_verify=slow_verify) as (client, server):
-            assert calls == [SERVER_DOC]
+            assert calls == [SERVER_HELLO]
             await client.aclose()
             await server.aclose()
 

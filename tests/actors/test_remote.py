@@ -10,6 +10,7 @@ from typing import Annotated
 
 import pytest
 import trio
+from _node_attestation import Cloud, NodeAttestation
 
 from actors import (
     Actor,
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.anyio
 DH = NoiseProtocol.from_name("Noise_XX_25519_ChaChaPoly_BLAKE2s").dh
 CANARY = "CANARY-remote-93b1"
 FAST = Backoff(initial=0.02, factor=2.0, maximum=0.1, jitter=0.5)
+CLOUD = Cloud("test-remote")
 
 
 @message("test.remote.note")
@@ -72,12 +74,23 @@ class Watcher(Actor):
 
 
 class Node:
-    def __init__(self, name: str, key: KeyPair, port: int = 0) -> None:
+    def __init__(
+        self, name: str, attestation: NodeAttestation | None = None, port: int = 0
+    ) -> None:
         self.name = name
-        self.key = key
+        # A restarted node may come back with its custody (and so its key).
+        self.attestation = attestation if attestation is not None else CLOUD.node(name)
+        self.key = key = self.attestation.static
         self.random = SystemRandom()
         self.transport = TcpNoiseTransport(
-            name, static=key, random=self.random, peers={}, listen_port=port, backoff=FAST
+            name,
+            static=key,
+            random=self.random,
+            peers={},
+            attest=self.attestation.service.attest,
+            verify_attestation=self.attestation.verifier,
+            listen_port=port,
+            backoff=FAST,
         )
         self.system: ActorSystem | None = None
         self.scope = trio.CancelScope()
@@ -100,7 +113,7 @@ def _key() -> KeyPair:
 
 
 async def _pair(nursery: trio.Nursery) -> tuple[Node, Node, int]:
-    a, b = Node("a", _key()), Node("b", _key())
+    a, b = Node("a"), Node("b")
     port_a = await a.start(nursery)
     port_b = await b.start(nursery)
     a.transport.add_peer("b", PeerAddress("127.0.0.1", port_b, b.key.public))
@@ -175,7 +188,7 @@ async def test_lost_connection_downs_monitors_fails_asks_and_reconnects() -> Non
             await echo.ask(Ping(1), 1.0)
 
         # b comes back on the same address; a redials with backoff.
-        b2 = Node("b", b.key, port=port_b)
+        b2 = Node("b", b.attestation, port=port_b)
         await b2.start(nursery)
         b2.transport.add_peer("a", PeerAddress("127.0.0.1", a.transport.port or 0, a.key.public))
         assert b2.system
@@ -197,7 +210,7 @@ async def test_peer_with_wrong_key_is_refused() -> None:
         # An impostor claims to be "b" at b's address but holds another key.
         b.scope.cancel()
         await trio.sleep(0.05)
-        impostor = Node("b", _key(), port=port_b)
+        impostor = Node("b", port=port_b)
         await impostor.start(nursery)
         impostor.transport.add_peer(
             "a", PeerAddress("127.0.0.1", a.transport.port or 0, a.key.public)
@@ -221,7 +234,15 @@ async def test_peer_with_wrong_key_is_refused() -> None:
 
 
 async def test_send_refuses_frames_a_channel_could_not_carry() -> None:
-    transport = TcpNoiseTransport("a", static=_key(), random=SystemRandom(), peers={})
+    attestation = CLOUD.node("a")
+    transport = TcpNoiseTransport(
+        "a",
+        static=attestation.static,
+        random=SystemRandom(),
+        peers={},
+        attest=attestation.service.attest,
+        verify_attestation=attestation.verifier,
+    )
     transport.add_peer("b", PeerAddress("127.0.0.1", 1, _key().public))
     assert not transport.send("b", bytes(DEFAULT_MAX_PAYLOAD + 1))
     assert not transport.send("c", b"unknown peer")

@@ -13,8 +13,9 @@ import json
 
 import anyio
 import pytest
+from _node_attestation import Cloud
 
-from actors.channel import connect_secure
+from actors.channel import NOT_ATTESTED, ChannelAttestation, connect_secure
 from actors.log import configure_logging
 from actors.seams.random import SystemRandom
 from nodes.demo import MODEL_ID, _serve, demo_model_path, inference_handler, run_demo
@@ -66,11 +67,15 @@ async def test_a_request_that_fails_mid_generation_ends_with_an_explicit_error()
     configure_logging(logs, level="debug")
     random = SystemRandom()
     proto = NoiseProtocol.from_name("Noise_XX_25519_ChaChaPoly_BLAKE2s")
-    server_key = KeyPair.generate(proto.dh, random.token_bytes)
+    node = Cloud("test-demo").node("inference")
     received: list[object] = []
     async with anyio.create_task_group() as tg:
         port = await tg.start(
-            _serve, inference_handler(_FailingEngine(MODEL_ID)), server_key, b"", random
+            _serve,
+            inference_handler(_FailingEngine(MODEL_ID)),
+            node.static,
+            node.service.attest,
+            random,
         )
         stream = await anyio.connect_tcp("127.0.0.1", port)
         channel = await connect_secure(
@@ -78,6 +83,7 @@ async def test_a_request_that_fails_mid_generation_ends_with_an_explicit_error()
             static=KeyPair.generate(proto.dh, random.token_bytes),
             entropy=random.token_bytes,
             verify_peer=lambda static, payload: None,
+            attestation=ChannelAttestation(prove=NOT_ATTESTED, require=node.verifier),
         )
         async with channel:
             request = GenerateRequest(

@@ -1,0 +1,160 @@
+"""The attestation service: attest over a requester's nonce, a cached
+timestamp-only document kept within its freshness window by a timer that
+runs on the Clock seam, on trio and on the simulator alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from actors import Actor, ActorSystem, Context
+from actors.attestation import (
+    AttestationService,
+    AttestationUnavailable,
+    Evidence,
+    PeerAttestationVerifier,
+    run_inline,
+)
+from actors.key_custody import NodeKeyCustody
+from actors.seams.clock import Clock
+from actors.seams.random import SystemRandom
+from protocol.attestation import (
+    AttestationVerifier,
+    DocumentKind,
+    Expectations,
+    NitroAuthenticator,
+    PcrPolicy,
+    PcrRelease,
+    StaleEvidence,
+    TrustAnchor,
+    noise_key_binding,
+    unverified_payload,
+)
+from simulations.clock import ManualClock
+from simulations.nitrotpm import SimulatedNitroPKI, SimulatedNitroTPM, TpmOp
+
+PKI = SimulatedNitroPKI("attestation-service")
+VERIFIER = AttestationVerifier([NitroAuthenticator(TrustAnchor.from_der(PKI.root_der))])
+START_MS = 1_900_000_000_000
+
+
+def _service(
+    clock: Clock, *, kind: DocumentKind = DocumentKind.NITRO, **window: Any
+) -> tuple[AttestationService, SimulatedNitroTPM, NodeKeyCustody]:
+    tpm = SimulatedNitroTPM(seed="service", pki=PKI, clock=clock)
+    custody = NodeKeyCustody(random=SystemRandom())
+    service = AttestationService(
+        tpm=tpm, custody=custody, kind=kind, clock=clock, run_blocking=run_inline, **window
+    )
+    return service, tpm, custody
+
+
+def _policy(tpm: SimulatedNitroTPM) -> PcrPolicy:
+    return PcrPolicy(releases=(PcrRelease.from_mapping("now", {0: tpm.pcr_read(0)}),))
+
+
+@pytest.mark.anyio
+async def test_attest_binds_the_requesters_nonce_and_this_nodes_key() -> None:
+    clock = ManualClock(START_MS)
+    service, tpm, custody = _service(clock)
+    nonce = bytes(range(32))
+    evidence = await service.attest(nonce)
+    verified = PeerAttestationVerifier(verifier=VERIFIER, policy=_policy(tpm), clock=clock)(
+        custody.static_public, evidence, nonce
+    )
+    assert verified.public_key == custody.key_binding
+    with pytest.raises(StaleEvidence):
+        PeerAttestationVerifier(verifier=VERIFIER, policy=_policy(tpm), clock=clock)(
+            custody.static_public, evidence, bytes(32)
+        )
+    for bad in (b"", bytes(15), bytes(65)):
+        with pytest.raises(ValueError):
+            await service.attest(bad)
+    tpm.inject_failure(TpmOp.ATTEST)
+    with pytest.raises(AttestationUnavailable) as unavailable:
+        await service.attest(nonce)
+    assert unavailable.value.check == "tpm"
+
+
+@pytest.mark.anyio
+async def test_the_cached_document_is_handed_out_only_within_its_window() -> None:
+    clock = ManualClock(START_MS)
+    service, _, _ = _service(clock, max_age_ms=3_000, refresh_interval_s=1.0)
+    with pytest.raises(AttestationUnavailable):
+        service.cached()  # nothing attested yet
+    document = await service.refresh()
+    assert unverified_payload(document.document)["nonce"] is None
+    clock.advance(2.0)  # the window minus one refresh interval
+    assert service.cached() == document
+    clock.advance(0.01)
+    with pytest.raises(AttestationUnavailable) as stale:
+        service.cached()  # a verifier two seconds away could see it expire
+    assert stale.value.check == "cache.stale"
+
+
+def test_the_refresh_interval_must_lie_within_the_window() -> None:
+    for interval in (0.0, 3.0, 5.0):
+        with pytest.raises(ValueError):
+            _service(ManualClock(START_MS), max_age_ms=3_000, refresh_interval_s=interval)
+
+
+@pytest.mark.anyio
+async def test_a_quote_kind_has_no_cached_document() -> None:
+    service, _, _ = _service(ManualClock(START_MS), kind=DocumentKind.TPM2_QUOTE)
+    with pytest.raises(AttestationUnavailable) as no_time:
+        service.cached()
+    assert no_time.value.check == "kind.no_timestamp"
+    await service.run()  # nothing to keep fresh: returns at once
+
+
+class _Refresher(Actor):
+    """Hosts the service's timer loop, as a node's supervisor would."""
+
+    def __init__(self, service: AttestationService) -> None:
+        self.service = service
+
+    async def started(self, ctx: Context) -> None:
+        await self.service.run()
+
+
+def test_the_timer_keeps_the_cached_document_fresh(
+    run_actors: Callable[[Callable[[ActorSystem], Any]], Any],
+) -> None:
+    """Same scenario on trio and on the simulator's virtual time."""
+
+    async def scenario(system: ActorSystem) -> tuple[int, bool]:
+        clock = system.clock
+        service, tpm, custody = _service(clock, max_age_ms=300, refresh_interval_s=0.1)
+        system.spawn(_Refresher(service))
+        await clock.sleep(0.01)
+        first = service.cached()
+        await clock.sleep(0.45)
+        latest: Evidence = service.cached()
+        # The document in hand is always young enough for a verifier that
+        # allows the window.
+        VERIFIER.verify(
+            latest.document,
+            kind=latest.kind,
+            expectations=Expectations(
+                pcr_policy=_policy(tpm),
+                max_age_ms=300,
+                expected_public_key=noise_key_binding(custody.static_public),
+            ),
+            now_ms=clock.wall_ms(),
+        )
+        # A TPM that stops answering: the cache is not handed out past its window.
+        tpm.inject_failure(TpmOp.ATTEST, times=1_000)
+        await clock.sleep(0.35)
+        try:
+            service.cached()
+        except AttestationUnavailable:
+            refused = True
+        else:
+            refused = False
+        return service.attestations, refused and latest != first
+
+    attestations, fails_closed = run_actors(scenario)
+    assert attestations >= 4
+    assert fails_closed
