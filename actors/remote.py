@@ -18,7 +18,7 @@ Wiring a node::
         attest=attestation_service.attest,  # this node's documents
         verify_attestation=peer_verifier,  # a PeerAttestationVerifier
     )
-    system = ActorSystem(node, TrioDriver(nursery), random=random)
+    system = ActorSystem(node, TrioDriver(nursery, TrioClock()), random=random)
     RemoteLayer(system, transport)
     await nursery.start(transport.run)
 

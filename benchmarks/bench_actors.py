@@ -35,8 +35,8 @@ from actors.attestation import AttestationService, PeerAttestationVerifier
 from actors.key_custody import NodeKeyCustody
 from actors.log import configure_logging
 from actors.remote import RemoteLayer
-from actors.seams.clock import TrioClock
-from actors.seams.random import SystemRandom
+from nodes.clock import TrioClock
+from nodes.random import SystemRandom
 from nodes.tcp_transport import PeerAddress, TcpNoiseTransport
 from protocol.attestation import (
     AttestationVerifier,
@@ -96,7 +96,9 @@ class Counter(Actor):
 
 async def actor_tell_throughput(n: int) -> float:
     done = trio.Event()
-    async with open_actor_system("bench", default_mailbox=MAILBOX) as system:
+    async with open_actor_system(
+        "bench", random=SystemRandom(), clock=TrioClock(), default_mailbox=MAILBOX
+    ) as system:
         ref = system.spawn(Counter(n, done))
         start = time.perf_counter()
         for i in range(n):
@@ -140,7 +142,7 @@ class Echo(Actor):
 
 async def actor_ask_latency(n: int) -> float:
     samples = []
-    async with open_actor_system("bench") as system:
+    async with open_actor_system("bench", random=SystemRandom(), clock=TrioClock()) as system:
         ref = system.spawn(Echo())
         for i in range(n):
             start = time.perf_counter()
@@ -253,8 +255,8 @@ async def noise_actor_ask_latency(n: int) -> float:
         port_b = await nursery.start(tb.run)
         ta.add_peer("b", PeerAddress("127.0.0.1", port_b, key_b))
         tb.add_peer("a", PeerAddress("127.0.0.1", port_a, key_a))
-        system_a = ActorSystem("a", TrioDriver(nursery), random=rnd)
-        system_b = ActorSystem("b", TrioDriver(nursery), random=rnd)
+        system_a = ActorSystem("a", TrioDriver(nursery, TrioClock()), random=rnd)
+        system_b = ActorSystem("b", TrioDriver(nursery, TrioClock()), random=rnd)
         RemoteLayer(system_a, ta)
         RemoteLayer(system_b, tb)
         system_b.spawn(Echo(), name="echo")
@@ -371,8 +373,8 @@ async def plain_actor_ask_latency(n: int) -> float:
         port_b = await nursery.start(tb.run)
         ta.add_peer("b", port_b)
         tb.add_peer("a", port_a)
-        system_a = ActorSystem("a", TrioDriver(nursery), random=rnd)
-        system_b = ActorSystem("b", TrioDriver(nursery), random=rnd)
+        system_a = ActorSystem("a", TrioDriver(nursery, TrioClock()), random=rnd)
+        system_b = ActorSystem("b", TrioDriver(nursery, TrioClock()), random=rnd)
         RemoteLayer(system_a, ta)
         RemoteLayer(system_b, tb)
         system_b.spawn(Echo(), name="echo")

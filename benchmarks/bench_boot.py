@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from _release_kit import NOW, ReleaseKit
 
-from actors.seams.random import SystemRandom
 from nodes.boot import measured_boot
+from nodes.random import SystemRandom
 from nodes.release import SourceTree, running_source_manifest, verify_source_tree
 from protocol.release import parse_source_manifest
 from simulations.clock import ManualClock

@@ -54,8 +54,8 @@ from actors.channel import (
     memory_byte_stream_pair,
 )
 from actors.key_custody import NodeKeyCustody
-from actors.seams.clock import TrioClock
-from actors.seams.random import SystemRandom
+from nodes.clock import TrioClock
+from nodes.random import SystemRandom
 from protocol.attestation import (
     AttestationVerifier,
     DocumentKind,

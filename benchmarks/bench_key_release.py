@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from _release_kit import NOW, ReleaseKit
 
 from actors.key_custody import KeyVault, NodeKeyCustody
-from actors.seams.random import SystemRandom
 from nodes.boot import measured_boot
 from nodes.model_store import open_sealed_model, seal_model_file
+from nodes.random import SystemRandom
 from protocol.attestation import (
     AttestationVerifier,
     ChainCache,

@@ -27,8 +27,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 
-from actors.seams.store import SqliteStore
 from nodes.release import hash_artifact, verify_installed_artifacts
+from nodes.store import SqliteStore
 from nodes.tlog import TransparencyLog, public_key_bytes
 from protocol.release import (
     ReleaseLogProof,

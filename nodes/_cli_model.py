@@ -33,8 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from actors.key_custody import ENVELOPE_PROTOCOL, KeyCustodyError, seal_data_key_import
-from actors.seams.clock import TrioClock
-from actors.seams.random import SystemRandom
+from nodes.clock import TrioClock
 from nodes.model_store import (
     MANIFEST_NAME,
     ModelStoreError,
@@ -44,6 +43,7 @@ from nodes.model_store import (
     seal_model_file,
     sealed_path,
 )
+from nodes.random import SystemRandom
 from protocol.attestation import (
     AttestationError,
     AttestationVerifier,

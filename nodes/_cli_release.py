@@ -44,8 +44,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib.signer import CryptoSigner, SSlibKey  # type: ignore[attr-defined]
 
-from actors.seams.clock import TrioClock
-from actors.seams.store import SqliteStore, StoreError
+from actors.seams.store import StoreError
+from nodes.clock import TrioClock
 from nodes.model_store import ModelStoreError, SealedModelInfo
 from nodes.release import (
     LOG_PROOF_FILE,
@@ -63,6 +63,7 @@ from nodes.release import (
     write_keypair,
     write_new_file,
 )
+from nodes.store import SqliteStore
 from nodes.tlog import (
     TlogHttpApp,
     TransparencyLog,

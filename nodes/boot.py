@@ -103,6 +103,8 @@ from protocol.measurement import (
     release_measurement,
 )
 from protocol.release import (
+    MAX_SOURCE_MANIFEST_BYTES,
+    SOURCE_MANIFEST_ARTIFACT,
     ArtifactMismatch,
     BelowThreshold,
     Expired,
@@ -117,7 +119,6 @@ from protocol.release import (
     verify_release_in_log,
     verify_release_metadata,
 )
-from protocol.release._source import MAX_SOURCE_MANIFEST_BYTES, SOURCE_MANIFEST_ARTIFACT
 
 
 class BootCheck(enum.StrEnum):

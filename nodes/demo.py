@@ -72,13 +72,12 @@ from actors.channel import (
 )
 from actors.key_custody import KeyVault, NodeKeyCustody
 from actors.log import configure_logging
-from actors.seams.clock import TrioClock
 from actors.seams.engine import CancelToken, Engine, GenerationParams
-from actors.seams.random import SystemRandom
-from actors.seams.store import SqliteStore
 from nodes.boot import BootedNode, BootInputs, measured_boot
+from nodes.clock import TrioClock
 from nodes.engines.llama import LlamaEngine
 from nodes.model_store import InMemoryModel, open_sealed_model, seal_model_file
+from nodes.random import SystemRandom
 from nodes.release import (
     LOG_PROOF_FILE,
     ROOT_FILE,
@@ -87,8 +86,9 @@ from nodes.release import (
     hash_artifact,
     read_metadata_file,
     running_source_manifest,
+    write_new_file,
 )
-from nodes.release._keyfiles import write_new_file
+from nodes.store import SqliteStore
 from nodes.tlog import TransparencyLog, load_log_public_key
 from protocol.attestation import (
     AttestationError,
@@ -120,6 +120,8 @@ from protocol.measurement import (
 from protocol.messages import PROTOCOL_VERSION, Envelope, ErrorCode, ErrorReply
 from protocol.noise import KeyPair, NoiseProtocol
 from protocol.release import (
+    MAX_ROOT_BYTES,
+    MAX_TARGETS_BYTES,
     SOURCE_MANIFEST_ARTIFACT,
     ArtifactSpec,
     ReleaseLogProof,
@@ -134,7 +136,6 @@ from protocol.release import (
     verify_release_in_log,
     verify_release_metadata,
 )
-from protocol.release._verify import MAX_ROOT_BYTES, MAX_TARGETS_BYTES
 from protocol.tlog import leaf_hash
 from simulations.nitrotpm import (
     SimulatedNitroPKI,

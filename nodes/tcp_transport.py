@@ -67,9 +67,10 @@ from actors.channel import (
 )
 from actors.log import get_logger
 from actors.lowlevel import Backoff, NodeHello
-from actors.seams.clock import Clock, TrioClock
+from actors.seams.clock import Clock
 from actors.seams.random import Random
 from actors.seams.transport import TransportEvents
+from nodes.clock import TrioClock
 from protocol.framing import DEFAULT_MAX_PAYLOAD, SessionError
 from protocol.messages import REGISTRY, Envelope, MessageDecodeError
 from protocol.noise import KeyPair

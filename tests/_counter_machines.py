@@ -31,9 +31,9 @@ from _swtpm import (
     require_swtpm,
 )
 
-from actors.seams.random import SystemRandom
 from actors.seams.tpm import TPM
 from nodes.boot import BootedNode, BootError, measured_boot
+from nodes.random import SystemRandom
 from protocol.measurement import APPLICATION_PCRS, PCR_RESET_VALUE, RELEASE_COUNTER
 from simulations.clock import ManualClock
 from simulations.nitrotpm import SimulatedNitroTPM

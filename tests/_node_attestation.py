@@ -26,8 +26,9 @@ from actors.channel import NODE_LINK_PROLOGUE
 from actors.key_custody import NodeKeyCustody
 from actors.log import configure_logging
 from actors.lowlevel import NodeHello
-from actors.seams.clock import Clock, TrioClock
-from actors.seams.random import SystemRandom
+from actors.seams.clock import Clock
+from nodes.clock import TrioClock
+from nodes.random import SystemRandom
 from protocol.attestation import (
     AttestationVerifier,
     DocumentKind,

@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 from tuf.api.metadata import Metadata, Targets  # type: ignore[attr-defined]
 
-from actors.seams.store import SqliteStore
 from nodes.boot import BootInputs
 from nodes.release import running_source_manifest
+from nodes.store import SqliteStore
 from nodes.tlog import TransparencyLog
 from protocol.measurement import CONFIG_ARTIFACT, IMAGE_MEASUREMENTS_ARTIFACT, model_artifact_name
 from protocol.release import (

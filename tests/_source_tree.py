@@ -31,7 +31,7 @@ _NODE_PROCESS = textwrap.dedent(
     from datetime import datetime
     from pathlib import Path
 
-    from actors.seams.random import SystemRandom
+    from nodes.random import SystemRandom
     from nodes.boot import BootError, BootInputs, measured_boot
     from nodes.release import SourceTree
     from protocol.release import SOURCE_MANIFEST_ARTIFACT

@@ -24,7 +24,7 @@ from typing import Any, Final, Protocol
 
 import trio
 
-from actors.seams.clock import Clock, TrioClock
+from actors.seams.clock import Clock
 
 
 class _TimedOut:
@@ -129,16 +129,17 @@ class _TrioTask:
 class TrioDriver:
     """Runs actors as tasks of one trio nursery.
 
-    Timeouts here use trio's deadlines, which read the same clock as
-    :class:`TrioClock`; this driver is the trio binding and is only ever
-    paired with it.
+    Timeouts here use trio's deadlines, so ``clock`` must read trio's clock
+    (``nodes.clock.TrioClock``, or a test clock driving trio's ``MockClock``);
+    it is passed in, never chosen here: real implementations of the seams
+    belong to the composition roots.
     """
 
     killed: tuple[type[BaseException], ...] = (trio.Cancelled,)
 
-    def __init__(self, nursery: trio.Nursery, clock: Clock | None = None) -> None:
+    def __init__(self, nursery: trio.Nursery, clock: Clock) -> None:
         self._nursery = nursery
-        self.clock: Clock = clock if clock is not None else TrioClock()
+        self.clock: Clock = clock
 
     def new_waiter(self) -> Waiter:
         return _TrioWaiter()

@@ -11,15 +11,15 @@ from actors._core._driver import TrioDriver
 from actors._core._system import DEFAULT_MAILBOX, ActorSystem
 from actors._core._types import CrashReport
 from actors.seams.clock import Clock
-from actors.seams.random import Random, SystemRandom
+from actors.seams.random import Random
 
 
 @asynccontextmanager
 async def open_actor_system(
     node: str = "local",
     *,
-    random: Random | None = None,
-    clock: Clock | None = None,
+    random: Random,
+    clock: Clock,
     default_mailbox: int = DEFAULT_MAILBOX,
     on_crash: Callable[[CrashReport], None] | None = None,
     shutdown_timeout: float = 5.0,
@@ -33,7 +33,7 @@ async def open_actor_system(
         system = ActorSystem(
             node,
             TrioDriver(nursery, clock),
-            random=random if random is not None else SystemRandom(),
+            random=random,
             default_mailbox=default_mailbox,
             on_crash=on_crash,
         )

@@ -1,25 +1,34 @@
-"""Seams: one narrow ``typing.Protocol`` per effect (ARCHITECTURE §3).
+"""Seams: one narrow ``typing.Protocol`` per effect (docs/architecture.md §4).
 
-Actor code takes these by injection. ``nodes/`` wires the real
-implementations, ``simulations/`` the deterministic ones.
+Only the Protocols live here. Actor code takes them by injection; ``nodes/``
+holds the real implementations (``nodes.clock``, ``nodes.random``,
+``nodes.store``, ``nodes.tcp_transport``, ``nodes.tpm``, ``nodes.engines``),
+``simulations/`` the deterministic ones.
 """
 
-from actors.seams.clock import Clock, TrioClock
-from actors.seams.random import Random, SystemRandom
-from actors.seams.store import SqliteStore, Store, StoreError
-from actors.seams.tpm import TPM, TPMError
+from actors.seams.clock import Clock, WallClock
+from actors.seams.engine import CancelToken, Chunk, Engine, GenerationParams
+from actors.seams.random import Random
+from actors.seams.store import Row, SqlValue, Store, StoreError
+from actors.seams.tpm import TPM, CounterMismatch, CounterMissing, TPMError
 from actors.seams.transport import Transport, TransportEvents
 
 __all__ = [
     "TPM",
+    "CancelToken",
+    "Chunk",
     "Clock",
+    "CounterMismatch",
+    "CounterMissing",
+    "Engine",
+    "GenerationParams",
     "Random",
-    "SqliteStore",
+    "Row",
+    "SqlValue",
     "Store",
     "StoreError",
-    "SystemRandom",
     "TPMError",
     "Transport",
     "TransportEvents",
-    "TrioClock",
+    "WallClock",
 ]

@@ -1,6 +1,6 @@
 """The Random seam: every random draw an actor makes goes through it.
 
-Production uses the operating system's CSPRNG (:class:`SystemRandom`). The
+Production uses the operating system's CSPRNG (:class:`nodes.random.SystemRandom`). The
 simulator substitutes one seeded generator per run that records every draw, so
 a seed reproduces the run. Nothing in a production path may take randomness
 from anywhere else, and nothing may use a seeded generator in production.
@@ -8,7 +8,6 @@ from anywhere else, and nothing may use a seeded generator in production.
 
 from __future__ import annotations
 
-import secrets
 from typing import Protocol
 
 
@@ -26,17 +25,3 @@ class Random(Protocol):
     def random(self) -> float:
         """A uniformly random float in ``[0.0, 1.0)`` (jitter, backoff)."""
         ...
-
-
-class SystemRandom:
-    """Production randomness: the operating system's CSPRNG."""
-
-    def token_bytes(self, n: int) -> bytes:
-        return secrets.token_bytes(n)
-
-    def randbelow(self, n: int) -> int:
-        return secrets.randbelow(n)
-
-    def random(self) -> float:
-        # 53 random bits, the precision of a double's mantissa.
-        return secrets.randbits(53) / (1 << 53)

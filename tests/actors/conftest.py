@@ -11,6 +11,8 @@ import pytest
 import trio
 
 from actors import ActorSystem, open_actor_system
+from nodes.clock import TrioClock
+from nodes.random import SystemRandom
 from simulations.kernel import Kernel, SimDriver
 from simulations.random import RecordedRandom
 from simulations.trace import TraceRecorder
@@ -20,7 +22,9 @@ Scenario = Callable[[ActorSystem], Awaitable[Any]]
 
 def run_on_trio(scenario: Scenario) -> Any:
     async def main() -> Any:
-        async with open_actor_system("t", shutdown_timeout=1.0) as system:
+        async with open_actor_system(
+            "t", random=SystemRandom(), clock=TrioClock(), shutdown_timeout=1.0
+        ) as system:
             return await scenario(system)
 
     return trio.run(main)

@@ -19,7 +19,7 @@ from actors.attestation import (
 )
 from actors.key_custody import NodeKeyCustody
 from actors.seams.clock import Clock
-from actors.seams.random import SystemRandom
+from nodes.random import SystemRandom
 from protocol.attestation import (
     AttestationVerifier,
     DocumentKind,

@@ -29,7 +29,7 @@ from actors.channel import (
     memory_byte_stream_pair,
     serve_secure,
 )
-from actors.seams import SystemRandom
+from nodes.random import SystemRandom
 from protocol.framing import (
     DecryptFailed,
     HandshakeFailed,

@@ -35,7 +35,7 @@ from actors.channel import (
     memory_byte_stream_pair,
     serve_secure,
 )
-from actors.seams.random import SystemRandom
+from nodes.random import SystemRandom
 from protocol.attestation import Check, StaleEvidence, unverified_payload
 from protocol.framing import PayloadTooLarge, PeerRejected
 from protocol.noise import KeyPair

@@ -31,7 +31,6 @@ from actors.key_custody import (
     NodeKeyCustody,
     seal_data_key_import,
 )
-from actors.seams.random import SystemRandom
 from actors.seams.tpm import TPMError
 from nodes.boot import BootInputs, measured_boot
 from nodes.model_store import (
@@ -42,6 +41,7 @@ from nodes.model_store import (
     seal_model_file,
     write_sealed_stream,
 )
+from nodes.random import SystemRandom
 from protocol.attestation import AttestationVerifier, ChainCache, NitroAuthenticator, TrustAnchor
 from protocol.measurement import (
     APPLICATION_PCRS,

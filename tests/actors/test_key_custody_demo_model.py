@@ -10,9 +10,9 @@ import pytest
 from _release_kit import NOW, ReleaseKit
 
 from actors.key_custody import KeyVault, NodeKeyCustody
-from actors.seams.random import SystemRandom
 from nodes.boot import measured_boot
 from nodes.model_store import open_sealed_model, seal_model_file
+from nodes.random import SystemRandom
 from protocol.attestation import AttestationVerifier, NitroAuthenticator, TrustAnchor
 from protocol.measurement import APPLICATION_PCRS, model_artifact_name, model_policy
 from protocol.release import ArtifactSpec

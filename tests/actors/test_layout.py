@@ -11,7 +11,7 @@ from pathlib import Path
 
 from actors import ActorSystem
 from actors.remote import RemoteLayer
-from actors.seams.random import SystemRandom
+from nodes.random import SystemRandom
 from simulations.kernel import Kernel, SimDriver
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -25,7 +25,8 @@ from actors import (
 )
 from actors.lowlevel import Backoff
 from actors.remote import RemoteLayer
-from actors.seams.random import SystemRandom
+from nodes.clock import TrioClock
+from nodes.random import SystemRandom
 from nodes.tcp_transport import PeerAddress, TcpNoiseTransport
 from protocol.framing import DEFAULT_MAX_PAYLOAD
 from protocol.messages import U64, MaxLen, Ping, Pong, message
@@ -100,7 +101,9 @@ class Node:
             with self.scope:
                 async with trio.open_nursery() as inner:
                     port = await inner.start(self.transport.run)
-                    self.system = ActorSystem(self.name, TrioDriver(inner), random=self.random)
+                    self.system = ActorSystem(
+                        self.name, TrioDriver(inner, TrioClock()), random=self.random
+                    )
                     RemoteLayer(self.system, self.transport)
                     task_status.started(port)
 

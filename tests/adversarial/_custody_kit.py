@@ -21,9 +21,9 @@ from actors.key_custody import (
     KeyVault,
     NodeKeyCustody,
 )
-from actors.seams.random import SystemRandom
 from actors.seams.tpm import TPM
 from nodes.boot import BootedNode, measured_boot
+from nodes.random import SystemRandom
 from protocol.attestation import AttestationVerifier, ChainCache, NitroAuthenticator, TrustAnchor
 from protocol.measurement import APPLICATION_PCRS, model_policy
 from protocol.noise import KeyPair

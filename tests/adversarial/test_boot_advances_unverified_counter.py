@@ -32,9 +32,9 @@ from _counter_machines import (
 from _release_kit import NOW, ReleaseKit
 
 import nodes.boot
-from actors.seams.random import SystemRandom
 from actors.seams.tpm import TPM, CounterMissing
 from nodes.boot import BootCheck, BootError, measured_boot
+from nodes.random import SystemRandom
 from protocol.measurement import APPLICATION_PCRS, PCR_RESET_VALUE, RELEASE_COUNTER
 
 

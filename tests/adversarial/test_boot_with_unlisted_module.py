@@ -16,8 +16,8 @@ import pytest
 from _release_kit import NOW, ReleaseKit
 from _source_tree import copy_running_tree
 
-from actors.seams.random import SystemRandom
 from nodes.boot import BootCheck, BootError, measured_boot
+from nodes.random import SystemRandom
 from protocol.measurement import APPLICATION_PCRS, PCR_RESET_VALUE
 from simulations.clock import ManualClock
 from simulations.nitrotpm import SimulatedNitroTPM

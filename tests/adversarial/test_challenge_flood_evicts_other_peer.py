@@ -26,7 +26,7 @@ from actors.key_custody import (
     Denial,
     KeyReleaseDenied,
 )
-from actors.seams.random import SystemRandom
+from nodes.random import SystemRandom
 from protocol.sealed_model import DATA_KEY_SIZE
 
 MODEL = "smol"

@@ -18,8 +18,8 @@ import pytest
 from _release_kit import NOW, ReleaseKit
 
 from actors.key_custody import KeyReleaseDenied, KeyVault, NodeKeyCustody
-from actors.seams.random import SystemRandom
 from nodes.boot import measured_boot
+from nodes.random import SystemRandom
 from protocol.attestation import (
     AttestationVerifier,
     DocumentKind,

@@ -32,7 +32,7 @@ from actors.key_custody import (
 )
 from actors.key_custody._envelope import seal_envelope
 from actors.key_custody._vault import grant_prologue
-from actors.seams.random import SystemRandom
+from nodes.random import SystemRandom
 from protocol.noise import HandshakeState, KeyPair, NoiseProtocol
 
 ATTACKER_KEY = bytes(range(32))

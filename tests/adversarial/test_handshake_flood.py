@@ -29,7 +29,7 @@ from actors.channel import (
     connect_secure,
     serve_secure,
 )
-from actors.seams.random import SystemRandom
+from nodes.random import SystemRandom
 from protocol.framing import SessionError
 
 pytestmark = pytest.mark.anyio

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from _release_kit import NOW, ReleaseKit
 
-from actors.seams.random import SystemRandom
 from nodes.boot import MAX_RELEASE_ADVANCE, BootCheck, BootError, measured_boot
+from nodes.random import SystemRandom
 from protocol.measurement import APPLICATION_PCRS, PCR_RESET_VALUE, RELEASE_COUNTER
 from simulations.clock import ManualClock
 from simulations.nitrotpm import SimulatedNitroTPM

@@ -21,7 +21,7 @@ from _node_attestation import Cloud, LogCapture, RecordingEvents, hello, new_key
 
 from actors.attestation import Evidence, EvidenceMessage, encode_control
 from actors.channel import NOT_ATTESTED, ChannelAttestation
-from actors.seams.random import SystemRandom
+from nodes.random import SystemRandom
 from nodes.tcp_transport import PeerAddress, TcpNoiseTransport
 from protocol.attestation import DocumentKind
 from protocol.messages import Envelope, Ping, encode_envelope

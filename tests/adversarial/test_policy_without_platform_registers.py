@@ -17,8 +17,8 @@ import pytest
 from _release_kit import NOW, ReleaseKit
 
 from actors.key_custody import KeyVault, NodeKeyCustody
-from actors.seams.random import SystemRandom
 from nodes.boot import BootCheck, BootError, measured_boot
+from nodes.random import SystemRandom
 from protocol import measurement
 from protocol.attestation import AttestationVerifier, NitroAuthenticator, TrustAnchor
 from protocol.measurement import (

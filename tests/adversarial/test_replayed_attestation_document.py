@@ -30,7 +30,7 @@ from actors.channel import (
     connect_secure,
     memory_byte_stream_pair,
 )
-from actors.seams.random import SystemRandom
+from nodes.random import SystemRandom
 from nodes.tcp_transport import PeerAddress, TcpNoiseTransport
 from protocol.attestation import Check, Expectations, StaleEvidence, noise_key_binding
 from protocol.framing import PeerRejected

@@ -38,7 +38,7 @@ from actors.key_custody import (
     KeyVault,
     SealedKek,
 )
-from actors.seams.random import SystemRandom
+from nodes.random import SystemRandom
 from protocol.measurement import APPLICATION_PCRS
 
 

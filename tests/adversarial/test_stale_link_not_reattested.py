@@ -19,7 +19,7 @@ from _node_attestation import Cloud, LogCapture, NodeAttestation, RecordingEvent
 
 from actors.attestation import Evidence
 from actors.lowlevel import Backoff
-from actors.seams.random import SystemRandom
+from nodes.random import SystemRandom
 from nodes.tcp_transport import PeerAddress, TcpNoiseTransport
 from protocol.measurement import APPLICATION_PCRS
 

@@ -29,7 +29,7 @@ from actors.key_custody import (
     seal_data_key_import,
 )
 from actors.key_custody._vault import import_prologue
-from actors.seams.random import SystemRandom
+from nodes.random import SystemRandom
 from protocol.attestation.binding import noise_key_binding
 from protocol.noise import HandshakeState, NoiseProtocol
 from protocol.sealed_model import (

@@ -18,7 +18,7 @@ import pytest
 from _custody_kit import MODEL, CustodyCloud, new_key_pair
 
 from actors.key_custody import KeyVault, NodeKeyCustody, seal_data_key_import
-from actors.seams.random import SystemRandom
+from nodes.random import SystemRandom
 from protocol.attestation import (
     AttestationVerifier,
     DocumentKind,

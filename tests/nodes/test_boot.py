@@ -17,7 +17,6 @@ import pytest
 from _release_kit import CODE_ARTIFACT, NOW, ReleaseFiles, ReleaseKit
 
 from actors.counter_guard import MAX_ADVANCE, CounterBinding, CounterCheck
-from actors.seams.random import SystemRandom
 from actors.seams.tpm import CounterMissing
 from nodes.boot import (
     _COUNTER_CHECKS,
@@ -29,6 +28,7 @@ from nodes.boot import (
     BootInputs,
     measured_boot,
 )
+from nodes.random import SystemRandom
 from protocol.attestation import (
     AttestationVerifier,
     DocumentKind,

@@ -17,8 +17,8 @@ from _node_attestation import Cloud
 
 from actors.channel import NOT_ATTESTED, ChannelAttestation, connect_secure
 from actors.log import configure_logging
-from actors.seams.random import SystemRandom
 from nodes.demo import MODEL_ID, _serve, demo_model_path, inference_handler, run_demo
+from nodes.random import SystemRandom
 from protocol.customer_data import CustomerData
 from protocol.inference import ChatTurn, GenerateChunk, GenerateRequest, Role
 from protocol.messages import PROTOCOL_VERSION, Envelope, ErrorCode, ErrorReply

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from actors.seams.store import SqliteStore
 from nodes.cli import SUBCOMMAND_MODULES, main
 from nodes.release import (
     ReleaseDirectory,
@@ -25,6 +24,7 @@ from nodes.release import (
     verify_installed_artifacts,
     verify_release_bundle,
 )
+from nodes.store import SqliteStore
 from nodes.tlog import load_log_public_key
 from protocol.release import (
     ArtifactMismatch,

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.seams.store import SqliteStore, StoreError
+from actors.seams.store import StoreError
+from nodes.store import SqliteStore
 from nodes.tlog import (
     LogRequestError,
     LogStoreError,

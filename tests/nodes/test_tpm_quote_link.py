@@ -33,7 +33,7 @@ from actors.channel import (
 )
 from actors.key_custody import NodeKeyCustody
 from actors.lowlevel import Backoff
-from actors.seams.random import SystemRandom
+from nodes.random import SystemRandom
 from nodes.tcp_transport import PeerAddress, TcpNoiseTransport
 from protocol.attestation import (
     AttestationVerifier,
