@@ -42,11 +42,10 @@ def _verdicts(report: str) -> dict[str, str]:
     names wrap across lines there)."""
     summary = " ".join(report.split("Contracts\n---------", 1)[-1].split())
     verdicts: dict[str, str] = {}
-    for part in re.split(r"(KEPT|BROKEN)", summary.split("Contracts:", 1)[0]):
-        if part in ("KEPT", "BROKEN"):
-            verdicts[name] = part
-        else:
-            name = part.split("-----")[-1].strip(" -")
+    parts = re.split(r"(KEPT|BROKEN)", summary.split("Contracts:", 1)[0])
+    # re.split with a group alternates: name, verdict, name, verdict, ...
+    for name, verdict in zip(parts[0::2], parts[1::2], strict=False):
+        verdicts[name.split("-----")[-1].strip(" -")] = verdict
     return verdicts
 
 
