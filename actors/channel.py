@@ -1,4 +1,4 @@
-"""Secure channels over anyio byte streams (ARCHITECTURE §5).
+"""Secure channels over anyio byte streams (docs/architecture.md §7).
 
 A :class:`SecureChannel` is a :class:`protocol.framing.SecureSession` driven
 over any :class:`anyio.abc.ByteStream`: TCP between nodes, an in-memory pair

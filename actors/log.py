@@ -1,4 +1,4 @@
-"""Fail-closed structured logging (invariant I2, ARCHITECTURE §8).
+"""Fail-closed structured logging (invariant I2, docs/architecture.md §12).
 
 Every process (node daemon, simulator, client CLI) calls
 :func:`configure_logging` once; code logs through :func:`get_logger`. The
@@ -59,7 +59,7 @@ ALLOWED_KEYS: Final = frozenset(
         "child",
         "supervisor",
         "strategy",
-        # routing metadata (ARCHITECTURE §1: not customer data)
+        # routing metadata (docs/architecture.md §2: not customer data)
         "request_id",
         "tenant",
         "model",

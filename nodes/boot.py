@@ -1,4 +1,4 @@
-"""Measured boot (ARCHITECTURE §10 "A node boots", up to the first attestation).
+"""Measured boot (docs/architecture.md §14 "A node boots", up to the first attestation).
 
 In order, and nothing is changed on the TPM until every check passed (but for
 the release counter a node's first boot defines in step 1):

@@ -1,4 +1,4 @@
-"""Framing and the secure session over Noise, sans-IO (ARCHITECTURE §5).
+"""Framing and the secure session over Noise, sans-IO (docs/architecture.md §7).
 
 Nothing here touches a socket or a clock: bytes go in through
 :meth:`SecureSession.receive_data`, events come out of

@@ -1,4 +1,4 @@
-"""What a booting node measures, and the PCR values that result (ARCHITECTURE §7).
+"""What a booting node measures, and the PCR values that result (docs/architecture.md §9).
 
 A node's attestation shows two kinds of register, and a verifier pins both:
 

@@ -1,4 +1,4 @@
-"""Key custody (ARCHITECTURE §4): the node's Noise static key on every node,
+"""Key custody (docs/architecture.md §6): the node's Noise static key on every node,
 and on ``keys`` nodes the model KEKs sealed to the TPM (in a keyring bound to
 a TPM counter, so an older copy of it is refused), data key imports from
 model providers only, and the release of data keys to attested peers only."""

@@ -138,7 +138,7 @@ TPM_GENERATED_VALUE: Final = 0xFF544347
 #: time or audit attestation, which share the envelope but mean other things).
 TPM_ST_ATTEST_QUOTE: Final = 0x8018
 
-#: PCR bank of record: SHA-384, as on NitroTPM (ARCHITECTURE section 6).
+#: PCR bank of record: SHA-384, as on NitroTPM (docs/architecture.md §8).
 PCR_VALUE_SIZE: Final = 48
 _PCR_COUNT: Final = 24
 
