@@ -525,9 +525,10 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
             clock=clock,
             verifier=verifier,
             policy_for=lambda model_id: model_policy([release], model_id),
-            # The demo's provider adds its key on the keys node itself (below), so
-            # no release names a provider key and every import is refused.
-            provider_static_for=lambda model_id: None,
+            # Imports come only from the provider key the release names for a
+            # model. The demo's release names none (its provider adds the key on
+            # the keys node itself, below), so every import would be refused.
+            provider_static_for=release.model_provider_static,
             # The KEK opens only on this image running this release.
             keyring=KeyVault.new_keyring(keys_tpm, random, (*PLATFORM_PCRS, *APPLICATION_PCRS)),
             persist=persist_keyring,

@@ -129,6 +129,7 @@ class ReleaseKit:
         signers: Sequence[CryptoSigner] | None = None,
         logged: bool = True,
         min_version: int = 0,
+        model_providers: Mapping[str, bytes] | None = None,
         with_image: bool = True,
         mutate: Callable[[Metadata[Targets]], None] | None = None,
     ) -> ReleaseFiles:
@@ -145,6 +146,7 @@ class ReleaseKit:
             artifacts=self.artifacts(models or {}),
             min_version=min_version,
             image_measurements=self.image_measurements if with_image else None,
+            model_providers=model_providers,
         )
         if mutate is not None:
             mutate(targets_md)

@@ -26,6 +26,7 @@ from tuf.api.serialization.json import JSONSerializer
 from protocol.measurement import (
     IMAGE_MEASUREMENTS_ARTIFACT,
     image_measurements_object,
+    model_artifact_name,
     parse_image_measurements,
 )
 from protocol.release._errors import MalformedRelease
@@ -37,6 +38,10 @@ from protocol.release._model import ArtifactSpec
 MIN_VERSION_FIELD = "min_version"
 #: The field of a target entry that python-tuf reserves for applications.
 CUSTOM_FIELD = "custom"
+#: In a model artifact's ``custom`` field: the model provider's X25519 static
+#: public key (hex), the only key a keys node accepts that model's data keys from.
+PROVIDER_STATIC_FIELD = "provider_static"
+PROVIDER_STATIC_BYTES = 32
 
 SIGNER_ROLES = ("root", "targets")
 
@@ -84,6 +89,7 @@ def new_targets(
     artifacts: Mapping[str, ArtifactSpec],
     min_version: int,
     image_measurements: bytes | None = None,
+    model_providers: Mapping[str, bytes] | None = None,
 ) -> Metadata[Targets]:
     """Unsigned targets metadata listing ``artifacts`` at ``version``.
 
@@ -92,6 +98,8 @@ def new_targets(
     the node image's ``nitro-tpm-pcr-compute`` output; it is listed as the
     ``image/pcr-measurements.json`` artifact, with its parsed values in the
     entry's ``custom`` field for verifiers that hold only metadata.
+    ``model_providers``: per listed model, the model provider's 32-byte X25519
+    static public key, carried in that model artifact's ``custom`` field.
     """
     if version < 1:
         raise ValueError("release version must be at least 1")
@@ -116,7 +124,20 @@ def new_targets(
             IMAGE_MEASUREMENTS_ARTIFACT,
             unrecognized_fields={CUSTOM_FIELD: custom},
         )
-    elif IMAGE_MEASUREMENTS_ARTIFACT in artifacts:
+    for model_id, provider_static in (model_providers or {}).items():
+        name = model_artifact_name(model_id)
+        if name not in targets:
+            raise ValueError("a model provider is named for a model the release does not list")
+        if type(provider_static) is not bytes or len(provider_static) != PROVIDER_STATIC_BYTES:
+            raise ValueError("a model provider's static key is 32 bytes")
+        listed_model = targets[name]
+        targets[name] = TargetFile(
+            listed_model.length,
+            listed_model.hashes,
+            name,
+            unrecognized_fields={CUSTOM_FIELD: {PROVIDER_STATIC_FIELD: provider_static.hex()}},
+        )
+    if image_measurements is None and IMAGE_MEASUREMENTS_ARTIFACT in artifacts:
         raise ValueError(f"{IMAGE_MEASUREMENTS_ARTIFACT} needs its content (image_measurements)")
     return Metadata(
         Targets(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 # Hash algorithms an artifact may be listed with, and their digest sizes.
@@ -63,9 +63,20 @@ class VerifiedRelease:
     signer_keyids: tuple[str, ...]
     image_measurements: Mapping[int, bytes]
     min_version: int
+    #: Per model id, the provider's X25519 static key the release names for it.
+    model_providers: Mapping[str, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "artifacts", types.MappingProxyType(dict(self.artifacts)))
         object.__setattr__(
             self, "image_measurements", types.MappingProxyType(dict(self.image_measurements))
         )
+        object.__setattr__(
+            self, "model_providers", types.MappingProxyType(dict(self.model_providers))
+        )
+
+    def model_provider_static(self, model_id: str) -> bytes | None:
+        """The static key of the provider this release names for ``model_id``
+        (the only sender a keys node accepts that model's data keys from), or
+        ``None``: then no import for the model is accepted at all."""
+        return self.model_providers.get(model_id)

@@ -49,10 +49,17 @@ from tuf.api.serialization.json import CanonicalJSONSerializer
 
 from protocol.measurement import (
     IMAGE_MEASUREMENTS_ARTIFACT,
+    MODEL_ARTIFACT_PREFIX,
+    MODEL_ARTIFACT_SUFFIX,
     ImageMeasurementsError,
     image_measurements_from_object,
 )
-from protocol.release._build import CUSTOM_FIELD, MIN_VERSION_FIELD
+from protocol.release._build import (
+    CUSTOM_FIELD,
+    MIN_VERSION_FIELD,
+    PROVIDER_STATIC_BYTES,
+    PROVIDER_STATIC_FIELD,
+)
 from protocol.release._errors import (
     BadSignature,
     BelowThreshold,
@@ -281,6 +288,40 @@ def _image_measurements(targets: Targets) -> Mapping[int, bytes]:
     return measurements
 
 
+def _model_providers(targets: Targets) -> dict[str, bytes]:
+    """Per model, the provider key its artifact's ``custom`` field names.
+
+    Only the image artifact and model artifacts may carry fields beyond
+    length and hashes; anything else is refused rather than ignored.
+    """
+    providers: dict[str, bytes] = {}
+    for name, target in targets.targets.items():
+        extra = target.unrecognized_fields
+        if not extra or name == IMAGE_MEASUREMENTS_ARTIFACT:
+            continue
+        is_model = name.startswith(MODEL_ARTIFACT_PREFIX) and name.endswith(MODEL_ARTIFACT_SUFFIX)
+        custom = extra.get(CUSTOM_FIELD)
+        encoded = custom.get(PROVIDER_STATIC_FIELD) if isinstance(custom, dict) else None
+        key: bytes | None = None
+        if (
+            is_model
+            and set(extra) == {CUSTOM_FIELD}
+            and isinstance(custom, dict)
+            and set(custom) == {PROVIDER_STATIC_FIELD}
+            and isinstance(encoded, str)
+            and len(encoded) == 2 * PROVIDER_STATIC_BYTES
+            and all(c in "0123456789abcdef" for c in encoded)
+        ):
+            key = bytes.fromhex(encoded)
+        if key is None:
+            raise MalformedRelease(
+                "an artifact carries fields Mantle does not define (only a model's"
+                " provider key and the image's measurements are allowed)"
+            )
+        providers[name[len(MODEL_ARTIFACT_PREFIX) : -len(MODEL_ARTIFACT_SUFFIX)]] = key
+    return providers
+
+
 def verify_release_metadata(
     root_bytes: bytes,
     targets_bytes: bytes,
@@ -333,6 +374,7 @@ def verify_release_metadata(
         artifacts=_artifacts(targets),
         image_measurements=_image_measurements(targets),
         min_version=published_floor,
+        model_providers=_model_providers(targets),
         release_digest=hashlib.sha384(targets_payload).digest(),
         expires=targets.expires,
         root_version=root.version,

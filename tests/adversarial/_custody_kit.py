@@ -39,6 +39,10 @@ def new_key_pair() -> KeyPair:
     return KeyPair.generate(ENVELOPE_PROTOCOL.dh, SystemRandom().token_bytes)
 
 
+#: The model provider: one party, whose key every test release names for MODEL.
+MODEL_PROVIDER = new_key_pair()
+
+
 @dataclass
 class CustodyCloud:
     """One release serving MODEL, a booted keys node with its vault, a provider key."""
@@ -58,7 +62,10 @@ class CustodyCloud:
 
     def __post_init__(self) -> None:
         self.kit = ReleaseKit(install_root=self.tmp / "install")
-        self.files = self.kit.publish(1, models={MODEL: WEIGHTS})
+        self.provider = MODEL_PROVIDER
+        self.files = self.kit.publish(
+            1, models={MODEL: WEIGHTS}, model_providers={MODEL: self.provider.public}
+        )
         self.release = self.kit.verified(self.files)
         self.wall = ManualClock(int(NOW.timestamp() * 1000))
         self.pki = SimulatedNitroPKI("adversarial-cloud")
@@ -69,7 +76,6 @@ class CustodyCloud:
             random=SystemRandom(),
             now=NOW,
         )
-        self.provider = new_key_pair()
         self.stored.append(KeyVault.new_keyring(self.keys_tpm, SystemRandom(), APPLICATION_PCRS))
         self.vault = self.open_vault(self.stored[-1])
 
@@ -92,14 +98,10 @@ class CustodyCloud:
                 [NitroAuthenticator(TrustAnchor.from_der(self.pki.root_der), cache=ChainCache())]
             ),
             policy_for=lambda model_id: model_policy([self.release], model_id),
-            provider_static_for=self.provider_static_for,
+            provider_static_for=self.release.model_provider_static,
             keyring=keyring_file,
             persist=persist if persist is not None else self.stored.append,
         )
-
-    def provider_static_for(self, model_id: str) -> bytes | None:
-        # What VerifiedRelease.model_provider_static answers for this release.
-        return self.provider.public if model_id == MODEL else None
 
     @property
     def keys_static(self) -> bytes:

@@ -39,7 +39,7 @@ def test_a_vault_cannot_be_built_on_a_key_of_its_own(tmp_path: Path) -> None:
         "clock": cloud.wall,
         "verifier": AttestationVerifier([NitroAuthenticator(anchor)]),
         "policy_for": lambda model_id: model_policy([cloud.release], model_id),
-        "provider_static_for": cloud.provider_static_for,
+        "provider_static_for": cloud.release.model_provider_static,
         "keyring": cloud.stored[-1],
         "persist": cloud.stored.append,
     }
