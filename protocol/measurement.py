@@ -418,6 +418,26 @@ def current_releases(releases: Iterable[VerifiedRelease]) -> tuple[VerifiedRelea
     return tuple(release for release in listed if release.version >= floor)
 
 
+def require_measured(policy: PcrPolicy) -> PcrPolicy:
+    """``policy``, if every entry pins the platform and the application registers.
+
+    The policy builders here never make anything else; this is the check at the
+    places that release keys or admit a node or a prompt, for policies that come
+    from elsewhere (a policy file, a caller's lookup): an entry that pins only
+    the application registers admits any machine, on any image, that extended
+    the published event digests. :class:`MissingPlatformRegisters` otherwise.
+    """
+    required = set(PLATFORM_PCRS) | set(APPLICATION_PCRS)
+    for entry in policy.releases:
+        if not required <= {index for index, _ in entry.pcrs}:
+            raise MissingPlatformRegisters(
+                "a policy entry does not pin both the node image's platform registers"
+                f" (PCR {', '.join(map(str, PLATFORM_PCRS))}) and Mantle's application"
+                f" registers (PCR {', '.join(map(str, APPLICATION_PCRS))})"
+            )
+    return policy
+
+
 def policy_from_measurements(measurements: Mapping[str, ReleaseMeasurement]) -> PcrPolicy:
     """The attestation verifier's PCR policy accepting exactly these measurements.
 
@@ -451,8 +471,17 @@ def policy_from_releases(
     ``None`` if no current release has an entry.
     """
     listed = tuple(releases)
+    digests: dict[int, bytes] = {}
     for release in listed:
         release_platform_pcrs(release)
+        # Entries are named by version: two different releases with one version
+        # would shadow each other, and which one is admitted would depend on
+        # the order the caller happened to pass them in.
+        known = digests.setdefault(release.version, release.release_digest)
+        if known != release.release_digest:
+            raise MeasurementError(
+                f"two different releases carry version {release.version}; refusing to choose"
+            )
     named: dict[str, ReleaseMeasurement] = {}
     for release in current_releases(listed):
         named.update(entries(release))

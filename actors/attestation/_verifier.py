@@ -14,6 +14,7 @@ from protocol.attestation import (
     VerifiedAttestation,
     noise_key_binding,
 )
+from protocol.measurement import require_measured
 
 
 class PeerAttestationVerifier:
@@ -59,6 +60,7 @@ class PeerAttestationVerifier:
         policy = self._policy()
         if not isinstance(policy, PcrPolicy):
             raise TypeError("the policy source returned no PCR policy")
+        require_measured(policy)  # never admit on the application registers alone
         return self._verifier.verify(
             evidence.document,
             kind=evidence.kind,

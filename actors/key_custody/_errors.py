@@ -29,6 +29,9 @@ class Denial(enum.StrEnum):
     TOO_MANY_PEERS = "too_many_peers"
     #: No key policy exists for the model (no logged release serves it).
     NO_POLICY = "no_policy"
+    #: The model's policy has an entry that does not pin the node image's
+    #: platform registers and the application registers (a misconfigured lookup).
+    UNMEASURED_POLICY = "unmeasured_policy"
     #: The attestation document failed verification (see ``attestation_check``).
     ATTESTATION = "attestation"
     #: The model or key version is unknown, or the version is no longer served.

@@ -117,6 +117,7 @@ from protocol.attestation import (
     PcrPolicy,
 )
 from protocol.attestation.binding import noise_key_binding
+from protocol.measurement import MeasurementError, MissingPlatformRegisters, require_measured
 from protocol.noise import KeyPair
 from protocol.sealed_model import (
     DATA_KEY_SIZE,
@@ -487,9 +488,19 @@ class KeyVault:
         self._consume_challenge(peer, request.nonce)
         if not isinstance(request.static_public, bytes) or len(request.static_public) != 32:
             raise KeyReleaseDenied(Denial.MALFORMED, "static key must be 32 bytes")
-        policy = self._policy_for(request.model_id)
-        if policy is None:
+        policy: PcrPolicy | None = None
+        unmeasured = False
+        try:
+            policy = self._policy_for(request.model_id)
+        except MeasurementError:  # e.g. a release naming no node image
+            unmeasured = True
+        if policy is None and not unmeasured:
             raise KeyReleaseDenied(Denial.NO_POLICY, "no logged release serves this model")
+        if unmeasured or policy is None or not _is_measured(policy):
+            raise KeyReleaseDenied(
+                Denial.UNMEASURED_POLICY,
+                "the model's policy does not pin the node image and the application registers",
+            )
         try:
             self._verifier.verify(
                 request.evidence,
@@ -645,6 +656,15 @@ def _seal_new_kek(
     except TPMError:
         raise KeyringError("the TPM refused to seal a new KEK") from None
     return SealedKek(kek_id=kek_id, state=state, sealed_blob=blob, pcr_indices=indices)
+
+
+def _is_measured(policy: PcrPolicy) -> bool:
+    """Whether every entry of ``policy`` pins the platform and application registers."""
+    try:
+        require_measured(policy)
+    except MissingPlatformRegisters:
+        return False
+    return True
 
 
 def _check_peer(peer: object) -> None:

@@ -52,7 +52,13 @@ def _service(
 
 
 def _policy(tpm: SimulatedNitroTPM) -> PcrPolicy:
-    return PcrPolicy(releases=(PcrRelease.from_mapping("now", {0: tpm.pcr_read(0)}),))
+    # Every register as it is now: a measured policy pins the platform and the
+    # application registers (peer verifiers refuse anything less).
+    return PcrPolicy(
+        releases=(
+            PcrRelease.from_mapping("now", {index: tpm.pcr_read(index) for index in range(24)}),
+        )
+    )
 
 
 @pytest.mark.anyio

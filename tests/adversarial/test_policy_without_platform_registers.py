@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from _release_kit import NOW, ReleaseKit
 
-from actors.key_custody import KeyVault, NodeKeyCustody
+from actors.key_custody import Denial, KeyReleaseDenied, KeyVault, NodeKeyCustody
 from nodes.boot import BootCheck, BootError, measured_boot
 from nodes.random import SystemRandom
 from protocol import measurement
@@ -113,6 +113,7 @@ def test_keys_node_and_boot_refuse_a_release_without_an_image(tmp_path: Path) ->
     request = custody.data_key_request(
         replay, challenge=vault.issue_challenge(custody.static_public), model_id=MODEL
     )
-    with pytest.raises(MissingPlatformRegisters):
+    with pytest.raises(KeyReleaseDenied) as denied:
         vault.release_data_key(request, peer=request.static_public)
+    assert denied.value.denial is Denial.UNMEASURED_POLICY
     assert not custody.has_data_key(MODEL, 1)
