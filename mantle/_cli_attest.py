@@ -13,6 +13,7 @@ in :mod:`protocol.attestation._policy`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import time
@@ -37,10 +38,9 @@ EXIT_UNUSABLE = 2
 
 
 def _hex_bytes(text: str) -> bytes:
-    try:
+    with contextlib.suppress(ValueError):
         return bytes.fromhex(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected hexadecimal bytes") from None
+    raise argparse.ArgumentTypeError("expected hexadecimal bytes")
 
 
 def _max_age_seconds(text: str) -> float:

@@ -22,6 +22,7 @@ The data key exists only in this process's memory. ``model list`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any, Final
@@ -82,10 +83,9 @@ def _read_small(path: Path, what: str) -> bytes:
 
 
 def _static_key(text: str) -> bytes:
-    try:
+    key = b""
+    with contextlib.suppress(ValueError):
         key = bytes.fromhex(text)
-    except ValueError:
-        raise _Unusable("--keys-static must be 64 hex digits") from None
     if len(key) != 32:
         raise _Unusable("--keys-static must be 64 hex digits")
     return key

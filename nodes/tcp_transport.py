@@ -20,6 +20,7 @@ with backoff. ``send`` refuses frames while the link is known to be down.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hmac
 from collections import deque
@@ -188,10 +189,12 @@ class TcpNoiseTransport:
     # ------------------------------------------------------------ identity
 
     def _verify(self, expected: str | None, remote_static: bytes, payload: bytes) -> None:
-        try:
+        envelope = None
+        with contextlib.suppress(MessageDecodeError):
             envelope = REGISTRY.decode(payload)
-        except MessageDecodeError:
-            raise PeerNotAllowed("hello.decode") from None
+        if envelope is None:
+            # Outside the handler: no __context__ rides along with the refusal.
+            raise PeerNotAllowed("hello.decode")
         hello = envelope.body
         if not isinstance(hello, NodeHello):
             raise PeerNotAllowed("hello.type")

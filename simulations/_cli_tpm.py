@@ -15,6 +15,7 @@ byte. ``--policy-out`` writes a PCR policy (JSON, see
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -26,11 +27,18 @@ from simulations.nitrotpm import PCR_COUNT, ManualClock, SimulatedNitroTPM
 _MAX_HEX_FIELD_BYTES = 1024
 
 
+def _from_hex(text: str) -> bytes | None:
+    # None rather than raising in the handler: argparse's error then carries
+    # no __context__.
+    with contextlib.suppress(ValueError):
+        return bytes.fromhex(text)
+    return None
+
+
 def _hex_bytes(text: str) -> bytes:
-    try:
-        value = bytes.fromhex(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected hexadecimal bytes") from None
+    value = _from_hex(text)
+    if value is None:
+        raise argparse.ArgumentTypeError("expected hexadecimal bytes")
     if len(value) > _MAX_HEX_FIELD_BYTES:
         raise argparse.ArgumentTypeError(f"at most {_MAX_HEX_FIELD_BYTES} bytes")
     return value
@@ -43,10 +51,9 @@ def _pcr_extension(text: str) -> tuple[int, bytes]:
     index = int(index_text)
     if not 0 <= index < PCR_COUNT:
         raise argparse.ArgumentTypeError(f"PCR index must be 0-{PCR_COUNT - 1}")
-    try:
-        digest = bytes.fromhex(digest_text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("PCR digest must be hexadecimal") from None
+    digest = _from_hex(digest_text)
+    if digest is None:
+        raise argparse.ArgumentTypeError("PCR digest must be hexadecimal")
     if len(digest) != 48:
         raise argparse.ArgumentTypeError("PCR digest must be 48 bytes (96 hex digits)")
     return index, digest
