@@ -46,12 +46,15 @@ def read_small_file(path: Path, limit: int, what: str) -> bytes:
 
 def write_new_file(path: Path, data: bytes, mode: int) -> None:
     """Create ``path`` with ``mode``; never overwrite an existing file."""
+    refusal: str | None = None
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except FileExistsError as exc:
-        raise KeyFileError(f"{path} exists; refusing to overwrite a key file") from exc
+    except FileExistsError:
+        refusal = f"{path} exists; refusing to overwrite a key file"
     except OSError as exc:
-        raise KeyFileError(f"cannot create {path}: {exc.strerror}") from exc
+        refusal = f"cannot create {path}: {exc.strerror or type(exc).__name__}"
+    if refusal is not None:
+        raise KeyFileError(refusal)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
 
