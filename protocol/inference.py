@@ -17,6 +17,8 @@ from protocol.messages import U16, U32, IntRange, MaxLen, message
 
 #: Upper bound on one turn's text, in characters or bytes.
 MAX_TURN_LEN = 256 * 1024
+#: Upper bound on the tokens one request may ask for.
+MAX_TOKENS = 8192
 
 
 class Role(enum.StrEnum):
@@ -42,7 +44,7 @@ class ChatTurn:
 class GenerateRequest:
     model: Annotated[str, MaxLen(128)]
     turns: Annotated[tuple[ChatTurn, ...], MaxLen(256)]
-    max_tokens: Annotated[int, IntRange(1, 8192)]
+    max_tokens: Annotated[int, IntRange(1, MAX_TOKENS)]
     temperature: float
     top_p: float
     seed: U32

@@ -21,10 +21,12 @@ import time
 from pathlib import Path
 
 from actors.seams.tpm import TPMError
+from mantle._commands import MAX_UNIX_MS, IntegerIn
 from protocol.attestation import PcrPolicy, PcrRelease
 from simulations.nitrotpm import PCR_COUNT, ManualClock, SimulatedNitroTPM
 
 _MAX_HEX_FIELD_BYTES = 1024
+_PCR_INDEX = IntegerIn(0, PCR_COUNT - 1)
 
 
 def _from_hex(text: str) -> bytes | None:
@@ -46,11 +48,9 @@ def _hex_bytes(text: str) -> bytes:
 
 def _pcr_extension(text: str) -> tuple[int, bytes]:
     index_text, sep, digest_text = text.partition("=")
-    if not sep or not index_text.isdigit():
+    if not sep:
         raise argparse.ArgumentTypeError("expected N=HEX")
-    index = int(index_text)
-    if not 0 <= index < PCR_COUNT:
-        raise argparse.ArgumentTypeError(f"PCR index must be 0-{PCR_COUNT - 1}")
+    index = _PCR_INDEX(index_text)
     digest = _from_hex(digest_text)
     if digest is None:
         raise argparse.ArgumentTypeError("PCR digest must be hexadecimal")
@@ -110,7 +110,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="extend PCR N with a 48-byte digest (repeatable)",
     )
     attest.add_argument(
-        "--timestamp-ms", type=int, default=None, help="document time (ms since the epoch)"
+        "--timestamp-ms",
+        type=IntegerIn(0, MAX_UNIX_MS),
+        default=None,
+        help="document time (ms since the epoch)",
     )
     attest.add_argument("--policy-out", default=None, help="also write a PCR policy JSON")
     attest.add_argument("-o", "--output", required=True, help="document file to write")
