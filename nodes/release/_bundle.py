@@ -73,7 +73,7 @@ def read_metadata_file(path: Path, limit: int, what: str) -> bytes:
 
 
 def load_verified_metadata(
-    release: ReleaseDirectory, *, trusted_root: bytes | None, now: datetime, min_version: int
+    release: ReleaseDirectory, *, trusted_root: bytes, now: datetime, min_version: int
 ) -> VerifiedRelease:
     return verify_release_metadata(
         read_metadata_file(release.root, MAX_ROOT_BYTES, "root metadata"),
@@ -112,7 +112,7 @@ def verify_release_bundle(
     release: ReleaseDirectory,
     artifacts: Mapping[str, Path],
     *,
-    trusted_root: bytes | None,
+    trusted_root: bytes,
     log_public_key: bytes,
     now: datetime,
     min_version: int,

@@ -5,10 +5,11 @@ Order of checks, cheapest and most fundamental first (verify before use):
 1. sizes, then parsing, role types;
 2. the root: each role names distinct public keys of supported types (a
    threshold counts keys, not keyids); signed by a threshold of its own root
-   keys and, when a pinned
-   root is given, either identical to it or its direct successor signed by a
-   threshold of the pinned root's keys too (TUF root rotation, one step);
-   never an older version than the pinned one;
+   keys and either identical to the pinned root or its direct successor
+   signed by a threshold of the pinned root's keys too (TUF root rotation,
+   one step); never an older version than the pinned one. There is always a
+   pinned root: a root that vouches only for itself proves nothing but that
+   whoever wrote the bundle holds its keys;
 3. root expiry;
 4. targets signed by the root's ``targets`` threshold (``Root.verify_delegate``);
 5. targets expiry, then version against the caller's trusted minimum;
@@ -169,15 +170,10 @@ def _threshold_failure(
     )
 
 
-def _verify_root(root_md: Metadata[Root], trusted_root: bytes | None) -> None:
+def _verify_root(root_md: Metadata[Root], trusted_root: bytes) -> None:
     root = root_md.signed
     _check_root_keys(root, "root")
     payload = _signed_bytes(root_md, "root")
-    if trusted_root is None:
-        # No pin: the root vouches for itself only (first install, operator tooling).
-        if not root.get_verification_result("root", payload, root_md.signatures):
-            raise _threshold_failure(root, "root", "root", payload, root_md.signatures)
-        return
     pinned_md = _parse(trusted_root, "root", MAX_ROOT_BYTES)
     pinned = cast(Root, pinned_md.signed)
     _check_root_keys(pinned, "pinned root")
@@ -257,21 +253,28 @@ def verify_release_metadata(
     root_bytes: bytes,
     targets_bytes: bytes,
     *,
-    trusted_root: bytes | None,
+    trusted_root: bytes,
     now: datetime,
     min_version: int,
 ) -> VerifiedRelease:
     """Verify a release's root and targets metadata; return what they promise.
 
-    ``trusted_root``: the pinned root metadata bytes (``None`` only where no
-    pin exists yet, e.g. operator tooling on a fresh root). ``now``: a
-    timezone-aware time for expiry. ``min_version``: the lowest targets
-    version still acceptable (a node passes its TPM monotonic counter).
+    ``trusted_root``: the pinned root metadata bytes, required. It comes from
+    the caller (a file the operator names, the node's pinned boot inputs),
+    never from the bundle being verified; the bundle's root must be it or its
+    signed successor. ``now``: a timezone-aware time for expiry.
+    ``min_version``: the lowest targets version still acceptable (a node
+    passes its TPM monotonic counter).
 
-    Raises a :class:`~protocol.release.ReleaseError` subclass on any failure.
+    Raises a :class:`~protocol.release.ReleaseError` subclass on any failure
+    (:class:`~protocol.release.UntrustedRoot` without a pinned root).
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    if not isinstance(trusted_root, bytes) or not trusted_root:
+        # Fail closed: without a pin any self-signed root would pass, and
+        # with it whatever its keys signed.
+        raise UntrustedRoot("no pinned root given; a release verifies only against a pinned root")
     root_md = cast(Metadata[Root], _parse(root_bytes, "root", MAX_ROOT_BYTES))
     targets_md = cast(Metadata[Targets], _parse(targets_bytes, "targets", MAX_TARGETS_BYTES))
     root = root_md.signed
