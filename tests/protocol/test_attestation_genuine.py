@@ -85,12 +85,8 @@ def test_both_pcr_field_names_and_map_encodings_are_read(test_data: Path) -> Non
 
 
 @pytest.mark.parametrize("debug", [True, False])
-def test_production_policy_rejects_genuine_debug_documents(
-    test_data: Path, debug: bool
-) -> None:
-    entry = next(
-        e for e in _manifest(test_data) if e["expect"] == "accept" and e["debug"] is debug
-    )
+def test_production_policy_rejects_genuine_debug_documents(test_data: Path, debug: bool) -> None:
+    entry = next(e for e in _manifest(test_data) if e["expect"] == "accept" and e["debug"] is debug)
     data = (test_data / "nitro" / str(entry["file"])).read_bytes()
     verifier = AttestationVerifier([NitroAuthenticator(aws_nitro_root())])
     now_ms = int(entry["timestamp_ms"])  # type: ignore[call-overload]

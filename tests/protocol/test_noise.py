@@ -132,9 +132,7 @@ def run_handshake(init: HandshakeState, resp: HandshakeState) -> list[bytes]:
 
 
 @pytest.mark.parametrize(("filename", "count"), [("cacophony.txt", 944), ("snow.txt", 408)])
-def test_shared_vector_files_pass_completely(
-    test_data: Path, filename: str, count: int
-) -> None:
+def test_shared_vector_files_pass_completely(test_data: Path, filename: str, count: int) -> None:
     results = runner.run_file(test_data / "noise" / filename)
     failures = [r for r in results if not r.passed]
     assert failures == []
@@ -152,9 +150,7 @@ def test_vector_files_cover_every_pattern(test_data: Path) -> None:
     assert {"XXpsk0+psk1+psk2+psk3", "NNpsk0+psk2", "XKpsk3"} <= names
 
 
-def test_runner_main_prints_summary(
-    test_data: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_runner_main_prints_summary(test_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = runner.main([str(test_data / "noise" / "snow.txt")])
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1] == "408 passed, 0 failed"
