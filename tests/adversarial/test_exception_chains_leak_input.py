@@ -75,10 +75,13 @@ from protocol.messages import (
 )
 from protocol.noise import HandshakeState, KeyPair, NoiseProtocol
 from protocol.release import (
+    RELEASE_ENTRY_TAG,
     ArtifactSpec,
     ReleaseError,
     ReleaseLogProof,
     add_signer,
+    decode_release_log_entry,
+    encode_release_log_entry,
     metadata_from_bytes,
     metadata_to_bytes,
     new_root,
@@ -856,6 +859,16 @@ def test_log_proof_that_does_not_verify() -> None:
             ReleaseError,
             must_refuse=True,
         )
+
+
+@given(mutation=mutations)
+@example(mutation=TRAILING_BYTE)
+@settings(max_examples=100)
+def test_release_log_entries(mutation: Mutation) -> None:
+    entry = encode_release_log_entry(7, hashlib.sha384(CANARY_BYTES).digest())
+    hostile = mutation.apply(RELEASE_ENTRY_TAG[:-6] + CANARY_BYTES[:6] + entry[18:])
+    refused_cleanly(lambda: decode_release_log_entry(mutation.apply(entry)), ReleaseError)
+    refused_cleanly(lambda: decode_release_log_entry(hostile), ReleaseError, must_refuse=True)
 
 
 @pytest.mark.parametrize("body", [json.loads(p)["sth"] for p in LOG_PROOFS[8:13]] + [{CANARY: 1}])
