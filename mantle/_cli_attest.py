@@ -13,12 +13,13 @@ in :mod:`protocol.attestation._policy`.
 from __future__ import annotations
 
 import argparse
-import math
+import contextlib
 import sys
 import time
 from pathlib import Path
 from typing import TextIO
 
+from mantle.commands import MAX_SECONDS, MAX_UNIX_MS, IntegerIn, NumberIn
 from protocol.attestation import (
     MAX_EVIDENCE_BYTES,
     AttestationError,
@@ -37,21 +38,9 @@ EXIT_UNUSABLE = 2
 
 
 def _hex_bytes(text: str) -> bytes:
-    try:
+    with contextlib.suppress(ValueError):
         return bytes.fromhex(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected hexadecimal bytes") from None
-
-
-def _max_age_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a number of seconds") from None
-    # NaN and infinity would pass or crash the age comparison; a negative age means nothing.
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError("expected a finite, non-negative number of seconds")
-    return value
+    raise argparse.ArgumentTypeError("expected hexadecimal bytes")
 
 
 def _describe(value: object) -> str:
@@ -151,9 +140,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     inspect.add_argument(
         "--public-key", type=_hex_bytes, default=None, help="expected bound public key (hex)"
     )
+    # Bounded before any arithmetic: NaN would pass the age comparison, 1e308
+    # overflowed round(), a negative age means nothing.
     inspect.add_argument(
-        "--max-age", type=_max_age_seconds, default=None, help="maximum age in seconds"
+        "--max-age",
+        type=NumberIn(0, MAX_SECONDS),
+        default=None,
+        help=f"maximum age in seconds (at most {MAX_SECONDS})",
     )
-    inspect.add_argument("--at", type=int, default=None, help="verify as of UNIX_MS")
+    inspect.add_argument(
+        "--at", type=IntegerIn(0, MAX_UNIX_MS), default=None, help="verify as of UNIX_MS"
+    )
     inspect.add_argument("--policy", default=None, help="PCR policy file (JSON)")
     inspect.set_defaults(handler=_inspect)

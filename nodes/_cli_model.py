@@ -27,12 +27,14 @@ The data key exists only in this process's memory. ``model list`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
 from typing import Any, Final
 
 from actors.key_custody import ENVELOPE_PROTOCOL, KeyCustodyError, seal_data_key_import
+from mantle.commands import MAX_SECONDS, IntegerIn
 from nodes.clock import TrioClock
 from nodes.model_store import (
     MANIFEST_NAME,
@@ -89,10 +91,9 @@ def _read_small(path: Path, what: str) -> bytes:
 
 
 def _static_key(text: str) -> bytes:
-    try:
+    key = b""
+    with contextlib.suppress(ValueError):
         key = bytes.fromhex(text)
-    except ValueError:
-        raise _Unusable("--keys-static must be 64 hex digits") from None
     if len(key) != 32:
         raise _Unusable("--keys-static must be 64 hex digits")
     return key
@@ -133,12 +134,6 @@ def _verify_keys_node(args: argparse.Namespace) -> bytes:
 
 
 def _model_add(args: argparse.Namespace) -> int:
-    if not 1 <= args.chunk_size <= MAX_CHUNK_SIZE:
-        raise _Unusable(f"--chunk-size must be 1..{MAX_CHUNK_SIZE}")
-    # The range a keys node accepts for an import: checked before anything is
-    # sealed, so a bad version never leaves a file whose key cannot be imported.
-    if not 1 <= args.key_version < 1 << 32:
-        raise _Unusable("--key-version must be 1..4294967295")
     if not args.gguf.is_file():
         raise _Unusable(f"{args.gguf} is not a file")
     with args.gguf.open("rb") as handle:
@@ -243,8 +238,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("gguf", type=Path, help="the plaintext GGUF")
     p.add_argument("--model-id", required=True)
     p.add_argument("--store", type=Path, required=True, help="model store directory")
-    p.add_argument("--key-version", type=int, default=1)
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
+    # The key version range a keys node accepts for an import: refused here,
+    # before anything is sealed, so no file is left whose key cannot be imported.
+    p.add_argument("--key-version", type=IntegerIn(1, (1 << 32) - 1), default=1)
+    p.add_argument("--chunk-size", type=IntegerIn(1, MAX_CHUNK_SIZE), default=DEFAULT_CHUNK_SIZE)
     p.add_argument("--keys-document", type=Path, required=True, help="keys node attestation")
     p.add_argument("--keys-static", required=True, help="keys node Noise static key (hex)")
     p.add_argument("--keys-policy", type=Path, required=True, help="PCR policy JSON")
@@ -252,7 +249,12 @@ def register(subparsers: Any) -> None:
         "--provider-key", type=Path, required=True, help="model provider's private key file"
     )
     p.add_argument("--trust-root", type=Path, help="pinned root PEM (default: AWS Nitro)")
-    p.add_argument("--max-document-age", type=int, default=DEFAULT_MAX_DOCUMENT_AGE_S)
+    p.add_argument(
+        "--max-document-age",
+        type=IntegerIn(1, MAX_SECONDS),
+        default=DEFAULT_MAX_DOCUMENT_AGE_S,
+        help="seconds",
+    )
     p.set_defaults(handler=_run(_model_add))
 
     p = msub.add_parser("provider-key", help="make a model provider's static key")

@@ -15,7 +15,8 @@ Release workflow (signing keys stay in operators' files, never on a node)::
     # node image's `nitro-tpm-pcr-compute --image UKI.efi` output; --floor: the
     # cluster's minimum release version, signed and logged with this release
     mantle-node release sign targets.json --key alice.pem --key bob.pem
-    mantle-node tlog append --db tlog.sqlite --key log.pem --release-dir ./rel
+    mantle-node tlog append --db tlog.sqlite --key log.pem --release-dir ./rel \\
+        --trusted-root pinned-root.json
     mantle-node release verify --release-dir ./rel --trusted-root pinned-root.json \\
         --log-key log.pub.pem --artifacts-dir /opt/mantle --min-version 7
 
@@ -23,10 +24,17 @@ Transparency log::
 
     mantle-node tlog keygen --out log.pem
     mantle-node tlog init --db tlog.sqlite --key log.pem
-    mantle-node tlog append --db tlog.sqlite --key log.pem --release-dir ./rel
-    mantle-node tlog prove --db tlog.sqlite --log-key log.pub.pem --release-dir ./rel
+    mantle-node tlog append --db tlog.sqlite --key log.pem --release-dir ./rel \\
+        --trusted-root pinned-root.json
+    mantle-node tlog prove --db tlog.sqlite --log-key log.pub.pem --release-dir ./rel \\
+        --trusted-root pinned-root.json
     mantle-node tlog serve --db tlog.sqlite --log-key log.pub.pem --bind 127.0.0.1:8964
     mantle-node tlog verify --db tlog.sqlite --log-key log.pub.pem
+
+Every command that verifies a release (``release verify``, ``tlog append``,
+``tlog prove``) needs ``--trusted-root``: the root metadata the operator pins,
+from a file they keep (e.g. a copy taken when the root was signed), never the
+release directory's own ``root.json``.
 
 Exit status: 0 success, 1 the release or log was refused (the failed check is
 named on stderr), 2 unusable input (missing file, bad argument).
@@ -35,6 +43,7 @@ named on stderr), 2 unusable input (missing file, bad argument).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,6 +54,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib.signer import CryptoSigner, SSlibKey  # type: ignore[attr-defined]
 
 from actors.seams.store import StoreError
+from mantle.commands import MAX_SECONDS, IntegerIn
 from nodes.clock import TrioClock
 from nodes.model_store import ModelStoreError, SealedModelInfo
 from nodes.release import (
@@ -271,22 +281,32 @@ def _release_sign(args: argparse.Namespace) -> int:
 def _parse_now(text: str | None) -> datetime:
     if text is None:
         return datetime.now(UTC)
-    try:
+    moment: datetime | None = None
+    with contextlib.suppress(ValueError):
         moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise _Unusable(f"--now is not an ISO 8601 time: {text!r}") from exc
+    if moment is None:
+        raise _Unusable("--now is not an ISO 8601 time")
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _pinned_root(path: Path, release: ReleaseDirectory) -> bytes:
+    """The root metadata the operator pins, from a file they name.
+
+    Never the release directory's own root.json: a root vouching for itself
+    would let whoever wrote the directory sign anything.
+    """
+    if path.resolve() == release.root.resolve():
+        raise _Unusable("--trusted-root names the release's own root.json; pin a copy you keep")
+    return read_metadata_file(path, MAX_ROOT_BYTES, "pinned root")
 
 
 def _release_verify(args: argparse.Namespace) -> int:
     release = ReleaseDirectory(args.release_dir)
-    trusted_root = (
-        read_metadata_file(args.trusted_root, MAX_ROOT_BYTES, "pinned root")
-        if args.trusted_root
-        else None
-    )
     verified = load_verified_metadata(
-        release, trusted_root=trusted_root, now=_parse_now(args.now), min_version=args.min_version
+        release,
+        trusted_root=_pinned_root(args.trusted_root, release),
+        now=_parse_now(args.now),
+        min_version=args.min_version,
     )
     if args.log_key is not None:
         check_log_proof(
@@ -345,15 +365,13 @@ def _tlog_init(args: argparse.Namespace) -> int:
 
 def _tlog_append(args: argparse.Namespace) -> int:
     release = ReleaseDirectory(args.release_dir)
-    trusted_root = (
-        read_metadata_file(args.trusted_root, MAX_ROOT_BYTES, "pinned root")
-        if args.trusted_root
-        else None
-    )
-    # Only well-signed releases enter the log; expiry and version are the
-    # node's business at boot.
+    # Only releases signed under the pinned root enter the log; expiry and
+    # version are the node's business at boot.
     verified = load_verified_metadata(
-        release, trusted_root=trusted_root, now=datetime.now(UTC), min_version=0
+        release,
+        trusted_root=_pinned_root(args.trusted_root, release),
+        now=datetime.now(UTC),
+        min_version=0,
     )
     log = _open_log(args.db, key=args.key)
     index = log.append(release_log_entry(verified))
@@ -366,7 +384,10 @@ def _tlog_append(args: argparse.Namespace) -> int:
 def _tlog_prove(args: argparse.Namespace) -> int:
     release = ReleaseDirectory(args.release_dir)
     verified = load_verified_metadata(
-        release, trusted_root=None, now=datetime.now(UTC), min_version=0
+        release,
+        trusted_root=_pinned_root(args.trusted_root, release),
+        now=datetime.now(UTC),
+        min_version=0,
     )
     log = _open_log(args.db, log_key=args.log_key)
     out = args.out or release.log_proof
@@ -441,11 +462,25 @@ def _run(handler: Any) -> Any:
     return run
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
+# Number bounds (every numeric option is a bounded type; see mantle.commands).
+# Versions stay below 2**32: far beyond any release cadence, and boot advances
+# the TPM release counter to a new version one step at a time.
+_MAX_VERSION = (1 << 32) - 1
+_MAX_THRESHOLD = 256
+_MAX_EXPIRES_DAYS = MAX_SECONDS // 86400
+_VERSION = IntegerIn(1, _MAX_VERSION)
+_EXPIRES_DAYS = IntegerIn(1, _MAX_EXPIRES_DAYS)
+_THRESHOLD = IntegerIn(1, _MAX_THRESHOLD)
+_PORT = IntegerIn(0, 65535)
+
+
+def _bind(text: str) -> str:
+    """``HOST:PORT`` with the port a number in 0-65535 (checked here, not by the server)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError("expected HOST:PORT")
+    _PORT(port)
+    return text
 
 
 def register(subparsers: Any) -> None:
@@ -460,9 +495,11 @@ def register(subparsers: Any) -> None:
 
     p = rsub.add_parser("init", help="create an unsigned root naming no signers yet")
     p.add_argument("--root", type=Path, required=True)
-    p.add_argument("--threshold", type=int, required=True, help="release signatures needed (k)")
-    p.add_argument("--root-threshold", type=int, default=1)
-    p.add_argument("--expires-days", type=int, default=365)
+    p.add_argument(
+        "--threshold", type=_THRESHOLD, required=True, help="release signatures needed (k)"
+    )
+    p.add_argument("--root-threshold", type=_THRESHOLD, default=1)
+    p.add_argument("--expires-days", type=_EXPIRES_DAYS, default=365)
     p.set_defaults(handler=_run(_release_init))
 
     p = rsub.add_parser("add-signer", help="name a public key as a release or root signer")
@@ -473,8 +510,8 @@ def register(subparsers: Any) -> None:
 
     p = rsub.add_parser("build", help="hash artifacts into unsigned targets metadata")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--version", type=int, required=True)
-    p.add_argument("--expires-days", type=int, default=90)
+    p.add_argument("--version", type=_VERSION, required=True)
+    p.add_argument("--expires-days", type=_EXPIRES_DAYS, default=90)
     p.add_argument("--artifact", action="append", metavar="NAME=PATH")
     p.add_argument("--dir", action="append", type=Path, help="add every file under DIR")
     p.add_argument("--hash", action="append", choices=sorted(HASH_ALGORITHMS))
@@ -494,7 +531,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--floor",
-        type=_positive,
+        type=IntegerIn(0, _MAX_VERSION),
         default=0,
         help="the cluster's minimum release version, published with this release"
         " (signed and logged): verifiers refuse releases below it",
@@ -508,8 +545,11 @@ def register(subparsers: Any) -> None:
 
     p = rsub.add_parser("verify", help="verify a release as a node does at boot")
     p.add_argument("--release-dir", type=Path, required=True)
-    p.add_argument("--trusted-root", type=Path, help="pinned root metadata")
-    p.add_argument("--min-version", type=_positive, default=0)
+    # Required: without a pin any self-signed root would verify.
+    p.add_argument(
+        "--trusted-root", type=Path, required=True, help="pinned root metadata (required)"
+    )
+    p.add_argument("--min-version", type=IntegerIn(0, _MAX_VERSION), default=0)
     p.add_argument("--log-key", type=Path, help="pinned log public key (PEM)")
     p.add_argument("--log-proof", type=Path, help=f"default: RELEASE_DIR/{LOG_PROOF_FILE}")
     p.add_argument("--skip-log", action="store_true", help="dry run without the log check")
@@ -534,7 +574,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--db", type=Path, required=True)
     p.add_argument("--key", type=Path, required=True)
     p.add_argument("--release-dir", type=Path, required=True)
-    p.add_argument("--trusted-root", type=Path)
+    p.add_argument("--trusted-root", type=Path, required=True, help="pinned root metadata")
     p.add_argument("--proof-out", type=Path)
     p.set_defaults(handler=_run(_tlog_append))
 
@@ -542,13 +582,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--db", type=Path, required=True)
     p.add_argument("--log-key", type=Path, required=True)
     p.add_argument("--release-dir", type=Path, required=True)
+    p.add_argument("--trusted-root", type=Path, required=True, help="pinned root metadata")
     p.add_argument("--out", type=Path)
     p.set_defaults(handler=_run(_tlog_prove))
 
     p = tsub.add_parser("serve", help="serve the log read-only (RFC 6962 §4 shape)")
     p.add_argument("--db", type=Path, required=True)
     p.add_argument("--log-key", type=Path, required=True)
-    p.add_argument("--bind", default="127.0.0.1:8964")
+    p.add_argument("--bind", type=_bind, default="127.0.0.1:8964", help="HOST:PORT")
     p.add_argument("--prefix", default="/ct/v1/")
     p.set_defaults(handler=_run(_tlog_serve))
 

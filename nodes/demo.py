@@ -73,6 +73,7 @@ from actors.channel import (
 from actors.key_custody import KeyVault, NodeKeyCustody
 from actors.log import configure_logging
 from actors.seams.engine import CancelToken, Engine, GenerationParams
+from mantle.commands import IntegerIn
 from nodes.boot import BootedNode, BootInputs, measured_boot
 from nodes.clock import TrioClock
 from nodes.engines.llama import LlamaEngine
@@ -100,6 +101,7 @@ from protocol.attestation import (
 from protocol.customer_data import CustomerData
 from protocol.framing import PeerRejected
 from protocol.inference import (
+    MAX_TOKENS_LIMIT,
     ChatTurn,
     FinishReason,
     GenerateChunk,
@@ -660,15 +662,19 @@ async def _serve(
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m nodes.demo",
         description="Serve the demo model from attested (simulated NitroTPM) nodes and ask it.",
     )
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
     parser.add_argument("--model", type=Path, default=None, help="a GGUF file (default: SmolLM2)")
-    parser.add_argument("--max-tokens", type=int, default=96)
-    args = parser.parse_args(argv)
+    parser.add_argument("--max-tokens", type=IntegerIn(1, MAX_TOKENS_LIMIT), default=96)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     configure_logging(sys.stderr, level="warning")
     model = args.model or demo_model_path()
     anyio.run(

@@ -84,6 +84,7 @@ class SealedModelInfo:
     def from_json(cls, data: bytes) -> SealedModelInfo:
         if len(data) > _MAX_MANIFEST_BYTES:
             raise ModelStoreError("model manifest is too large")
+        failure = ""
         try:
             body = json.loads(data)
             if not isinstance(body, dict) or body.get("version") != MANIFEST_VERSION:
@@ -109,7 +110,11 @@ class SealedModelInfo:
             )
         except (ValueError, RecursionError, SealedModelError) as error:
             # RecursionError: deeply nested JSON within the size bound.
-            raise ModelStoreError(f"model manifest is malformed ({type(error).__name__})") from None
+            failure = type(error).__name__
+        if failure:
+            # Raised outside the handler: JSONDecodeError keeps the document and
+            # UnicodeDecodeError its bytes, and __context__ would keep them.
+            raise ModelStoreError(f"model manifest is malformed ({failure})")
         return info
 
 
@@ -214,10 +219,13 @@ def read_sealed_header(path: Path) -> SealedModelHeader:
     """The header of the sealed file at ``path`` (not yet authenticated)."""
     with path.open("rb") as stream:
         data = stream.read(512)
+    refusal: SealedModelError | None = None
     try:
         header = decode_header(data)
     except SealedModelError as error:
-        raise ModelStoreError(f"{path.name}: {error}") from None
+        refusal = error
+    if refusal is not None:
+        raise ModelStoreError(f"{path.name}: {refusal}")
     if header is None:
         raise ModelStoreError(f"{path.name}: file ends inside the header")
     return header

@@ -38,6 +38,7 @@ known to be down.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import hmac
@@ -260,10 +261,12 @@ class TcpNoiseTransport:
     # ------------------------------------------------------------ identity
 
     def _verify(self, expected: str | None, remote_static: bytes, payload: bytes) -> None:
-        try:
+        envelope = None
+        with contextlib.suppress(MessageDecodeError):
             envelope = REGISTRY.decode(payload)
-        except MessageDecodeError:
-            raise PeerNotAllowed(PeerCheck.HELLO_DECODE) from None
+        if envelope is None:
+            # Outside the handler: no __context__ rides along with the refusal.
+            raise PeerNotAllowed(PeerCheck.HELLO_DECODE)
         hello = envelope.body
         if not isinstance(hello, NodeHello):
             raise PeerNotAllowed(PeerCheck.HELLO_TYPE)

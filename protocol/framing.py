@@ -615,10 +615,15 @@ class SecureSession:
             self._raise_failed()
         if self._eof:
             self._fail(SessionStateError(SessionCheck.SESSION_DATA_AFTER_EOF))
+        refusal: FrameTooLarge | None = None
         try:
             self._frames.extend(self._decoder.feed(data))
         except FrameTooLarge as error:
-            self._fail(error)
+            refusal = error
+        if refusal is not None:
+            # Outside the handler, like every failure of what was read: the
+            # raised error then carries no __context__.
+            self._fail(refusal)
 
     def receive_eof(self) -> None:
         """The transport ended. Reported by next_event() once buffered frames are consumed."""
@@ -685,10 +690,13 @@ class SecureSession:
     def _read_handshake(self, frame: memoryview) -> Event:
         handshake = self._handshake
         assert handshake is not None
+        failure: str | None = None
         try:
             payload = handshake.read_message(bytes(frame))
         except NoiseError as exc:
-            self._fail(HandshakeFailed(SessionCheck.HANDSHAKE_READ, type(exc).__name__))
+            failure = type(exc).__name__
+        if failure is not None:
+            self._fail(HandshakeFailed(SessionCheck.HANDSHAKE_READ, failure))
         if self._remote_static is None and handshake.remote_static is not None:
             self._remote_static = bytes(handshake.remote_static)
             self._peer_payload = payload
@@ -790,15 +798,18 @@ class SecureSession:
         recv = self._recv
         if recv is None:  # the peer closed its direction, then sent more
             self._fail(ProtocolViolation(SessionCheck.SESSION_DATA_AFTER_CLOSE))
+        failure: DecryptFailed | None = None
         try:
             # A view of the received bytes, not a copy: the AEAD reads any
             # buffer, and copying 64 KiB per frame would cost more than a
             # tenth of the decryption itself.
             plaintext = recv.decrypt_with_ad(b"", frame)
         except NoiseDecryptError:
-            self._fail(DecryptFailed(SessionCheck.FRAME_AUTHENTICATION))
+            failure = DecryptFailed(SessionCheck.FRAME_AUTHENTICATION)
         except NoiseError as exc:
-            self._fail(DecryptFailed(SessionCheck.FRAME_DECRYPT, type(exc).__name__))
+            failure = DecryptFailed(SessionCheck.FRAME_DECRYPT, type(exc).__name__)
+        if failure is not None:
+            self._fail(failure)
         if not plaintext:
             self._fail(ProtocolViolation(SessionCheck.CHUNK_EMPTY))
         flag = plaintext[0]

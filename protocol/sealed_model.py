@@ -38,6 +38,7 @@ from the caller; file reading and writing live in ``nodes/model_store.py``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import struct
 from collections.abc import Callable, Iterable, Iterator
@@ -161,10 +162,10 @@ def decode_header(data: bytes | bytearray) -> SealedModelHeader | None:
     if len(data) < _FIXED.size + id_length:
         return None
     raw_id = bytes(data[_FIXED.size : _FIXED.size + id_length])
-    try:
-        model_id = raw_id.decode("ascii")
-    except UnicodeDecodeError:
-        raise SealedModelFormatError("model id is not ASCII") from None
+    if not raw_id.isascii():
+        # Checked, not caught: a UnicodeDecodeError would hold the id bytes.
+        raise SealedModelFormatError("model id is not ASCII")
+    model_id = raw_id.decode("ascii")
     return SealedModelHeader(
         model_id=model_id, key_version=key_version, chunk_size=chunk_size, nonce_prefix=prefix
     )
@@ -279,17 +280,18 @@ class ModelDecryptor:
         assert self._header is not None and self._aead is not None
         if self._index >= MAX_CHUNKS:
             raise SealedModelFormatError("too many chunks")
-        try:
+        plaintext: bytes | None = None
+        with contextlib.suppress(InvalidTag):
             plaintext = self._aead.decrypt(
                 _nonce(self._header, self._index),
                 block,
                 _aad(self._header_bytes, self._index, final),
             )
-        except InvalidTag:
+        if plaintext is None:
             raise SealedModelAuthError(
                 f"chunk {self._index} failed authentication"
                 " (tampered, reordered, truncated, spliced or wrong key)"
-            ) from None
+            )
         self._index += 1
         return plaintext
 

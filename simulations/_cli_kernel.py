@@ -7,14 +7,14 @@ import io
 import sys
 
 from actors.log import configure_logging
+from mantle.commands import IntegerIn
 from simulations.kernel import KernelConfig, run_kernel_workload
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return value
+# Bounds for a run that finishes on a laptop; the kernel's own rule (at least
+# as many actors as nodes) is checked by KernelConfig.
+_MAX_NODES = 256
+_MAX_ACTORS = 100_000
+_MAX_MESSAGES = 10_000_000
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -50,11 +50,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "supervision, with loss, duplication, reordering, a partition that heals and "
         "injected actor crashes. Prints a summary and the run's trace hash.",
     )
-    kernel.add_argument("--seed", type=int, required=True, help="the run's seed")
-    kernel.add_argument("--nodes", type=_positive, default=5, help="simulated nodes (5)")
-    kernel.add_argument("--actors", type=_positive, default=50, help="worker actors (50)")
     kernel.add_argument(
-        "--messages", type=_positive, default=20000, help="client operations (20000)"
+        "--seed", type=IntegerIn(0, (1 << 64) - 1), required=True, help="the run's seed"
+    )
+    kernel.add_argument(
+        "--nodes", type=IntegerIn(1, _MAX_NODES), default=5, help="simulated nodes (5)"
+    )
+    kernel.add_argument(
+        "--actors", type=IntegerIn(1, _MAX_ACTORS), default=50, help="worker actors (50)"
+    )
+    kernel.add_argument(
+        "--messages",
+        type=IntegerIn(1, _MAX_MESSAGES),
+        default=20000,
+        help="client operations (20000)",
     )
     kernel.add_argument(
         "--log", action="store_true", help="write the runtime's log lines to standard error"

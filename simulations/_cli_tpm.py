@@ -15,23 +15,33 @@ byte. ``--policy-out`` writes a PCR policy (JSON, see
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
 
 from actors.seams.tpm import TPMError
+from mantle.commands import MAX_UNIX_MS, IntegerIn
 from protocol.attestation import PcrPolicy, PcrRelease
 from simulations.clock import ManualClock
 from simulations.nitrotpm import PCR_COUNT, SimulatedNitroTPM
 
 _MAX_HEX_FIELD_BYTES = 1024
+_PCR_INDEX = IntegerIn(0, PCR_COUNT - 1)
+
+
+def _from_hex(text: str) -> bytes | None:
+    # None rather than raising in the handler: argparse's error then carries
+    # no __context__.
+    with contextlib.suppress(ValueError):
+        return bytes.fromhex(text)
+    return None
 
 
 def _hex_bytes(text: str) -> bytes:
-    try:
-        value = bytes.fromhex(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected hexadecimal bytes") from None
+    value = _from_hex(text)
+    if value is None:
+        raise argparse.ArgumentTypeError("expected hexadecimal bytes")
     if len(value) > _MAX_HEX_FIELD_BYTES:
         raise argparse.ArgumentTypeError(f"at most {_MAX_HEX_FIELD_BYTES} bytes")
     return value
@@ -39,15 +49,12 @@ def _hex_bytes(text: str) -> bytes:
 
 def _pcr_extension(text: str) -> tuple[int, bytes]:
     index_text, sep, digest_text = text.partition("=")
-    if not sep or not index_text.isdigit():
+    if not sep:
         raise argparse.ArgumentTypeError("expected N=HEX")
-    index = int(index_text)
-    if not 0 <= index < PCR_COUNT:
-        raise argparse.ArgumentTypeError(f"PCR index must be 0-{PCR_COUNT - 1}")
-    try:
-        digest = bytes.fromhex(digest_text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("PCR digest must be hexadecimal") from None
+    index = _PCR_INDEX(index_text)
+    digest = _from_hex(digest_text)
+    if digest is None:
+        raise argparse.ArgumentTypeError("PCR digest must be hexadecimal")
     if len(digest) != 48:
         raise argparse.ArgumentTypeError("PCR digest must be 48 bytes (96 hex digits)")
     return index, digest
@@ -104,7 +111,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="extend PCR N with a 48-byte digest (repeatable)",
     )
     attest.add_argument(
-        "--timestamp-ms", type=int, default=None, help="document time (ms since the epoch)"
+        "--timestamp-ms",
+        type=IntegerIn(0, MAX_UNIX_MS),
+        default=None,
+        help="document time (ms since the epoch)",
     )
     attest.add_argument("--policy-out", default=None, help="also write a PCR policy JSON")
     attest.add_argument("-o", "--output", required=True, help="document file to write")

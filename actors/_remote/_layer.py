@@ -20,6 +20,8 @@ to be lost.
 
 from __future__ import annotations
 
+import contextlib
+
 from actors._core._errors import (
     ActorCrashed,
     ActorError,
@@ -104,20 +106,22 @@ class RemoteLayer:
     # ------------------------------------------------------------ encoding
 
     def _payload(self, message: object) -> bytes:
-        try:
+        # NotSendable is raised outside the handler: the message being sent
+        # may be customer data, and no __context__ may keep its encoding error.
+        with contextlib.suppress(MessageEncodeError):
             return self._registry.encode(Envelope.wrap(message, registry=self._registry))
-        except MessageEncodeError:
-            raise NotSendable(type(message).__qualname__) from None
+        raise NotSendable(type(message).__qualname__)
 
     def _send(self, node: str, body: object, request_id: int = 0) -> bool:
-        try:
+        frame: bytes | None = None
+        with contextlib.suppress(MessageEncodeError):
             frame = self._registry.encode(
                 Envelope.wrap(body, request_id=request_id, registry=self._registry)
             )
-        except MessageEncodeError:
+        if frame is None:
             # A payload that fits an envelope on its own can still push the
             # frame around it past the size bound.
-            raise NotSendable(type(body).__qualname__) from None
+            raise NotSendable(type(body).__qualname__)
         if node in self._down or not self._transport.send(node, frame):
             return False
         self.frames_sent += 1

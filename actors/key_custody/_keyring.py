@@ -30,6 +30,7 @@ it travels inside an authenticated, counter-bound keyring file
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -154,16 +155,17 @@ def wrap_data_key(
 
 def unwrap_data_key(kek: bytes, record: WrappedDataKey) -> bytes:
     """The DEK in ``record``; :class:`KeyringError` if the KEK or record is wrong."""
-    try:
+    data_key: bytes | None = None
+    with contextlib.suppress(InvalidTag):
         data_key = ChaCha20Poly1305(kek).decrypt(
             record.nonce,
             record.ciphertext,
             _wrap_aad(record.model_id, record.version, record.kek_id),
         )
-    except InvalidTag:
+    if data_key is None:
         raise KeyringError(
             f"wrapped data key for {record.model_id} v{record.version} failed authentication"
-        ) from None
+        )
     if len(data_key) != DATA_KEY_SIZE:
         raise KeyringError("wrapped data key has the wrong size")
     return data_key
@@ -324,6 +326,7 @@ class Keyring:
         """Strictly parse a persisted keyring; :class:`KeyringError` names what is wrong."""
         if len(data) > _MAX_KEYRING_BYTES:
             raise KeyringError("keyring file is too large")
+        failure: str | None = None
         try:
             top = msgpack.unpackb(
                 data,
@@ -336,7 +339,11 @@ class Keyring:
         except KeyringError:
             raise
         except Exception as error:  # msgpack raises several unrelated types
-            raise KeyringError(f"keyring is not valid msgpack ({type(error).__name__})") from None
+            failure = type(error).__name__
+        if failure is not None:
+            # Raised outside the handler: msgpack's ExtraData holds the whole
+            # decoded keyring, and __context__ would keep it.
+            raise KeyringError(f"keyring is not valid msgpack ({failure})")
         version, keks, data_keys, retired = _shape(top, 4, "keyring")
         if version != KEYRING_FORMAT_VERSION:
             raise KeyringError("unsupported keyring format version")
@@ -344,14 +351,13 @@ class Keyring:
             isinstance(keks, list) and isinstance(data_keys, list) and isinstance(retired, list)
         ):
             raise KeyringError("keyring sections must be lists")
-        try:
+        with contextlib.suppress(SealedModelFormatError):
             return cls(
                 keks=tuple(_decode_kek(item) for item in keks),
                 data_keys=tuple(_decode_data_key(item) for item in data_keys),
                 retired_versions=tuple(_decode_retired(item) for item in retired),
             )
-        except SealedModelFormatError:
-            raise KeyringError("keyring holds a malformed model id") from None
+        raise KeyringError("keyring holds a malformed model id")
 
 
 def _refuse_ext(code: int, data: bytes) -> object:

@@ -123,6 +123,7 @@ from protocol.sealed_model import (
     DATA_KEY_SIZE,
     DEFAULT_CHUNK_SIZE,
     NONCE_PREFIX_SIZE,
+    SealedModelFormatError,
     SealedModelHeader,
     open_stream,
     seal_stream,
@@ -209,10 +210,14 @@ class DataKeyImport:
     def decode(cls, data: bytes) -> DataKeyImport:
         if len(data) > 4096:
             raise KeyringError("data key import is too large")
+        failure: str | None = None
         try:
             item = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=4096)
         except Exception as error:  # msgpack raises several unrelated types
-            raise KeyringError(f"data key import is not msgpack ({type(error).__name__})") from None
+            failure = type(error).__name__
+        if failure is not None:
+            # Outside the handler: msgpack's ExtraData holds the decoded import.
+            raise KeyringError(f"data key import is not msgpack ({failure})")
         if not isinstance(item, list) or len(item) != 4 or item[0] != IMPORT_FORMAT_VERSION:
             raise KeyringError("data key import has the wrong shape or version")
         _, model_id, key_version, envelope = item
@@ -220,7 +225,10 @@ class DataKeyImport:
             raise KeyringError("data key import fields have the wrong types")
         if type(key_version) is not int or not 1 <= key_version < 1 << 32:
             raise KeyringError("data key import version out of range")
-        return cls(validate_model_id(model_id), key_version, envelope)
+        # A malformed id must fail as this module's error, not the sealed-model one.
+        with contextlib.suppress(SealedModelFormatError):
+            return cls(validate_model_id(model_id), key_version, envelope)
+        raise KeyringError("data key import names a malformed model id")
 
 
 def grant_prologue(nonce: bytes, model_id: str, key_version: int) -> bytes:

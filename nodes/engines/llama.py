@@ -6,6 +6,7 @@ keeps it to load errors, and it never prints prompts at that level.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -41,15 +42,18 @@ class LlamaEngine:
         with path.open("rb") as f:
             if f.read(4) != b"GGUF":
                 raise EngineLoadError(f"not a GGUF file: {path.name}")
-        try:
-            self._llama = Llama(
+        loaded: Llama | None = None
+        with contextlib.suppress(ValueError, RuntimeError):
+            loaded = Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
                 n_threads=n_threads or max(1, os.cpu_count() or 1),
                 verbose=False,
             )
-        except (ValueError, RuntimeError) as exc:
-            raise EngineLoadError(f"llama.cpp could not load {path.name}") from exc
+        if loaded is None:
+            # Raised outside the handler: llama.cpp's exception stays behind.
+            raise EngineLoadError(f"llama.cpp could not load {path.name}")
+        self._llama = loaded
         self._model_id = model_id or path.stem
 
     @property

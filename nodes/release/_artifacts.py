@@ -56,17 +56,24 @@ def _open_regular(path: str | Path) -> tuple[int, int]:
     # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
     # and hang boot; it has no effect on reads of a regular file.
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    # Every failure is raised outside its handler, so no __context__ keeps
+    # the OSError (and the path it holds) behind the typed error.
+    failure: _ReadFailure | None = None
     try:
         fd = os.open(path, flags)
-    except FileNotFoundError as exc:
-        raise _ReadFailure("missing", "no file at the installed path") from exc
+    except FileNotFoundError:
+        failure = _ReadFailure("missing", "no file at the installed path")
     except OSError as exc:
-        raise _ReadFailure("missing", f"cannot open: {exc.strerror}") from exc
+        failure = _ReadFailure("missing", f"cannot open: {exc.strerror}")
+    if failure is not None:
+        raise failure
     try:
         info = os.fstat(fd)
     except OSError as exc:
+        failure = _ReadFailure("missing", f"cannot stat: {exc.strerror}")
+    if failure is not None:
         os.close(fd)
-        raise _ReadFailure("missing", f"cannot stat: {exc.strerror}") from exc
+        raise failure
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise _ReadFailure("not-a-file", "installed path is not a regular file")
@@ -81,10 +88,7 @@ def hash_artifact(
     for name in names:
         if name not in HASH_ALGORITHMS:
             raise MalformedRelease(f"unsupported hash algorithm {name!r}")
-    try:
-        fd, _ = _open_regular(path)
-    except _ReadFailure as exc:
-        raise ArtifactMismatch(path.name, exc.check, exc.detail) from exc
+    fd, _ = _open_or_refuse(path.name, path)
     try:
         length, digests = _hash_open_file(fd, names)
     finally:
@@ -92,11 +96,18 @@ def hash_artifact(
     return ArtifactSpec(length, digests)
 
 
-def _verify_one(name: str, spec: ArtifactSpec, path: Path) -> None:
+def _open_or_refuse(name: str, path: Path) -> tuple[int, int]:
+    """:func:`_open_regular`, failing as :class:`ArtifactMismatch` for ``name``."""
+    failure: _ReadFailure | None = None
     try:
-        fd, size = _open_regular(path)
+        return _open_regular(path)
     except _ReadFailure as exc:
-        raise ArtifactMismatch(name, exc.check, exc.detail) from exc
+        failure = exc
+    raise ArtifactMismatch(name, failure.check, failure.detail)
+
+
+def _verify_one(name: str, spec: ArtifactSpec, path: Path) -> None:
+    fd, size = _open_or_refuse(name, path)
     try:
         if size != spec.length:
             raise ArtifactMismatch(name, "length", f"{size} bytes installed, {spec.length} listed")

@@ -59,18 +59,22 @@ class ReleaseDirectory:
 
 
 def read_metadata_file(path: Path, limit: int, what: str) -> bytes:
+    reason: str | None = None
     try:
         with path.open("rb") as handle:
             data = handle.read(limit + 1)
     except OSError as exc:
-        raise MalformedRelease(f"cannot read {what} at {path}: {exc.strerror}") from exc
+        reason = exc.strerror or type(exc).__name__
+    if reason is not None:
+        # Raised outside the handler, as every release error is (no __context__).
+        raise MalformedRelease(f"cannot read {what} at {path}: {reason}")
     if len(data) > limit:
         raise MalformedRelease(f"{what} at {path} is larger than {limit} bytes")
     return data
 
 
 def load_verified_metadata(
-    release: ReleaseDirectory, *, trusted_root: bytes | None, now: datetime, min_version: int
+    release: ReleaseDirectory, *, trusted_root: bytes, now: datetime, min_version: int
 ) -> VerifiedRelease:
     return verify_release_metadata(
         read_metadata_file(release.root, MAX_ROOT_BYTES, "root metadata"),
@@ -84,19 +88,23 @@ def load_verified_metadata(
 def check_log_proof(
     verified: VerifiedRelease, proof_path: Path, log_public_key: bytes
 ) -> ReleaseLogProof:
+    missing: str | None = None
     try:
         with proof_path.open("rb") as handle:
             data = handle.read(_MAX_PROOF_FILE + 1)
-    except FileNotFoundError as exc:
-        raise NotInLog(
-            f"release version {verified.version} has no log proof at {proof_path}"
-        ) from exc
+    except FileNotFoundError:
+        missing = f"release version {verified.version} has no log proof at {proof_path}"
     except OSError as exc:
-        raise NotInLog(f"cannot read log proof at {proof_path}: {exc.strerror}") from exc
+        missing = f"cannot read log proof at {proof_path}: {exc.strerror or type(exc).__name__}"
+    if missing is not None:
+        raise NotInLog(missing)
+    malformed: MalformedRelease | None = None
     try:
         proof = ReleaseLogProof.from_json_bytes(data)
     except MalformedRelease as exc:
-        raise NotInLog(f"log proof at {proof_path} is malformed: {exc}") from exc
+        malformed = exc
+    if malformed is not None:
+        raise NotInLog(f"log proof at {proof_path} is malformed: {malformed}")
     verify_release_in_log(verified, proof, log_public_key)
     return proof
 
@@ -105,7 +113,7 @@ def verify_release_bundle(
     release: ReleaseDirectory,
     artifacts: Mapping[str, Path],
     *,
-    trusted_root: bytes | None,
+    trusted_root: bytes,
     log_public_key: bytes,
     now: datetime,
     min_version: int,

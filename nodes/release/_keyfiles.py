@@ -6,6 +6,7 @@ keys (in the pinned root metadata and the pinned log key).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -29,11 +30,15 @@ class KeyFileError(Exception):
 
 
 def read_small_file(path: Path, limit: int, what: str) -> bytes:
+    reason: str | None = None
     try:
         with path.open("rb") as handle:
             data = handle.read(limit + 1)
     except OSError as exc:
-        raise KeyFileError(f"cannot read {what} {path}: {exc.strerror}") from exc
+        reason = exc.strerror or type(exc).__name__
+    if reason is not None:
+        # Every KeyFileError is raised outside its handler (no __context__).
+        raise KeyFileError(f"cannot read {what} {path}: {reason}")
     if len(data) > limit:
         raise KeyFileError(f"{what} {path} is larger than {limit} bytes")
     return data
@@ -41,12 +46,15 @@ def read_small_file(path: Path, limit: int, what: str) -> bytes:
 
 def write_new_file(path: Path, data: bytes, mode: int) -> None:
     """Create ``path`` with ``mode``; never overwrite an existing file."""
+    refusal: str | None = None
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except FileExistsError as exc:
-        raise KeyFileError(f"{path} exists; refusing to overwrite a key file") from exc
+    except FileExistsError:
+        refusal = f"{path} exists; refusing to overwrite a key file"
     except OSError as exc:
-        raise KeyFileError(f"cannot create {path}: {exc.strerror}") from exc
+        refusal = f"cannot create {path}: {exc.strerror or type(exc).__name__}"
+    if refusal is not None:
+        raise KeyFileError(refusal)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
 
@@ -69,10 +77,11 @@ def write_keypair(private_path: Path, key: PrivateKeyTypes) -> Path:
 
 def load_private_key(path: Path) -> PrivateKeyTypes:
     data = read_small_file(path, MAX_KEY_FILE, "private key")
-    try:
+    key: PrivateKeyTypes | None = None
+    with contextlib.suppress(ValueError, TypeError):
         key = load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path} is not an unencrypted PKCS#8 PEM private key") from exc
+    if key is None:
+        raise KeyFileError(f"{path} is not an unencrypted PKCS#8 PEM private key")
     if not isinstance(key, Ed25519PrivateKey | EllipticCurvePrivateKey):
         raise KeyFileError(f"{path} holds a key type releases do not use")
     return key
@@ -83,7 +92,6 @@ def load_public_key(path: Path) -> PublicKeyTypes:
     data = read_small_file(path, MAX_KEY_FILE, "key")
     if b"PRIVATE KEY" in data:
         return load_private_key(path).public_key()
-    try:
+    with contextlib.suppress(ValueError, TypeError):
         return load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path} is not a PEM public key") from exc
+    raise KeyFileError(f"{path} is not a PEM public key")

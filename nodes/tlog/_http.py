@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
@@ -49,23 +50,25 @@ class BadQuery(Exception):
 
 
 def _parse_query(raw: bytes, allowed: frozenset[str]) -> dict[str, str]:
+    # Checked, or raised outside the handler: a UnicodeDecodeError holds the
+    # bytes it failed on, and no BadQuery may keep it in __context__.
     if len(raw) > MAX_QUERY_STRING:
         raise BadQuery("query string too long")
-    try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise BadQuery("query string is not ASCII") from exc
+    if not raw.isascii():
+        raise BadQuery("query string is not ASCII")
+    text = raw.decode("ascii")
     params: dict[str, str] = {}
     for part in text.split("&") if text else []:
         name, sep, value = part.partition("=")
         if not sep:
             raise BadQuery("query parameter without a value")
-        try:
+        decoded: tuple[str, str] | None = None
+        with contextlib.suppress(UnicodeDecodeError):
             # unquote, not unquote_plus: '+' is a base64 character here.
-            name = unquote(name, errors="strict")
-            value = unquote(value, errors="strict")
-        except UnicodeDecodeError as exc:
-            raise BadQuery("query parameter is not valid percent-encoding") from exc
+            decoded = unquote(name, errors="strict"), unquote(value, errors="strict")
+        if decoded is None:
+            raise BadQuery("query parameter is not valid percent-encoding")
+        name, value = decoded
         if name not in allowed:
             raise BadQuery("unknown query parameter")
         if name in params:
@@ -120,10 +123,13 @@ class TlogHttpApp:
         return {"consistency": [_b64(h) for h in self._log.consistency_proof(first, second)]}
 
     def _get_proof_by_hash(self, params: dict[str, str]) -> object:
-        try:
-            wanted = base64.b64decode(params["hash"].encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError) as exc:
-            raise BadQuery("hash is not valid base64") from exc
+        text = params["hash"]
+        wanted: bytes | None = None
+        if text.isascii():
+            with contextlib.suppress(binascii.Error):
+                wanted = base64.b64decode(text.encode("ascii"), validate=True)
+        if wanted is None:
+            raise BadQuery("hash is not valid base64")
         if len(wanted) != HASH_SIZE:
             raise BadQuery("hash is not a 32-byte leaf hash")
         proof = self._log.inclusion_proof(wanted, _decimal(params, "tree_size"))

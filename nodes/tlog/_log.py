@@ -117,10 +117,13 @@ class TransparencyLog:
         self._public_key = stored_key
 
     def _query(self, sql: str, params: Sequence[SqlValue] = ()) -> list[tuple[SqlValue, ...]]:
+        failure = ""
         try:
             return self._store.execute(sql, params)
         except Exception as exc:
-            raise LogStoreError(f"log store query failed: {type(exc).__name__}") from exc
+            failure = type(exc).__name__
+        # Raised outside the handler: the store's exception stays behind.
+        raise LogStoreError(f"log store query failed: {failure}")
 
     def _create(self, public_key: bytes) -> None:
         with self._store.transaction():

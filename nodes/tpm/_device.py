@@ -448,12 +448,15 @@ class TpmDeviceBackend:
         private_bytes, offset = _take_sized(blob, offset)
         if offset != len(blob):
             raise TPMError("trailing bytes in sealed blob")
+        decoded = False
         try:
             public, used_public = TPM2B_PUBLIC.unmarshal(public_bytes)
             private, used_private = TPM2B_PRIVATE.unmarshal(private_bytes)
-        except Exception as exc:  # the TSS unmarshaller raises several types
-            raise TPMError("sealed blob does not decode") from exc
-        if used_public != len(public_bytes) or used_private != len(private_bytes):
+            decoded = True
+        except Exception:  # noqa: S110 - the TSS unmarshaller raises several types
+            pass
+        # Raised outside the handler, so that no __context__ keeps the blob.
+        if not decoded or used_public != len(public_bytes) or used_private != len(private_bytes):
             raise TPMError("sealed blob does not decode")
         return indices, public, private
 

@@ -28,6 +28,7 @@ answers ``TPM_RC_COMMAND_CODE``, which surfaces as :class:`NsmUnavailable`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
@@ -62,6 +63,7 @@ TPM_RC_COMMAND_CODE: Final = 0x143
 NSM_BUFFER_SIZE: Final = 8192
 _MAX_FIELD: Final = 1024
 _MAX_TPM_RESPONSE: Final = 4096
+_NOT_CBOR: Final = object()
 #: Where the message buffer's NV index is looked for (owner range, clear of
 #: the monotonic counters in :mod:`nodes.tpm._device`).
 _NSM_NV_FIRST: Final = 0x01004E00
@@ -130,10 +132,12 @@ def decode_nsm_response(buffer: bytes) -> bytes:
     The response is one CBOR item at the start of the buffer; the bytes after
     it are the rest of the NV index and are ignored.
     """
-    try:
+    response: object = _NOT_CBOR
+    with contextlib.suppress(Exception):  # cbor2 raises several types on malformed input
         response = cbor2.CBORDecoder(io.BytesIO(buffer)).decode()
-    except Exception as exc:  # cbor2 raises several types on malformed input
-        raise NsmError("NSM response is not CBOR") from exc
+    if response is _NOT_CBOR:
+        # Raised outside the handler: cbor2's exceptions hold what they read.
+        raise NsmError("NSM response is not CBOR")
     if not isinstance(response, Mapping) or len(response) != 1:
         raise NsmError("NSM response is not a single-variant map")
     ((variant, body),) = response.items()

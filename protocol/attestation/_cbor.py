@@ -51,6 +51,7 @@ _SCALAR_TYPES = frozenset({bytes, str, int, bool, type(None)})
 def decode_strict(data: bytes, *, what: str) -> object:
     """Decode exactly one strict CBOR item that spans all of ``data``."""
     stream = io.BytesIO(data)
+    decoded = False
     try:
         decoder = cbor2.CBORDecoder(
             stream,
@@ -61,11 +62,16 @@ def decode_strict(data: bytes, *, what: str) -> object:
             allow_duplicate_keys=False,
         )
         value: object = decoder.decode()
+        decoded = True
     except (cbor2.CBORDecodeError, _TagRefused, RecursionError, ValueError, TypeError):
-        # Decoder messages may quote document bytes; keep only what failed.
+        pass
+    if not decoded:
+        # Decoder exceptions hold document bytes (a UnicodeDecodeError its
+        # whole text string), so only what failed goes out, raised outside the
+        # handler so that not even __context__ keeps them.
         raise MalformedEvidence(
             Check.CBOR, f"{what} is not strict CBOR (malformed, tagged or duplicate keys)"
-        ) from None
+        )
     if stream.tell() != len(data):
         raise MalformedEvidence(Check.CBOR, f"{what} has trailing bytes after its CBOR item")
     _check_plain(value, what)

@@ -25,6 +25,7 @@ expires exactly as an uncached one does. Only successful steps are cached.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -88,7 +89,9 @@ def _parse(der: bytes, where: str) -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(der)
     except _PARSE_FAILURES:
-        raise UntrustedChain(Check.CERTIFICATE, f"{where} is not a DER certificate") from None
+        pass
+    # Raised outside the handler: the parser's exception stays behind.
+    raise UntrustedChain(Check.CERTIFICATE, f"{where} is not a DER certificate")
 
 
 def _facts(cert: x509.Certificate, der: bytes, where: str) -> tuple[x509.Name, CertificateFacts]:
@@ -99,7 +102,8 @@ def _facts(cert: x509.Certificate, der: bytes, where: str) -> tuple[x509.Name, C
     except UntrustedChain:
         raise
     except _PARSE_FAILURES:
-        raise UntrustedChain(Check.CERTIFICATE, f"{where} has a malformed field") from None
+        pass
+    raise UntrustedChain(Check.CERTIFICATE, f"{where} has a malformed field")
 
 
 def _extract(cert: x509.Certificate, der: bytes, where: str) -> tuple[x509.Name, CertificateFacts]:
@@ -152,19 +156,23 @@ class TrustAnchor:
     @classmethod
     def from_pem(cls, pem: bytes, *, expected_sha256: bytes | None = None) -> TrustAnchor:
         """Load a PEM root; with ``expected_sha256`` also pin its DER hash."""
-        try:
+        der: bytes | None = None
+        with contextlib.suppress(ValueError):
             der = x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
-        except ValueError:
-            raise ConfigurationError("root is not a PEM certificate") from None
+        if der is None:
+            raise ConfigurationError("root is not a PEM certificate")
         return cls.from_der(der, expected_sha256=expected_sha256)
 
     @classmethod
     def from_der(cls, der: bytes, *, expected_sha256: bytes | None = None) -> TrustAnchor:
         """Load a DER root; with ``expected_sha256`` also pin its DER hash."""
+        refusal: UntrustedChain | None = None
         try:
             anchor = cls(der)
         except UntrustedChain as exc:
-            raise ConfigurationError(f"root is unusable: {exc.detail}") from None
+            refusal = exc
+        if refusal is not None:
+            raise ConfigurationError(f"root is unusable: {refusal.detail}")
         if expected_sha256 is not None and anchor.sha256 != expected_sha256:
             raise ConfigurationError("root certificate hash differs from the pin")
         return anchor
@@ -257,10 +265,13 @@ def verify_chain(
             )
         try:
             issuer.public_key.verify(cert.signature, cert.tbs_certificate_bytes, _ES384)
+            verified = True
         except (InvalidSignature, ValueError):
+            verified = False
+        if not verified:
             raise UntrustedChain(
                 Check.CHAIN_SIGNATURE, f"{where} signature does not verify under its issuer"
-            ) from None
+            )
         facts.append(current)
         if cache is not None:
             cache.put(keys[index], tuple(facts))

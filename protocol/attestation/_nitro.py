@@ -225,10 +225,13 @@ class NitroAuthenticator:
             signer.public_key.verify(
                 raw_to_der_signature(cose.signature), cose.to_be_signed(), _ES384
             )
+            verified = True
         except InvalidSignature:
+            verified = False
+        if not verified:
             raise BadSignature(
                 Check.SIGNATURE, "document signature does not verify under the signing certificate"
-            ) from None
+            )
         payload = _remaining_fields(fields, certificate, cabundle)
         claims = AttestedClaims(
             kind=DocumentKind.NITRO,

@@ -41,6 +41,7 @@ DEBUG_PCR0 = bytes(PCR_VALUE_BYTES)
 POLICY_FORMAT_VERSION = 1
 _INDEX_TEXT = re.compile(r"0|[1-9][0-9]?")
 _HEX_VALUE = re.compile(r"[0-9a-fA-F]{96}")
+_NOT_JSON = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,20 +52,22 @@ class PcrRelease:
     pcrs: tuple[tuple[int, bytes], ...]
 
     def __post_init__(self) -> None:
+        # Messages never quote the name: it may come from a policy file, and
+        # a loader adds the release's position instead (see _release_from_json).
         if not self.name:
             raise ConfigurationError("a release needs a name")
         if not self.pcrs:
-            raise ConfigurationError(f"release {self.name!r} pins no PCR")
+            raise ConfigurationError("a release pins no PCR")
         seen: set[int] = set()
         for index, value in self.pcrs:
             if type(index) is not int or not 0 <= index <= MAX_PCR_INDEX:
-                raise ConfigurationError(f"release {self.name!r}: PCR index out of 0-31")
+                raise ConfigurationError("a release pins a PCR index out of 0-31")
             if index in seen:
-                raise ConfigurationError(f"release {self.name!r}: PCR {index} pinned twice")
+                raise ConfigurationError(f"a release pins PCR {index} twice")
             seen.add(index)
             if type(value) is not bytes or len(value) != PCR_VALUE_BYTES:
                 raise ConfigurationError(
-                    f"release {self.name!r}: PCR {index} value is not {PCR_VALUE_BYTES} bytes"
+                    f"a release pins PCR {index} to a value that is not {PCR_VALUE_BYTES} bytes"
                 )
 
     @classmethod
@@ -92,10 +95,10 @@ class PcrPolicy:
         if len(set(names)) != len(names):
             raise ConfigurationError("release names in a PCR policy must be unique")
         if not self.allow_debug:
-            for release in self.releases:
+            for position, release in enumerate(self.releases):
                 if dict(release.pcrs).get(0) == DEBUG_PCR0:
                     raise ConfigurationError(
-                        f"release {release.name!r} pins a debug-mode PCR0 in a production policy"
+                        f"release {position + 1} pins a debug-mode PCR0 in a production policy"
                     )
 
     def evaluate(self, measured: Mapping[int, bytes]) -> PcrRelease:
@@ -120,17 +123,22 @@ class PcrPolicy:
     @classmethod
     def from_json(cls, text: str | bytes) -> PcrPolicy:
         """Parse the JSON form documented in this module; strict about every key."""
+        document: object = _NOT_JSON
         try:
             document = json.loads(text, object_pairs_hook=_unique_keys)
         except ConfigurationError:
             raise
         except (ValueError, RecursionError):
-            raise ConfigurationError("PCR policy is not valid JSON") from None
+            # JSONDecodeError keeps the document, UnicodeDecodeError the bytes.
+            pass
+        if document is _NOT_JSON:
+            # Raised outside the handler so that no __context__ keeps them.
+            raise ConfigurationError("PCR policy is not valid JSON")
         if not isinstance(document, dict):
             raise ConfigurationError("PCR policy must be a JSON object")
         unknown = set(document) - {"version", "allow_debug", "releases"}
         if unknown:
-            raise ConfigurationError(f"PCR policy has unknown keys: {sorted(unknown)}")
+            raise ConfigurationError(f"PCR policy has {len(unknown)} unknown key(s)")
         version = document.get("version")
         # ``type`` first: JSON ``true`` and ``1.0`` compare equal to 1 in Python.
         if type(version) is not int or version != POLICY_FORMAT_VERSION:
@@ -141,7 +149,9 @@ class PcrPolicy:
         raw_releases = document.get("releases")
         if not isinstance(raw_releases, list):
             raise ConfigurationError("releases must be a list")
-        releases = tuple(_release_from_json(item) for item in raw_releases)
+        releases = tuple(
+            _release_from_json(position, item) for position, item in enumerate(raw_releases)
+        )
         return cls(releases=releases, allow_debug=allow_debug)
 
     def to_json(self) -> str:
@@ -170,21 +180,29 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return mapping
 
 
-def _release_from_json(item: object) -> PcrRelease:
+def _release_from_json(position: int, item: object) -> PcrRelease:
+    # Releases are named by their position in the file: a name read from the
+    # file would put the file's text into the message.
+    where = f"release {position + 1}"
     if not isinstance(item, dict) or set(item) != {"name", "pcrs"}:
-        raise ConfigurationError('each release is an object with exactly "name" and "pcrs"')
+        raise ConfigurationError(f'{where} is not an object with exactly "name" and "pcrs"')
     name, pcrs = item["name"], item["pcrs"]
     if not isinstance(name, str):
-        raise ConfigurationError("a release name is a string")
+        raise ConfigurationError(f"{where}: the name is not a string")
     if not isinstance(pcrs, dict):
-        raise ConfigurationError(f"release {name!r}: pcrs must be an object")
+        raise ConfigurationError(f"{where}: pcrs must be an object")
     parsed: dict[int, bytes] = {}
     for index_text, value_text in pcrs.items():
         if not _INDEX_TEXT.fullmatch(index_text):
-            raise ConfigurationError(f"release {name!r}: PCR index must be decimal 0-31")
+            raise ConfigurationError(f"{where}: PCR index must be decimal 0-31")
         if not isinstance(value_text, str) or not _HEX_VALUE.fullmatch(value_text):
             raise ConfigurationError(
-                f"release {name!r}: PCR {index_text} must be {PCR_VALUE_BYTES * 2} hex digits"
+                f"{where}: PCR {index_text} must be {PCR_VALUE_BYTES * 2} hex digits"
             )
         parsed[int(index_text)] = bytes.fromhex(value_text)
-    return PcrRelease.from_mapping(name, parsed)
+    refusal = ""
+    try:
+        return PcrRelease.from_mapping(name, parsed)
+    except ConfigurationError as error:
+        refusal = str(error)  # quotes nothing of the file (see PcrRelease)
+    raise ConfigurationError(f"{where}: {refusal}")

@@ -655,14 +655,18 @@ def decode_quote_document(data: bytes) -> QuoteDocument:
 
 
 def _load_attestation_key(spki_der: bytes) -> ec.EllipticCurvePublicKey:
+    refusal: QuoteError | None = None
     try:
         key = serialization.load_der_public_key(spki_der)
     except UnsupportedAlgorithm:
-        raise UnsupportedQuoteSignature(
+        refusal = UnsupportedQuoteSignature(
             "attestation key type is not supported", field="ak_public"
-        ) from None
+        )
     except (ValueError, TypeError):
-        raise MalformedQuote("not a DER SubjectPublicKeyInfo", field="ak_public") from None
+        refusal = MalformedQuote("not a DER SubjectPublicKeyInfo", field="ak_public")
+    if refusal is not None:
+        # Raised outside the handler: the parser's exception stays behind.
+        raise refusal
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise UnsupportedQuoteSignature("attestation key is not an EC key", field="ak_public")
     if not isinstance(key.curve, _ACCEPTED_CURVES):
@@ -700,8 +704,11 @@ def verify_tpm2_quote(
         key.verify(
             der_signature, document.attest, ec.ECDSA(_SIGNATURE_HASHES[signature.hash_alg]())
         )
-    except InvalidSignature as exc:
-        raise QuoteSignatureInvalid() from exc
+        verified = True
+    except InvalidSignature:
+        verified = False
+    if not verified:
+        raise QuoteSignatureInvalid()
 
     # Only now, with the bytes known to come from the trusted AK, parse deeper.
     attest = parse_attest(document.attest)

@@ -186,15 +186,23 @@ class MessageRegistry:
             raise MessageEncodeError(
                 "envelope.tag_mismatch", detail="tag is not the body's registered tag"
             )
+        failure: _Fail | None = None
         try:
             body = entry.codec.encode(envelope.body)
         except _Fail as fail:
-            raise MessageEncodeError(fail.check, fail.path("body"), fail.detail) from None
+            failure = fail
+        if failure is not None:
+            # Every error below is raised outside its handler, so no
+            # __context__ keeps the exception that was caught (see decode).
+            raise MessageEncodeError(failure.check, failure.path("body"), failure.detail)
         try:
-            data = _pack((envelope.version, entry.tag, request_id, body))
+            data: bytes | None = _pack((envelope.version, entry.tag, request_id, body))
         except (ValueError, TypeError, OverflowError):
-            # E.g. a str holding a lone surrogate, which has no UTF-8 form.
-            raise MessageEncodeError("msgpack.pack") from None
+            # E.g. a str holding a lone surrogate, which has no UTF-8 form; the
+            # UnicodeEncodeError holds the whole string (perhaps a prompt).
+            data = None
+        if data is None:
+            raise MessageEncodeError("msgpack.pack")
         if len(data) > max_size:
             raise MessageEncodeError("envelope.size", detail=f"larger than {max_size} bytes")
         return data
@@ -214,6 +222,7 @@ class MessageRegistry:
         size = data.nbytes if isinstance(data, memoryview) else len(data)
         if size > max_size:
             raise MessageDecodeError("envelope.size", detail=f"larger than {max_size} bytes")
+        syntax: str | None = None
         try:
             obj = msgpack.unpackb(
                 data,
@@ -228,12 +237,17 @@ class MessageRegistry:
                 max_ext_len=0,
             )
         except msgpack.StackError:
-            raise MessageDecodeError("msgpack.depth") from None
+            syntax = "msgpack.depth"
         except Exception:
             # Truncated input, trailing bytes, reserved byte 0xc1, invalid UTF-8,
-            # ext types, limits. msgpack's messages quote input bytes, so they
-            # are dropped (from None) rather than chained.
-            raise MessageDecodeError("msgpack.syntax") from None
+            # ext types, limits.
+            syntax = "msgpack.syntax"
+        if syntax is not None:
+            # Raised outside the handler: msgpack's exceptions hold what they
+            # read (ExtraData keeps the whole decoded envelope, prompt and all),
+            # and an error raised inside it would keep them in __context__
+            # even with ``from None``.
+            raise MessageDecodeError(syntax)
         if type(obj) is not tuple or len(obj) != 4:
             raise MessageDecodeError("envelope.shape", detail="expected a 4-element array")
         version, tag, request_id, body = obj
@@ -252,10 +266,13 @@ class MessageRegistry:
         # duplicate detection, see one byte string per message).
         if _pack(obj) != data:
             raise MessageDecodeError("envelope.non_canonical")
+        failure: _Fail | None = None
         try:
             value = entry.codec.decode(body)
         except _Fail as fail:
-            raise MessageDecodeError(fail.check, fail.path("body"), fail.detail) from None
+            failure = fail
+        if failure is not None:
+            raise MessageDecodeError(failure.check, failure.path("body"), failure.detail)
         return Envelope(version, tag, request_id, value)
 
 

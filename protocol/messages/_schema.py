@@ -38,6 +38,7 @@ registration, and decoders descend only as far as the schema does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import itertools
@@ -552,13 +553,13 @@ def _record_codec(spec: RecordSpec) -> tuple[Encoder, Decoder]:
         except _Fail as fail:
             _locate(decoders, v, fail, label)
             raise
-        try:
+        # A record's own __post_init__ invariants, whatever exception type they
+        # raise (ValueError, or a module's own error class): nothing but
+        # MessageDecodeError may leave the decoder.
+        with contextlib.suppress(Exception):
             return cls(*args)
-        except Exception:
-            # A record's own __post_init__ invariants, whatever exception type
-            # they raise (ValueError, or a module's own error class): nothing
-            # but MessageDecodeError may leave the decoder. The message may
-            # quote values, so only the record's name goes out.
-            raise _Fail("record.invariant", cls.__name__) from None
+        # The invariant's message may quote values, so only the record's name
+        # goes out, raised outside the handler so that no __context__ keeps it.
+        raise _Fail("record.invariant", cls.__name__)
 
     return encode, decode

@@ -8,6 +8,7 @@ that may appear in a protocol name to those objects.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import struct
@@ -83,12 +84,12 @@ class DHFunction:
         """
         if len(public) != self.dhlen:
             raise NoiseInvalidPublicKey("public key has the wrong length")
-        try:
+        shared: bytes | None = None
+        with contextlib.suppress(ValueError):
             shared = self._exchange(private, public)
-        except ValueError:
-            raise NoiseInvalidPublicKey(
-                "Diffie-Hellman with the peer's public key failed"
-            ) from None
+        if shared is None:
+            # Raised outside the handler: no __context__ rides along.
+            raise NoiseInvalidPublicKey("Diffie-Hellman with the peer's public key failed")
         if hmac.compare_digest(shared, bytes(self.dhlen)):
             raise NoiseInvalidPublicKey("Diffie-Hellman output is all zeros")
         return shared

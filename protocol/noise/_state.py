@@ -8,6 +8,7 @@ socket.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Final
 
@@ -108,10 +109,12 @@ class CipherState:
             raise NoiseNonceExhausted("nonce exhausted; rekey cannot help, start a new session")
         if len(ciphertext) > MAX_MESSAGE_LEN:
             raise NoiseMessageTooLarge("ciphertext exceeds 65535 bytes")
-        try:
+        plaintext: bytes | None = None
+        with contextlib.suppress(AEADAuthenticationFailure):
             plaintext = self._aead.decrypt(self._pack(n), ciphertext, ad or None)
-        except AEADAuthenticationFailure:
-            raise NoiseDecryptError("authentication failed") from None
+        if plaintext is None:
+            # Raised outside the handler: no __context__ rides along.
+            raise NoiseDecryptError("authentication failed")
         self._n = n + 1
         return plaintext
 
@@ -154,11 +157,12 @@ class CipherState:
             raise NoiseDecryptError("authentication failed")
         if len(out) != size - TAG_LEN:
             raise NoiseConfigError("output buffer must be exactly len(ciphertext) - 16 bytes")
-        try:
+        written: int | None = None
+        with contextlib.suppress(AEADAuthenticationFailure):
             written = self._aead.decrypt_into(self._pack(n), ciphertext, ad or None, out)
-        except AEADAuthenticationFailure:
+        if written is None:
             memoryview(out).cast("B")[:] = bytes(size - TAG_LEN)
-            raise NoiseDecryptError("authentication failed") from None
+            raise NoiseDecryptError("authentication failed")
         self._n = n + 1
         return written
 

@@ -16,6 +16,7 @@ field) counts as failed, never skipped. The last line printed is exactly
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -49,10 +50,9 @@ def _hex(vector: Mapping[str, object], key: str) -> bytes:
     value = vector.get(key)
     if not isinstance(value, str):
         raise _Malformed(f"{key} missing or not a string")
-    try:
+    with contextlib.suppress(ValueError):
         return bytes.fromhex(value)
-    except ValueError:
-        raise _Malformed(f"{key} is not hex") from None
+    raise _Malformed(f"{key} is not hex")
 
 
 def _optional_hex(vector: Mapping[str, object], key: str) -> bytes | None:
@@ -188,10 +188,14 @@ def run_vector(vector: object) -> VectorResult:
 
 def load_vectors(path: Path | str) -> list[object]:
     """The ``vectors`` list of a file; raises ValueError if the file is not one."""
+    failure: str | None = None
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read vector file: {type(error).__name__}") from None
+        failure = type(error).__name__
+    if failure is not None:
+        # Outside the handler: JSONDecodeError keeps the whole file.
+        raise ValueError(f"cannot read vector file: {failure}")
     vectors = document.get("vectors") if isinstance(document, dict) else None
     if not isinstance(vectors, list):
         raise ValueError('vector file has no "vectors" list')

@@ -10,7 +10,8 @@ Public surface:
 
 * ``verify_release_metadata(root_bytes, targets_bytes, *, trusted_root, now,
   min_version) -> VerifiedRelease`` — signatures, thresholds, root pinning
-  and rotation, expiry, rollback, artifact list. ``VerifiedRelease`` carries
+  (``trusted_root`` is required: the caller's pin, never the bundle's own
+  root) and rotation, expiry, rollback, artifact list. ``VerifiedRelease`` carries
   ``version``, ``artifacts`` (name -> :class:`ArtifactSpec` ``(length,
   hashes)``), ``release_digest`` (SHA-384 of the signed targets bytes),
   ``expires``, ``root_version``, ``root_digest``, ``signer_keyids``,

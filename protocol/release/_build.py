@@ -7,6 +7,7 @@ from a PKCS#8 PEM file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime
@@ -163,10 +164,12 @@ def metadata_to_bytes(md: Metadata[Any]) -> bytes:
 
 
 def metadata_from_bytes(data: bytes, role: str) -> Metadata[Any]:
-    try:
-        md: Metadata[Any] = Metadata.from_bytes(data)
-    except DeserializationError as exc:
-        raise MalformedRelease(f"{role} metadata does not parse as TUF metadata") from exc
+    md: Metadata[Any] | None = None
+    with contextlib.suppress(DeserializationError):
+        md = Metadata.from_bytes(data)
+    if md is None:
+        # Raised outside the handler: python-tuf's exceptions quote what they refuse.
+        raise MalformedRelease(f"{role} metadata does not parse as TUF metadata")
     if md.signed.type != role:
         raise MalformedRelease(f"expected {role} metadata, got {md.signed.type}")
     return md

@@ -1,7 +1,11 @@
 """Typed refusals of a release. Each names the check that failed.
 
-Messages carry only metadata facts (role names, key ids, versions, artifact
-names, dates); never file contents.
+Messages carry only facts the verifier established (role names, counts,
+versions, dates, names of artifacts in a verified release); never file
+contents, and never a key id or name taken from metadata still being judged:
+those are the text an attacker chose. Errors are raised outside ``except``
+blocks, so no parser exception (which quotes what it read) rides along in
+``__context__``.
 """
 
 from __future__ import annotations
@@ -37,11 +41,13 @@ class BelowThreshold(ReleaseError):
         self.threshold = threshold
         self.unknown_keyids = tuple(unknown_keyids)
         self.bad_keyids = tuple(bad_keyids)
+        # The keyids stay attributes for a program to inspect; the message
+        # counts them, since a signature's keyid is whatever its writer chose.
         parts = [f"{role} metadata has {valid} valid signature(s), threshold is {threshold}"]
         if self.unknown_keyids:
-            parts.append(f"signed by keys not named for the role: {', '.join(self.unknown_keyids)}")
+            parts.append(f"{len(self.unknown_keyids)} signature(s) by keys not named for the role")
         if self.bad_keyids:
-            parts.append(f"signatures that do not verify: {', '.join(self.bad_keyids)}")
+            parts.append(f"{len(self.bad_keyids)} signature(s) that do not verify")
         if detail:
             parts.append(detail)
         super().__init__("; ".join(parts))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import struct
@@ -46,6 +47,7 @@ _ENTRY = struct.Struct(">18sQ48s")
 RELEASE_ENTRY_SIZE = _ENTRY.size
 _MAX_PROOF_BYTES = 64 * 1024
 _MAX_AUDIT_PATH = 64
+_NOT_JSON = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +80,12 @@ def decode_release_log_entry(leaf_input: bytes) -> ReleaseLogEntry:
 
 
 def _b64(value: object, field: str) -> bytes:
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not value.isascii():
+        # Checked, not caught: a UnicodeEncodeError would hold the string.
         raise MalformedRelease(f"log proof {field} is not a base64 string")
-    try:
+    with contextlib.suppress(binascii.Error):
         return base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError) as exc:
-        raise MalformedRelease(f"log proof {field} is not valid base64") from exc
+    raise MalformedRelease(f"log proof {field} is not valid base64")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +110,13 @@ class ReleaseLogProof:
     def from_json_bytes(cls, data: bytes) -> ReleaseLogProof:
         if len(data) > _MAX_PROOF_BYTES:
             raise MalformedRelease("log proof is too large")
-        try:
+        body: object = _NOT_JSON
+        # RecursionError: deeply nested arrays fit well inside the size cap.
+        with contextlib.suppress(UnicodeDecodeError, ValueError, RecursionError):
             body = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            # RecursionError: deeply nested arrays fit well inside the size cap.
-            raise MalformedRelease("log proof is not JSON") from exc
+        if body is _NOT_JSON:
+            # Raised outside the handler: JSONDecodeError keeps the document.
+            raise MalformedRelease("log proof is not JSON")
         if not isinstance(body, dict) or set(body) != {"log_id", "sth", "leaf_index", "audit_path"}:
             raise MalformedRelease("log proof needs exactly log_id, sth, leaf_index, audit_path")
         index = body["leaf_index"]
@@ -124,10 +128,13 @@ class ReleaseLogProof:
         sth_body = body["sth"]
         if not isinstance(sth_body, dict):
             raise MalformedRelease("log proof sth is not an object")
+        refusal: TlogError | None = None
         try:
             sth = SignedTreeHead.from_json_dict(sth_body)
         except TlogError as exc:
-            raise MalformedRelease(f"log proof sth: {exc}") from exc
+            refusal = exc
+        if refusal is not None:
+            raise MalformedRelease(f"log proof sth: {refusal}")
         return cls(
             log_id=_b64(body["log_id"], "log_id"),
             sth=sth,
@@ -141,6 +148,7 @@ def verify_release_in_log(
 ) -> None:
     """Check that ``verified``'s entry is in the log pinned by ``log_public_key``
     (32-byte Ed25519); :class:`~protocol.release.NotInLog` otherwise."""
+    refusal: TlogError | None = None
     try:
         expected_id = log_id(log_public_key)
         if not hmac.compare_digest(proof.log_id, expected_id):
@@ -154,7 +162,9 @@ def verify_release_in_log(
             proof.sth.root_hash,
         )
     except TlogError as exc:
-        raise NotInLog(f"release version {verified.version} not proven in the log: {exc}") from exc
+        refusal = exc
+    if refusal is not None:
+        raise NotInLog(f"release version {verified.version} not proven in the log: {refusal}")
 
 
 def release_log_proof(

@@ -5,10 +5,11 @@ Order of checks, cheapest and most fundamental first (verify before use):
 1. sizes, then parsing, role types;
 2. the root: each role names distinct public keys of supported types (a
    threshold counts keys, not keyids); signed by a threshold of its own root
-   keys and, when a pinned
-   root is given, either identical to it or its direct successor signed by a
-   threshold of the pinned root's keys too (TUF root rotation, one step);
-   never an older version than the pinned one;
+   keys and either identical to the pinned root or its direct successor
+   signed by a threshold of the pinned root's keys too (TUF root rotation,
+   one step); never an older version than the pinned one. There is always a
+   pinned root: a root that vouches only for itself proves nothing but that
+   whoever wrote the bundle holds its keys;
 3. root expiry;
 4. targets signed by the root's ``targets`` threshold (``Root.verify_delegate``);
 5. targets expiry, then version against the caller's trusted minimum;
@@ -92,35 +93,39 @@ def _parse(data: bytes, role: str, limit: int) -> Metadata[Any]:
         raise MalformedRelease(f"{role} metadata must be bytes")
     if len(data) > limit:
         raise MalformedRelease(f"{role} metadata is {len(data)} bytes, limit {limit}")
-    try:
-        md: Metadata[Any] = Metadata.from_bytes(data)
-    except DeserializationError as exc:
-        raise MalformedRelease(f"{role} metadata does not parse as TUF metadata") from exc
+    md: Metadata[Any] | None = None
+    with contextlib.suppress(DeserializationError):
+        md = Metadata.from_bytes(data)
+    if md is None:
+        # Raised outside the handler: python-tuf's exceptions quote the field
+        # values they refuse, and __context__ would keep them.
+        raise MalformedRelease(f"{role} metadata does not parse as TUF metadata")
     if md.signed.type != role:
         raise MalformedRelease(f"expected {role} metadata, got {md.signed.type}")
     return md
 
 
 def _signed_bytes(md: Metadata[Any], role: str) -> bytes:
-    try:
+    with contextlib.suppress(SerializationError):
         return _canonical.serialize(md.signed)
-    except SerializationError as exc:
-        raise MalformedRelease(f"{role} metadata has no canonical form") from exc
+    raise MalformedRelease(f"{role} metadata has no canonical form")
 
 
-def _public_key_identity(key: SSlibKey, label: str, keyid: str) -> bytes:
+def _public_key_identity(key: SSlibKey, label: str, role_name: str) -> bytes:
     """The key's DER SubjectPublicKeyInfo: one value per public key, however
     its ``keyval`` is spelled (hex case, PEM line breaks) or its keyid chosen."""
     public = key.keyval.get("public")
-    try:
-        if not isinstance(public, str):
-            raise TypeError("public key value is not a string")
-        if key.keytype == "ed25519":
-            crypto_key: Any = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public))
-        else:
-            crypto_key = load_pem_public_key(public.encode("utf-8"))
-    except (TypeError, ValueError, UnsupportedAlgorithm) as exc:
-        raise MalformedRelease(f"{label} key {keyid} does not hold a usable public key") from exc
+    crypto_key: Any = None
+    if isinstance(public, str):
+        with contextlib.suppress(TypeError, ValueError, UnsupportedAlgorithm):
+            if key.keytype == "ed25519":
+                crypto_key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public))
+            else:
+                crypto_key = load_pem_public_key(public.encode("utf-8"))
+    if crypto_key is None:
+        # Outside the handler, and without the keyid: both come from the
+        # metadata being judged.
+        raise MalformedRelease(f"{label} names a {role_name} key without a usable public key")
     identity: bytes = crypto_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     return identity
 
@@ -134,19 +139,21 @@ def _check_root_keys(root: Root, label: str) -> None:
         # the root chooses: one key listed under two keyids would let its
         # holder sign twice and meet a threshold of 2 alone. A threshold is
         # k distinct keys, so a role may name each public key once.
+        # Messages count keys instead of naming keyids: a keyid is text the
+        # metadata under judgement chose.
         keyid_by_identity: dict[bytes, str] = {}
         for keyid in role.keyids:
             key = root.keys.get(keyid)
             if key is None:
-                raise MalformedRelease(f"{label} lists key {keyid} for {role_name} without the key")
+                raise MalformedRelease(f"{label} names a {role_name} key it does not list")
             if not isinstance(key, SSlibKey) or key.keytype not in SUPPORTED_KEY_TYPES:
-                raise MalformedRelease(f"{label} key {keyid} has an unsupported type")
-            identity = _public_key_identity(key, label, keyid)
+                raise MalformedRelease(f"{label} names a {role_name} key of an unsupported type")
+            identity = _public_key_identity(key, label, role_name)
             twin = keyid_by_identity.setdefault(identity, keyid)
             if twin != keyid:
                 raise MalformedRelease(
                     f"{label} names one public key twice for the {role_name} role "
-                    f"(keyids {twin} and {keyid}); a threshold counts distinct keys"
+                    "(under two keyids); a threshold counts distinct keys"
                 )
 
 
@@ -180,15 +187,10 @@ def _threshold_failure(
     )
 
 
-def _verify_root(root_md: Metadata[Root], trusted_root: bytes | None) -> None:
+def _verify_root(root_md: Metadata[Root], trusted_root: bytes) -> None:
     root = root_md.signed
     _check_root_keys(root, "root")
     payload = _signed_bytes(root_md, "root")
-    if trusted_root is None:
-        # No pin: the root vouches for itself only (first install, operator tooling).
-        if not root.get_verification_result("root", payload, root_md.signatures):
-            raise _threshold_failure(root, "root", "root", payload, root_md.signatures)
-        return
     pinned_md = _parse(trusted_root, "root", MAX_ROOT_BYTES)
     pinned = cast(Root, pinned_md.signed)
     _check_root_keys(pinned, "pinned root")
@@ -236,25 +238,31 @@ def _artifacts(targets: Targets) -> dict[str, ArtifactSpec]:
     if len(targets.targets) > MAX_ARTIFACTS:
         raise MalformedRelease(f"release lists more than {MAX_ARTIFACTS} artifacts")
     artifacts: dict[str, ArtifactSpec] = {}
-    for name, target in targets.targets.items():
+    for position, (name, target) in enumerate(targets.targets.items()):
+        # Artifacts are named by their place in the listing: a name that fails
+        # these checks is exactly the text a message must not repeat.
+        where = f"artifact {position + 1} (in listing order)"
         if not _safe_artifact_name(name):
-            raise MalformedRelease(f"artifact name {name!r} is not a safe relative path")
+            raise MalformedRelease(f"{where}: its name is not a safe relative path")
         hashes: dict[str, bytes] = {}
         for algorithm, hex_digest in target.hashes.items():
             size = HASH_ALGORITHMS.get(algorithm)
             if size is None:
-                raise MalformedRelease(f"artifact {name!r} lists unsupported hash {algorithm!r}")
-            try:
+                raise MalformedRelease(f"{where} lists an unsupported hash algorithm")
+            digest: bytes | None = None
+            with contextlib.suppress(TypeError, ValueError):
                 digest = bytes.fromhex(hex_digest)
-            except (TypeError, ValueError) as exc:
-                raise MalformedRelease(f"artifact {name!r} {algorithm} is not hex") from exc
+            if digest is None:
+                raise MalformedRelease(f"{where}: its {algorithm} digest is not hex")
             if len(digest) != size:
-                raise MalformedRelease(f"artifact {name!r} {algorithm} has the wrong size")
+                raise MalformedRelease(f"{where}: its {algorithm} digest has the wrong size")
             hashes[algorithm] = digest
-        try:
-            artifacts[name] = ArtifactSpec(target.length, hashes)
-        except ValueError as exc:
-            raise MalformedRelease(f"artifact {name!r}: {exc}") from exc
+        spec: ArtifactSpec | None = None
+        with contextlib.suppress(ValueError):
+            spec = ArtifactSpec(target.length, hashes)
+        if spec is None:
+            raise MalformedRelease(f"{where}: its length or hashes are unusable")
+        artifacts[name] = spec
     return artifacts
 
 
@@ -326,21 +334,28 @@ def verify_release_metadata(
     root_bytes: bytes,
     targets_bytes: bytes,
     *,
-    trusted_root: bytes | None,
+    trusted_root: bytes,
     now: datetime,
     min_version: int,
 ) -> VerifiedRelease:
     """Verify a release's root and targets metadata; return what they promise.
 
-    ``trusted_root``: the pinned root metadata bytes (``None`` only where no
-    pin exists yet, e.g. operator tooling on a fresh root). ``now``: a
-    timezone-aware time for expiry. ``min_version``: the lowest targets
-    version still acceptable (a node passes its TPM monotonic counter).
+    ``trusted_root``: the pinned root metadata bytes, required. It comes from
+    the caller (a file the operator names, the node's pinned boot inputs),
+    never from the bundle being verified; the bundle's root must be it or its
+    signed successor. ``now``: a timezone-aware time for expiry.
+    ``min_version``: the lowest targets version still acceptable (a node
+    passes its TPM monotonic counter).
 
-    Raises a :class:`~protocol.release.ReleaseError` subclass on any failure.
+    Raises a :class:`~protocol.release.ReleaseError` subclass on any failure
+    (:class:`~protocol.release.UntrustedRoot` without a pinned root).
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    if not isinstance(trusted_root, bytes) or not trusted_root:
+        # Fail closed: without a pin any self-signed root would pass, and
+        # with it whatever its keys signed.
+        raise UntrustedRoot("no pinned root given; a release verifies only against a pinned root")
     root_md = cast(Metadata[Root], _parse(root_bytes, "root", MAX_ROOT_BYTES))
     targets_md = cast(Metadata[Targets], _parse(targets_bytes, "targets", MAX_TARGETS_BYTES))
     root = root_md.signed
@@ -351,12 +366,12 @@ def verify_release_metadata(
         raise Expired("root", root.expires, now)
 
     targets_payload = _signed_bytes(targets_md, "targets")
-    try:
+    delegated = False
+    with contextlib.suppress(UnsignedMetadataError):
         root.verify_delegate("targets", targets_payload, targets_md.signatures)
-    except UnsignedMetadataError as exc:
-        raise _threshold_failure(
-            root, "targets", "targets", targets_payload, targets_md.signatures
-        ) from exc
+        delegated = True
+    if not delegated:
+        raise _threshold_failure(root, "targets", "targets", targets_payload, targets_md.signatures)
     signers = tuple(
         sorted(
             root.get_verification_result("targets", targets_payload, targets_md.signatures).signed

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import struct
 from collections.abc import Mapping
@@ -89,19 +90,19 @@ def log_id(log_public_key: bytes) -> bytes:
 def _load_public_key(log_public_key: bytes) -> Ed25519PublicKey:
     if not isinstance(log_public_key, bytes) or len(log_public_key) != ED25519_PUBLIC_KEY_SIZE:
         raise InvalidTreeHead("log public key is not a 32-byte Ed25519 key")
-    try:
+    with contextlib.suppress(ValueError):
         return Ed25519PublicKey.from_public_bytes(log_public_key)
-    except ValueError as exc:
-        raise InvalidTreeHead("log public key is not a valid Ed25519 key") from exc
+    raise InvalidTreeHead("log public key is not a valid Ed25519 key")
 
 
 def _b64decode(value: object, field: str) -> bytes:
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not value.isascii():
+        # Checked, not caught: a UnicodeEncodeError would hold the string.
         raise MalformedTlogData(f"{field} is not a base64 string")
-    try:
+    with contextlib.suppress(binascii.Error):
         return base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError) as exc:
-        raise MalformedTlogData(f"{field} is not valid base64") from exc
+    # Raised outside the handler, so that no __context__ keeps the input.
+    raise MalformedTlogData(f"{field} is not valid base64")
 
 
 def _uint(value: object, field: str, limit: int) -> int:
@@ -177,7 +178,9 @@ def verify_sth(sth: SignedTreeHead, log_public_key: bytes) -> None:
     """Check the log's signature on ``sth`` with the pinned 32-byte Ed25519
     ``log_public_key``; :class:`InvalidTreeHead` otherwise."""
     key = _load_public_key(log_public_key)
-    try:
+    verified = False
+    with contextlib.suppress(InvalidSignature):
         key.verify(sth.signature, sth.signing_input())
-    except InvalidSignature as exc:
-        raise InvalidTreeHead("tree head signature fails under the pinned log key") from exc
+        verified = True
+    if not verified:
+        raise InvalidTreeHead("tree head signature fails under the pinned log key")

@@ -34,6 +34,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import hmac
@@ -312,14 +313,14 @@ class SimulatedNitroTPM:
             if selection >> PCR_COUNT:
                 raise TPMError("not a sealed blob of this TPM")
             nonce = blob[_SEAL_HEADER : _SEAL_HEADER + _SEAL_NONCE]
-            try:
+            with contextlib.suppress(InvalidTag):
                 return AESGCM(self._seal_key(selection)).decrypt(
                     nonce, blob[_SEAL_HEADER + _SEAL_NONCE :], header
                 )
-            except InvalidTag:
-                # One answer for "PCRs changed", "other TPM" and "tampered":
-                # telling them apart would help an attacker probe.
-                raise TPMError("unseal refused: PCR policy not satisfied") from None
+            # One answer for "PCRs changed", "other TPM" and "tampered":
+            # telling them apart would help an attacker probe. Raised outside
+            # the handler, as every decoder's refusal is.
+            raise TPMError("unseal refused: PCR policy not satisfied")
 
     # -- counters and randomness -------------------------------------------
 

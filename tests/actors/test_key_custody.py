@@ -578,7 +578,9 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
     assert not (tmp_path / "store").exists()
     # So is a key version no keys node would accept an import for.
     attested = keys_node.custody.static_public.hex()
-    assert main([*args, "--keys-static", attested, "--key-version", "0"]) == 2
+    with pytest.raises(SystemExit) as refused:  # a usage error, before anything runs
+        main([*args, "--keys-static", attested, "--key-version", "0"])
+    assert refused.value.code == 2
     assert not (tmp_path / "store").exists()
 
     assert main([*args, "--keys-static", keys_node.custody.static_public.hex()]) == 0

@@ -126,6 +126,8 @@ class Operator:
                     self.keys / "log.pem",
                     "--release-dir",
                     self.release,
+                    "--trusted-root",
+                    self.pinned_root,
                 )
                 == 0
             )
@@ -238,6 +240,8 @@ def test_missing_signature_stops_boot(
             operator.keys / "log.pem",
             "--release-dir",
             operator.release,
+            "--trusted-root",
+            operator.pinned_root,
         )
         == 1
     )
@@ -299,6 +303,8 @@ def test_release_missing_from_the_log_stops_boot(
             operator.keys / "log.pem",
             "--release-dir",
             operator.release,
+            "--trusted-root",
+            operator.pinned_root,
         )
         == 0
     )
@@ -313,6 +319,8 @@ def test_release_missing_from_the_log_stops_boot(
             operator.keys / "log.pub.pem",
             "--release-dir",
             operator.release,
+            "--trusted-root",
+            operator.pinned_root,
         )
         == 0
     )
@@ -322,7 +330,10 @@ def test_release_missing_from_the_log_stops_boot(
 def test_verify_installed_artifacts_names_each_failed_check(operator: Operator) -> None:
     operator.build(3, "alice", "bob")
     verified = load_verified_metadata(
-        ReleaseDirectory(operator.release), trusted_root=None, now=datetime.now(UTC), min_version=0
+        ReleaseDirectory(operator.release),
+        trusted_root=operator.pinned_root.read_bytes(),
+        now=datetime.now(UTC),
+        min_version=0,
     )
     paths = artifact_paths_in(operator.install, verified)
     verify_installed_artifacts(verified, paths, require_all=True)
@@ -351,7 +362,10 @@ def test_verify_installed_artifacts_names_each_failed_check(operator: Operator) 
 def test_fifo_in_place_of_an_artifact_is_refused_without_waiting(operator: Operator) -> None:
     operator.build(3, "alice", "bob")
     verified = load_verified_metadata(
-        ReleaseDirectory(operator.release), trusted_root=None, now=datetime.now(UTC), min_version=0
+        ReleaseDirectory(operator.release),
+        trusted_root=operator.pinned_root.read_bytes(),
+        now=datetime.now(UTC),
+        min_version=0,
     )
     fifo = operator.install / "fifo"
     os.mkfifo(fifo)
@@ -388,7 +402,11 @@ def test_hash_artifact_streams_multiple_algorithms(tmp_path: Path) -> None:
 
 
 def test_cli_reports_unusable_input(operator: Operator, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run("release", "verify", "--release-dir", operator.release / "nope", "--skip-log") == 1
+    nowhere = operator.release / "nope"
+    pin = operator.pinned_root
+    assert (
+        run("release", "verify", "--release-dir", nowhere, "--trusted-root", pin, "--skip-log") == 1
+    )
     assert "cannot read root metadata" in capsys.readouterr().err
     assert (
         run(

@@ -346,7 +346,8 @@ def test_record_invariant_failure_is_typed_and_quotes_nothing() -> None:
     error = _decode_error(TEST_REGISTRY, _pack([1, "test.odd", 0, [202]]))
     assert error.check == "record.invariant"
     assert "202" not in str(error)
-    assert error.__cause__ is None and error.__suppress_context__
+    # Stronger than ``from None`` (__suppress_context__): nothing is kept at all.
+    assert error.__cause__ is None and error.__context__ is None
 
 
 def test_customer_data_that_is_not_utf8_reveals_as_bytes_only() -> None:

@@ -119,8 +119,13 @@ def make_targets(
 
 
 def verify(root: bytes, targets: bytes, *, trusted: bytes | None = None, min_version: int = 0):  # type: ignore[no-untyped-def]
+    # A pin is required; by default the test pins the root it just built.
     return verify_release_metadata(
-        root, targets, trusted_root=trusted, now=NOW, min_version=min_version
+        root,
+        targets,
+        trusted_root=root if trusted is None else trusted,
+        now=NOW,
+        min_version=min_version,
     )
 
 
@@ -372,9 +377,9 @@ def test_empty_release_is_refused(keys: Keys) -> None:
         (b"x" * (600 * 1024), b"{}"),
     ],
 )
-def test_garbage_is_a_typed_refusal(root_bytes: bytes, targets_bytes: bytes) -> None:
+def test_garbage_is_a_typed_refusal(keys: Keys, root_bytes: bytes, targets_bytes: bytes) -> None:
     with pytest.raises(MalformedRelease):
-        verify(root_bytes, targets_bytes)
+        verify(root_bytes, targets_bytes, trusted=make_root(keys))
 
 
 def test_roles_in_swapped_files_are_refused(keys: Keys) -> None:
