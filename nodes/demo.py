@@ -74,6 +74,7 @@ from actors.key_custody import KeyVault, NodeKeyCustody
 from actors.log import configure_logging
 from actors.seams.engine import CancelToken, Engine, GenerationParams
 from mantle.commands import IntegerIn
+from mantle.trust_state import TrustStateFile
 from nodes.boot import BootedNode, BootInputs, measured_boot
 from nodes.clock import TrioClock
 from nodes.engines.llama import LlamaEngine
@@ -310,22 +311,25 @@ def boot_node(
 
 
 def client_release_view(
-    bundle: ReleaseDirectory, pins: TrustPins, now: datetime
+    bundle: ReleaseDirectory, pins: TrustPins, now: datetime, state: TrustStateFile
 ) -> VerifiedRelease:
     """What a client checks before trusting a release: signatures against its
-    pinned root, expiry, and inclusion in the log under the pinned log key --
-    pins it loaded itself, never ones the bundle brought along."""
+    pinned root, expiry, inclusion in the log under the pinned log key -- pins
+    it loaded itself, never ones the bundle brought along -- and a version at
+    or above the highest release floor it has ever verified (``state``, on the
+    client's own disk), which then rises to this release's floor."""
     verified = verify_release_metadata(
         read_metadata_file(bundle.root, MAX_ROOT_BYTES, "root metadata"),
         read_metadata_file(bundle.targets, MAX_TARGETS_BYTES, "targets metadata"),
         trusted_root=pins.release_root,
         now=now,
-        min_version=0,
+        min_version=state.load().release_floor,
     )
     proof = ReleaseLogProof.from_json_bytes(
         read_metadata_file(bundle.log_proof, 64 * 1024, "log proof")
     )
     verify_release_in_log(verified, proof, pins.log_public_key)
+    state.raise_floor(verified.min_version)
     return verified
 
 
@@ -586,7 +590,9 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
 
             # The client's own trust: the pins it loads, never the bundle's root.
             client_pins = load_pins(pins_dir)
-            client_view = client_release_view(published.bundle, client_pins, now)
+            client_view = client_release_view(
+                published.bundle, client_pins, now, TrustStateFile(work / "client" / "trust.json")
+            )
             client_verifier = AttestationVerifier(
                 [NitroAuthenticator(client_pins.attestation_root)]
             )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mantle.trust_state import TrustStateFile
 from nodes.demo import client_release_view, load_pins, publish_release, write_attestation_root_pin
 from nodes.release import KeyFileError, ReleaseDirectory
 from protocol.release import MalformedRelease, NotInLog, UntrustedRoot
@@ -38,9 +39,10 @@ def test_client_refuses_a_bundle_with_its_own_root_and_log(tmp_path: Path) -> No
     _, forged = _publish(tmp_path / "attacker", now)
     pins = load_pins(genuine_pins)
 
-    assert client_release_view(genuine, pins, now).version == 1
+    state = TrustStateFile(tmp_path / "trust.json")
+    assert client_release_view(genuine, pins, now, state).version == 1
     with pytest.raises(UntrustedRoot):
-        client_release_view(forged, pins, now)
+        client_release_view(forged, pins, now, state)
 
     # The genuine metadata with the attacker's log proof: not in the pinned log.
     mixed = ReleaseDirectory(tmp_path / "mixed")
@@ -49,7 +51,7 @@ def test_client_refuses_a_bundle_with_its_own_root_and_log(tmp_path: Path) -> No
     mixed.targets.write_bytes(genuine.targets.read_bytes())
     mixed.log_proof.write_bytes(forged.log_proof.read_bytes())
     with pytest.raises(NotInLog):
-        client_release_view(mixed, pins, now)
+        client_release_view(mixed, pins, now, state)
 
 
 def test_client_without_pins_does_not_fall_back_to_the_bundle(tmp_path: Path) -> None:
