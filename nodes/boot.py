@@ -21,8 +21,8 @@ the release counter a node's first boot defines in step 1):
    Model artifacts name plaintext weights, which exist only in memory after
    the data key arrives; the model loader checks them there;
 5. check the node image: the release names one (its ``nitro-tpm-pcr-compute``
-   output, ``image/pcr-measurements.json``); the installed file holds exactly
-   the values the signed metadata carries; and this machine's platform
+   output, ``image/pcr-measurements.json``, whose installed file step 4 found
+   to hold exactly the values the signed metadata carries); and this machine's platform
    registers (PCR 4, 7, 12, written by the firmware before this code ran)
    equal them -- a node on another image would attest values no policy holds;
 6. check the running code: hash every file of the installed Mantle packages
@@ -56,7 +56,6 @@ that boot never advances a counter it did not verify.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import hashlib
 import hmac
@@ -79,6 +78,7 @@ from actors.seams.random import Random
 from actors.seams.tpm import TPM, TPMError
 from nodes.counter_binding import read_binding, write_binding
 from nodes.release import (
+    IMAGE_FILE_CHECK,
     SourceTree,
     SourceTreeError,
     verify_installed_artifacts,
@@ -87,19 +87,16 @@ from nodes.release import (
 from protocol.measurement import (
     APPLICATION_PCRS,
     IMAGE_MEASUREMENTS_ARTIFACT,
-    MAX_IMAGE_MEASUREMENTS_BYTES,
     MODEL_ARTIFACT_PREFIX,
     PCR_RESET_VALUE,
     PLATFORM_PCRS,
     RELEASE_COUNTER,
-    ImageMeasurementsError,
     MeasurementError,
     MissingPlatformRegisters,
     ReleaseMeasurement,
     boot_extends,
     expected_pcrs_for,
     model_artifact_name,
-    parse_image_measurements,
     release_measurement,
 )
 from protocol.release import (
@@ -232,6 +229,9 @@ def _release_failure(error: ReleaseError) -> BootError:
         (ArtifactMismatch, BootCheck.ARTIFACT),
         (MalformedRelease, BootCheck.MALFORMED_RELEASE),
     )
+    if isinstance(error, ArtifactMismatch) and error.check == IMAGE_FILE_CHECK:
+        # The image file matches its hash but not the values the release signed.
+        return BootError(BootCheck.IMAGE, str(error))
     for kind, check in table:
         if isinstance(error, kind):
             return BootError(check, str(error))
@@ -364,25 +364,8 @@ def check_node_image(inputs: BootInputs, release: VerifiedRelease, *, tpm: TPM) 
             f"release {release.version} names no node image ({IMAGE_MEASUREMENTS_ARTIFACT});"
             " no verifier would admit this node",
         )
-    data = _read_verified_artifact(
-        release,
-        inputs.install_root,
-        IMAGE_MEASUREMENTS_ARTIFACT,
-        MAX_IMAGE_MEASUREMENTS_BYTES,
-        BootCheck.IMAGE,
-    )
-    installed: Mapping[int, bytes] | None = None
-    with contextlib.suppress(ImageMeasurementsError):  # refused below, outside the handler
-        installed = parse_image_measurements(data)
-    if installed is None or any(
-        not hmac.compare_digest(installed[index], release.image_measurements[index])
-        for index in PLATFORM_PCRS
-    ):
-        raise BootError(
-            BootCheck.IMAGE,
-            f"the installed {IMAGE_MEASUREMENTS_ARTIFACT} differs from the values"
-            f" release {release.version} signed",
-        )
+    # Step 4 checked the installed image file: its hash, and that it holds
+    # exactly the values the signed metadata carries (verify_installed_artifacts).
     try:
         measured = {index: tpm.pcr_read(index) for index in PLATFORM_PCRS}
     except TPMError as error:

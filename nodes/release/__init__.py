@@ -16,6 +16,7 @@ Metadata verification itself is pure and lives in :mod:`protocol.release`.
 
 from nodes.release._artifacts import (
     CHUNK_SIZE,
+    IMAGE_FILE_CHECK,
     artifact_paths_in,
     hash_artifact,
     verify_installed_artifacts,
@@ -48,6 +49,7 @@ from nodes.release._source import (
 
 __all__ = [
     "CHUNK_SIZE",
+    "IMAGE_FILE_CHECK",
     "LOG_PROOF_FILE",
     "ROOT_FILE",
     "TARGETS_FILE",

@@ -9,6 +9,7 @@ checked again afterwards, so a file that changes while being read fails.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -16,6 +17,12 @@ import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from protocol.measurement import (
+    IMAGE_MEASUREMENTS_ARTIFACT,
+    MAX_IMAGE_MEASUREMENTS_BYTES,
+    ImageMeasurementsError,
+    parse_image_measurements,
+)
 from protocol.release import (
     DEFAULT_HASH_ALGORITHM,
     HASH_ALGORITHMS,
@@ -26,6 +33,8 @@ from protocol.release import (
 )
 
 CHUNK_SIZE = 1 << 20
+#: The ArtifactMismatch check of an image file whose values differ from the signed ones.
+IMAGE_FILE_CHECK = "image-measurements"
 
 
 class _ReadFailure(Exception):
@@ -139,6 +148,33 @@ def verify_installed_artifacts(
             raise ArtifactMismatch(name, "missing", "no installed path given")
     for name in sorted(paths):
         _verify_one(name, verified.artifacts[name], Path(paths[name]))
+    if IMAGE_MEASUREMENTS_ARTIFACT in paths:
+        _verify_image_file(verified, Path(paths[IMAGE_MEASUREMENTS_ARTIFACT]))
+
+
+def _verify_image_file(verified: VerifiedRelease, path: Path) -> None:
+    """The image file says what the signed metadata says about it.
+
+    Verifiers holding only metadata pin the values in the artifact's signed
+    ``custom`` field; the file is what ``nitro-tpm-pcr-compute`` printed. Both
+    are signed, so only the signers could make them differ -- but then a node
+    and a client would disagree about the image, so the release is refused.
+    """
+    installed: Mapping[int, bytes] | None = None
+    with contextlib.suppress(OSError, ImageMeasurementsError), path.open("rb") as handle:
+        # Refused below, outside the handler (a parse error would describe the file).
+        installed = parse_image_measurements(handle.read(MAX_IMAGE_MEASUREMENTS_BYTES + 1))
+    signed = verified.image_measurements
+    if (
+        installed is None
+        or set(installed) != set(signed)
+        or any(not hmac.compare_digest(installed[index], signed[index]) for index in signed)
+    ):
+        raise ArtifactMismatch(
+            IMAGE_MEASUREMENTS_ARTIFACT,
+            IMAGE_FILE_CHECK,
+            "the file's measurements differ from the values the release signed",
+        )
 
 
 def artifact_paths_in(directory: Path, verified: VerifiedRelease) -> dict[str, Path]:

@@ -448,7 +448,7 @@ def test_installed_image_file_that_disagrees_with_the_signed_values_stops_boot(
     with pytest.raises(BootError) as caught:
         boot(kit, files, tpm)
     assert caught.value.check is BootCheck.IMAGE
-    assert "differs from the values" in str(caught.value)
+    assert "differ from the values" in str(caught.value)
     assert_untouched(tpm, FRESH_COUNTER)
 
 
