@@ -58,7 +58,7 @@ from protocol.attestation import (
     aws_nitro_root,
     noise_key_binding,
 )
-from protocol.measurement import model_artifact_name
+from protocol.measurement import MissingPlatformRegisters, model_artifact_name, require_measured
 from protocol.noise import KeyPair
 from protocol.sealed_model import (
     DATA_KEY_SIZE,
@@ -118,7 +118,9 @@ def _verify_keys_node(args: argparse.Namespace) -> bytes:
         if args.trust_root
         else aws_nitro_root()
     )
-    policy = PcrPolicy.from_json(_read_small(args.keys_policy, "keys policy"))
+    # A policy file pinning only the application registers would admit any
+    # machine on any image that extended the published digests: refused.
+    policy = require_measured(PcrPolicy.from_json(_read_small(args.keys_policy, "keys policy")))
     verifier = AttestationVerifier([NitroAuthenticator(anchor)])
     verifier.verify(
         _read_small(args.keys_document, "keys node document"),
@@ -215,6 +217,9 @@ def _run(handler: Any) -> Any:
             return status
         except AttestationError as exc:
             _err(f"keys node attestation refused [{exc.check.value}]: {exc}")
+            return EXIT_REFUSED
+        except MissingPlatformRegisters as exc:
+            _err(f"keys policy refused: {exc}")
             return EXIT_REFUSED
         except (SealedModelError, ModelStoreError, KeyCustodyError) as exc:
             _err(f"model refused [{type(exc).__name__}]: {exc}")

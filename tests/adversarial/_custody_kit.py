@@ -24,7 +24,13 @@ from actors.key_custody import (
 from actors.seams.tpm import TPM
 from nodes.boot import BootedNode, measured_boot
 from nodes.random import SystemRandom
-from protocol.attestation import AttestationVerifier, ChainCache, NitroAuthenticator, TrustAnchor
+from protocol.attestation import (
+    AttestationVerifier,
+    ChainCache,
+    NitroAuthenticator,
+    PcrPolicy,
+    TrustAnchor,
+)
 from protocol.measurement import APPLICATION_PCRS, model_policy
 from protocol.noise import KeyPair
 from protocol.release import VerifiedRelease
@@ -85,6 +91,7 @@ class CustodyCloud:
         *,
         tpm: TPM | None = None,
         persist: Callable[[bytes], None] | None = None,
+        policy_for: Callable[[str], PcrPolicy | None] | None = None,
     ) -> KeyVault:
         """The keys node's vault (re)started on ``keyring_file`` (on ``tpm`` and
         storing into ``persist``; by default the keys node's simulated TPM and
@@ -97,7 +104,9 @@ class CustodyCloud:
             verifier=AttestationVerifier(
                 [NitroAuthenticator(TrustAnchor.from_der(self.pki.root_der), cache=ChainCache())]
             ),
-            policy_for=lambda model_id: model_policy([self.release], model_id),
+            policy_for=policy_for
+            if policy_for is not None
+            else lambda model_id: model_policy([self.release], model_id),
             provider_static_for=self.release.model_provider_static,
             keyring=keyring_file,
             persist=persist if persist is not None else self.stored.append,
