@@ -1,0 +1,60 @@
+"""The Mantle client library (``import mantle``) and the ``mantle`` command.
+
+The client installs without any server code: nothing here imports ``nodes``
+or ``simulations`` (import-linter checks it). What the server side shares
+with the client -- the release bundle layout, the pins directory, bounded file
+reads -- is defined here and imported by ``nodes`` from this surface.
+
+Public surface:
+
+* **Trust** -- :class:`TrustPins` and :func:`load_pins` (the attestation root,
+  the release root and the log key, read from a pins directory, never from a
+  bundle; file names :data:`ATTESTATION_ROOT_PIN`, :data:`RELEASE_ROOT_PIN`,
+  :data:`LOG_KEY_PIN`); :func:`client_release_view` (a bundle's metadata and
+  log proof checked against the pins and the client's release floor, kept by
+  :class:`mantle.trust_state.TrustStateFile`).
+* **Release bundles** -- :class:`ReleaseDirectory` (``root.json``,
+  ``targets.json``, ``log-proof.json``).
+* **Asking a node** -- :class:`NodeVerifier` (a node's evidence for this
+  channel against the pinned root and the release's policy for a model) and
+  :func:`ask_node` (verify first, then send and stream the answer);
+  :class:`UnexpectedAnswer`.
+* **Files** -- :func:`read_bounded_file`, :func:`read_metadata_file` and
+  :class:`KeyFileError`.
+* Modules of their own: :mod:`mantle.trust_state` (the client's persistent
+  release floor), :mod:`mantle.commands` (the convention of Mantle's command
+  lines), :mod:`mantle.cli` (the ``mantle`` command).
+"""
+
+from mantle._bundle import LOG_PROOF_FILE, ROOT_FILE, TARGETS_FILE, ReleaseDirectory
+from mantle._files import KeyFileError, read_bounded_file, read_metadata_file
+from mantle._node_client import NodeVerifier, UnexpectedAnswer, ask_node
+from mantle._trust import (
+    ATTESTATION_ROOT_PIN,
+    LOG_KEY_PIN,
+    MAX_PEM_PIN_BYTES,
+    RELEASE_ROOT_PIN,
+    TrustPins,
+    client_release_view,
+    load_pins,
+)
+
+__all__ = [
+    "ATTESTATION_ROOT_PIN",
+    "LOG_KEY_PIN",
+    "LOG_PROOF_FILE",
+    "MAX_PEM_PIN_BYTES",
+    "RELEASE_ROOT_PIN",
+    "ROOT_FILE",
+    "TARGETS_FILE",
+    "KeyFileError",
+    "NodeVerifier",
+    "ReleaseDirectory",
+    "TrustPins",
+    "UnexpectedAnswer",
+    "ask_node",
+    "client_release_view",
+    "load_pins",
+    "read_bounded_file",
+    "read_metadata_file",
+]

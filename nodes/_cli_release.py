@@ -64,6 +64,7 @@ from nodes.release import (
     artifact_paths_in,
     check_log_proof,
     hash_artifact,
+    inclusion_proof_of,
     load_private_key,
     load_public_key,
     load_verified_metadata,
@@ -104,10 +105,9 @@ from protocol.release import (
     new_root,
     new_targets,
     release_log_entry,
-    release_log_proof,
     sign_metadata,
 )
-from protocol.tlog import MerkleTree, TlogError, leaf_hash, verify_consistency, verify_sth
+from protocol.tlog import MerkleTree, TlogError, verify_consistency, verify_sth
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -345,9 +345,7 @@ def _open_log(db: Path, *, key: Path | None = None, log_key: Path | None = None)
 
 
 def _write_proof(log: TransparencyLog, verified: VerifiedRelease, out: Path) -> None:
-    sth = log.sth()
-    proof = log.inclusion_proof(leaf_hash(release_log_entry(verified)), sth.tree_size)
-    document = release_log_proof(sth, proof.leaf_index, proof.audit_path, log.public_key)
+    document = inclusion_proof_of(log, release_log_entry(verified))
     _write_replacing(out, document.to_json_bytes())
 
 

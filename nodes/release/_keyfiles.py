@@ -22,26 +22,15 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
+from mantle import KeyFileError, read_bounded_file
+
 MAX_KEY_FILE = 16 * 1024
 
 
-class KeyFileError(Exception):
-    """A key file is missing, unreadable, of the wrong type, or would be overwritten."""
-
-
 def read_small_file(path: Path, limit: int, what: str) -> bytes:
-    reason: str | None = None
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-    if reason is not None:
-        # Every KeyFileError is raised outside its handler (no __context__).
-        raise KeyFileError(f"cannot read {what} {path}: {reason}")
-    if len(data) > limit:
-        raise KeyFileError(f"{what} {path} is larger than {limit} bytes")
-    return data
+    """A small file an operator hands a command; a :class:`KeyFileError` if it
+    is missing, unreadable or larger than ``limit``."""
+    return read_bounded_file(path, limit, what, error=KeyFileError)
 
 
 def write_new_file(path: Path, data: bytes, mode: int) -> None:

@@ -18,7 +18,8 @@ Public surface:
   ``image_measurements`` (the node image's PCR 4, 7, 12) and ``min_version``
   (the release floor the signers publish).
 * ``release_log_entry(verified) -> bytes`` — the canonical transparency-log
-  entry; ``ReleaseLogProof`` and ``verify_release_in_log`` — the check that
+  entry; ``ReleaseLogProof`` (a JSON document of at most
+  ``MAX_LOG_PROOF_BYTES``) and ``verify_release_in_log`` — the check that
   the entry is in the log pinned by its Ed25519 key.
 * Builders for operator tooling: ``new_root``, ``add_signer``,
   ``bump_root_version``, ``new_targets``, ``sign_metadata``,
@@ -59,6 +60,7 @@ from protocol.release._errors import (
     WrongKey,
 )
 from protocol.release._log import (
+    MAX_LOG_PROOF_BYTES,
     RELEASE_ENTRY_SIZE,
     RELEASE_ENTRY_TAG,
     ReleaseLogEntry,
@@ -96,6 +98,7 @@ __all__ = [
     "HASH_ALGORITHMS",
     "IGNORED_DIRECTORIES",
     "MANTLE_PACKAGES",
+    "MAX_LOG_PROOF_BYTES",
     "MAX_ROOT_BYTES",
     "MAX_SOURCE_MANIFEST_BYTES",
     "MAX_TARGETS_BYTES",

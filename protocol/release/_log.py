@@ -45,7 +45,8 @@ from protocol.tlog import (
 RELEASE_ENTRY_TAG = b"mantle.release.v1\x00"
 _ENTRY = struct.Struct(">18sQ48s")
 RELEASE_ENTRY_SIZE = _ENTRY.size
-_MAX_PROOF_BYTES = 64 * 1024
+#: Upper bound on a log proof document (its JSON form), for readers and the parser.
+MAX_LOG_PROOF_BYTES = 64 * 1024
 _MAX_AUDIT_PATH = 64
 _NOT_JSON = object()
 
@@ -108,7 +109,7 @@ class ReleaseLogProof:
 
     @classmethod
     def from_json_bytes(cls, data: bytes) -> ReleaseLogProof:
-        if len(data) > _MAX_PROOF_BYTES:
+        if len(data) > MAX_LOG_PROOF_BYTES:
             raise MalformedRelease("log proof is too large")
         body: object = _NOT_JSON
         # RecursionError: deeply nested arrays fit well inside the size cap.

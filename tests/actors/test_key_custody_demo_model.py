@@ -14,7 +14,7 @@ from nodes.boot import measured_boot
 from nodes.model_store import open_sealed_model, seal_model_file
 from nodes.random import SystemRandom
 from protocol.attestation import AttestationVerifier, NitroAuthenticator, TrustAnchor
-from protocol.measurement import APPLICATION_PCRS, model_artifact_name, model_policy
+from protocol.measurement import APPLICATION_PCRS, model_policy
 from protocol.release import ArtifactSpec
 from simulations.clock import ManualClock
 from simulations.nitrotpm import SimulatedNitroPKI, SimulatedNitroTPM
@@ -37,10 +37,7 @@ def _digests(path: Path) -> tuple[int, bytes, bytes]:
 def test_demo_gguf_sealed_released_and_opened_in_memory(tmp_path: Path) -> None:
     length, sha256, sha384 = _digests(GGUF)
     kit = ReleaseKit(install_root=tmp_path / "install")
-    targets = kit.artifacts({})
-    targets[model_artifact_name(MODEL)] = ArtifactSpec(length, {"sha384": sha384})
-    kit.artifacts = lambda models: targets  # type: ignore[method-assign]
-    files = kit.publish(1)
+    files = kit.publish(1, models={MODEL: ArtifactSpec(length, {"sha384": sha384})})
     release = kit.verified(files)
 
     wall = ManualClock(int(NOW.timestamp() * 1000))

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from mantle import client_release_view, load_pins
 from mantle.trust_state import TrustStateFile
-from nodes.demo import client_release_view, load_pins, publish_release, write_attestation_root_pin
+from nodes.demo import publish_release, write_attestation_root_pin
 from nodes.release import KeyFileError, ReleaseDirectory
 from protocol.release import MalformedRelease, NotInLog, UntrustedRoot
 from simulations.nitrotpm import SimulatedNitroPKI

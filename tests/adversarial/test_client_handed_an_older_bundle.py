@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from _release_kit import NOW, ReleaseFiles, ReleaseKit
 
+from mantle import TrustPins, client_release_view
 from mantle.trust_state import TrustStateError, TrustStateFile
-from nodes.demo import TrustPins, client_release_view
 from nodes.release import ReleaseDirectory
 from protocol.attestation import TrustAnchor
 from protocol.release import VersionRollback
@@ -26,10 +26,7 @@ from simulations.nitrotpm import SimulatedNitroPKI
 
 def _bundle(path: Path, files: ReleaseFiles) -> ReleaseDirectory:
     bundle = ReleaseDirectory(path)
-    bundle.path.mkdir(parents=True)
-    bundle.root.write_bytes(files.root)
-    bundle.targets.write_bytes(files.targets)
-    bundle.log_proof.write_bytes(files.log_proof)
+    files.write_to(bundle)
     return bundle
 
 

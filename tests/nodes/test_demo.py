@@ -12,16 +12,18 @@ import io
 import json
 
 import anyio
+import anyio.to_thread
 import pytest
 from _node_attestation import Cloud
 
-from actors.channel import NOT_ATTESTED, ChannelAttestation, connect_secure
+from actors.channel import NODE_LINK_PROTOCOL, NOT_ATTESTED, ChannelAttestation, connect_secure
+from actors.inference import InferenceActor, serve_inference
 from actors.log import configure_logging
-from nodes.demo import MODEL_ID, _serve, demo_model_path, inference_handler, run_demo
+from nodes.demo import MODEL_ID, _serve, demo_model_path, run_demo
 from nodes.random import SystemRandom
 from protocol.customer_data import CustomerData
 from protocol.inference import ChatTurn, GenerateChunk, GenerateRequest, Role
-from protocol.messages import PROTOCOL_VERSION, Envelope, ErrorCode, ErrorReply
+from protocol.messages import Envelope, ErrorCode, ErrorReply
 from protocol.noise import KeyPair, NoiseProtocol
 from simulations.engine import ScriptedEngine
 
@@ -66,13 +68,13 @@ async def test_a_request_that_fails_mid_generation_ends_with_an_explicit_error()
     logs = io.StringIO()
     configure_logging(logs, level="debug")
     random = SystemRandom()
-    proto = NoiseProtocol.from_name("Noise_XX_25519_ChaChaPoly_BLAKE2s")
+    proto = NoiseProtocol.from_name(NODE_LINK_PROTOCOL)
     node = Cloud("test-demo").node("inference")
     received: list[object] = []
     async with anyio.create_task_group() as tg:
         port = await tg.start(
             _serve,
-            inference_handler(_FailingEngine(MODEL_ID)),
+            serve_inference(InferenceActor(_FailingEngine(MODEL_ID), anyio.to_thread.run_sync)),
             node.static,
             node.service.attest,
             random,
@@ -89,7 +91,7 @@ async def test_a_request_that_fails_mid_generation_ends_with_an_explicit_error()
             request = GenerateRequest(
                 MODEL_ID, (ChatTurn(Role.USER, CustomerData(CANARY)),), 16, 0.0, 1.0, 0
             )
-            await channel.send_message(Envelope(PROTOCOL_VERSION, "inference.generate", 7, request))
+            await channel.send_message(Envelope.wrap(request, request_id=7))
             while True:
                 envelope = await channel.receive_message()
                 received.append(envelope.body)

@@ -1,0 +1,229 @@
+"""The inference room's actor: streams, finish reasons, usage, errors, cancellation.
+
+Scenarios run the actor in a real actor system on both drivers (trio and the
+simulation kernel, with the simulator's inline run-blocking seam), and on trio
+with real worker threads, as a node runs it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+
+import anyio
+import anyio.to_thread
+import pytest
+import trio
+
+from actors import ActorCrashed, ActorSystem
+from actors.attestation import run_inline
+from actors.inference import Generate, InferenceActor, Reply
+from actors.seams.engine import CancelToken, Chunk, GenerationParams
+from protocol.customer_data import CustomerData
+from protocol.inference import (
+    ChatTurn,
+    FinishReason,
+    GenerateChunk,
+    GenerateDone,
+    GenerateRequest,
+    Role,
+)
+from protocol.messages import ErrorCode, ErrorReply
+from simulations.engine import ScriptedEngine
+
+MODEL = "scripted-model"
+CANARY = "CANARY-inference-5e1f Which river is the longest?"
+
+
+def _request(max_tokens: int = 8, model: str = MODEL) -> GenerateRequest:
+    return GenerateRequest(
+        model, (ChatTurn(Role.USER, CustomerData(CANARY)),), max_tokens, 0.0, 1.0, 7
+    )
+
+
+class RecordingEngine(ScriptedEngine):
+    """The scripted engine, recording how far it got, where it ran and whether
+    it was closed; it fails after ``fail_after`` chunks or stops after ``stop_after``."""
+
+    def __init__(self, *, fail_after: int | None = None, stop_after: int | None = None) -> None:
+        super().__init__(MODEL)
+        self.fail_after = fail_after
+        self.stop_after = stop_after
+        self.produced = 0
+        self.closed = False
+        self.threads: set[int] = set()
+
+    def generate(
+        self, messages: Sequence[ChatTurn], params: GenerationParams, cancel: CancelToken
+    ) -> Iterator[Chunk]:
+        try:
+            for chunk in super().generate(messages, params, cancel):
+                self.threads.add(threading.get_ident())
+                if self.produced == self.fail_after:
+                    raise RuntimeError(CANARY)
+                if self.produced == self.stop_after:
+                    return
+                self.produced += 1
+                yield chunk
+        except GeneratorExit:
+            self.closed = True
+            raise
+
+
+def _expected_text(max_tokens: int) -> list[str]:
+    chunks = ScriptedEngine(MODEL).generate(
+        _request(max_tokens).turns, GenerationParams(max_tokens, 0.0, 1.0, 7), CancelToken()
+    )
+    return [chunk.text.reveal_text() for chunk in chunks]
+
+
+def test_a_request_streams_its_chunks_and_ends_with_length_and_usage(run_actors) -> None:
+    replies: list[Reply] = []
+
+    async def reply(message: Reply) -> None:
+        replies.append(message)
+
+    async def scenario(system: ActorSystem) -> None:
+        inference = system.spawn(InferenceActor(RecordingEngine(), run_inline))
+        assert await inference.ask(Generate(_request(8), reply), 10.0) is None
+
+    run_actors(scenario)
+    *chunks, done = replies
+    assert all(isinstance(chunk, GenerateChunk) for chunk in chunks)
+    assert [c.text.reveal_text() for c in chunks] == _expected_text(8)  # type: ignore[union-attr]
+    assert done == GenerateDone(FinishReason.LENGTH, 8)
+
+
+def test_an_engine_that_stops_early_ends_with_stop(run_actors) -> None:
+    replies: list[Reply] = []
+
+    async def reply(message: Reply) -> None:
+        replies.append(message)
+
+    async def scenario(system: ActorSystem) -> None:
+        inference = system.spawn(InferenceActor(RecordingEngine(stop_after=3), run_inline))
+        await inference.ask(Generate(_request(8), reply), 10.0)
+
+    run_actors(scenario)
+    assert [type(r) for r in replies] == [GenerateChunk] * 3 + [GenerateDone]
+    assert replies[-1] == GenerateDone(FinishReason.STOP, 3)
+
+
+@pytest.mark.parametrize(
+    ("engine", "model", "code"),
+    [
+        (None, MODEL, ErrorCode.UNAVAILABLE),
+        (RecordingEngine(), "another-model", ErrorCode.BAD_REQUEST),
+    ],
+)
+def test_a_request_the_node_cannot_serve_ends_with_an_error_at_once(
+    run_actors, engine: RecordingEngine | None, model: str, code: ErrorCode
+) -> None:
+    replies: list[Reply] = []
+
+    async def reply(message: Reply) -> None:
+        replies.append(message)
+
+    async def scenario(system: ActorSystem) -> None:
+        inference = system.spawn(InferenceActor(engine, run_inline))
+        await inference.ask(Generate(_request(4, model), reply), 10.0)
+
+    run_actors(scenario)
+    assert replies == [ErrorReply(code, False)]
+    assert engine is None or engine.produced == 0
+
+
+def test_an_engine_failure_ends_with_an_internal_error_and_crashes_by_type_only(
+    run_actors,
+) -> None:
+    replies: list[Reply] = []
+    engine = RecordingEngine(fail_after=2)
+
+    async def reply(message: Reply) -> None:
+        replies.append(message)
+
+    async def scenario(system: ActorSystem) -> ActorCrashed:
+        inference = system.spawn(InferenceActor(engine, run_inline))
+        with pytest.raises(ActorCrashed) as crashed:
+            await inference.ask(Generate(_request(8), reply), 10.0)
+        return crashed.value
+
+    crashed = run_actors(scenario)
+    assert [type(r) for r in replies] == [GenerateChunk, GenerateChunk, ErrorReply]
+    assert replies[-1] == ErrorReply(ErrorCode.INTERNAL, True)
+    assert crashed.report.exc_type == "RuntimeError"
+    assert CANARY not in repr(crashed.report)
+
+
+def test_a_requester_that_went_away_stops_generation_within_one_token(run_actors) -> None:
+    engine = RecordingEngine()
+    sent: list[Reply] = []
+
+    class Gone(Exception):
+        pass
+
+    async def reply(message: Reply) -> None:
+        if len(sent) == 3:
+            raise Gone
+        sent.append(message)
+
+    async def scenario(system: ActorSystem) -> ActorCrashed:
+        inference = system.spawn(InferenceActor(engine, run_inline))
+        with pytest.raises(ActorCrashed) as crashed:
+            await inference.ask(Generate(_request(64), reply), 10.0)
+        return crashed.value
+
+    crashed = run_actors(scenario)
+    # Three chunks delivered, the fourth could not be: no fifth token was made,
+    # the engine was closed, and nothing was sent after the failed reply.
+    assert [type(r) for r in sent] == [GenerateChunk] * 3
+    assert engine.produced == 4
+    assert engine.closed
+    assert crashed.report.exc_type.endswith("Gone")
+
+
+def test_cancelling_stops_within_one_token_and_ends_cancelled(run_actors) -> None:
+    engine = RecordingEngine()
+    replies: list[Reply] = []
+    cancel = CancelToken()
+
+    closed_before_done: list[bool] = []
+
+    async def reply(message: Reply) -> None:
+        replies.append(message)
+        if len(replies) == 2:
+            cancel.cancel()  # the requester cancels while the answer streams
+        if isinstance(message, GenerateDone):
+            closed_before_done.append(engine.closed)
+
+    async def scenario(system: ActorSystem) -> None:
+        inference = system.spawn(InferenceActor(engine, run_inline))
+        await inference.ask(Generate(_request(64), reply, cancel), 10.0)
+
+    run_actors(scenario)
+    assert [type(r) for r in replies] == [GenerateChunk, GenerateChunk, GenerateDone]
+    assert replies[-1] == GenerateDone(FinishReason.CANCELLED, 2)
+    assert engine.produced == 2
+    # The engine's sampling was stopped before the answer ended, not whenever
+    # the iterator happens to be collected.
+    assert closed_before_done == [True]
+
+
+def test_on_a_node_the_engine_runs_in_worker_threads_and_replies_on_the_loop() -> None:
+    engine = RecordingEngine()
+    replies: list[Reply] = []
+    reply_threads: set[int] = set()
+
+    async def reply(message: Reply) -> None:
+        reply_threads.add(threading.get_ident())
+        replies.append(message)
+
+    async def main() -> None:
+        await InferenceActor(engine, anyio.to_thread.run_sync).generate(
+            Generate(_request(6), reply)
+        )
+
+    trio.run(main)
+    assert replies[-1] == GenerateDone(FinishReason.LENGTH, 6)
+    assert reply_threads == {threading.get_ident()}
+    assert engine.threads and threading.get_ident() not in engine.threads
