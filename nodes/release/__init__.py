@@ -8,7 +8,8 @@
 * ``hash_artifact(path, algorithms)`` — length and digests for ``release build``.
 * The running code: ``SourceTree.running()`` (the directories the process
   imports Mantle from), ``source_manifest(tree)`` (the release's code
-  artifact) and ``verify_source_tree(manifest, tree)`` (boot's check).
+  artifact) and ``verify_source_tree(manifest, tree) -> SourceTreeCheck``
+  (boot's check: every file hashed, every bytecode cache compiled and compared).
 * Key files (operators): ``write_keypair``, ``load_private_key``, ``load_public_key``.
 
 Metadata verification itself is pure and lives in :mod:`protocol.release`.
@@ -40,6 +41,7 @@ from nodes.release._keyfiles import (
 )
 from nodes.release._source import (
     SourceTree,
+    SourceTreeCheck,
     SourceTreeError,
     running_source_manifest,
     source_manifest,
@@ -54,6 +56,7 @@ __all__ = [
     "KeyFileError",
     "ReleaseDirectory",
     "SourceTree",
+    "SourceTreeCheck",
     "SourceTreeError",
     "artifact_paths_in",
     "check_log_proof",
