@@ -28,10 +28,19 @@ the release counter a node's first boot defines in step 1):
 6. check the running code: hash every file of the installed Mantle packages
    (the directories this process imports from) and compare with the release's
    source manifest; any modified or missing file, or any unlisted ``.py``,
-   ``.pyc`` or ``.so`` file, stops boot. (On EC2 the image's dm-verity root
-   hash, inside the UKI that PCR 4 measures, is what makes this airtight: code
-   that was changed could skip its own check, but not the measurement of the
-   image it came from);
+   ``.pyc`` or ``.so`` file, stops boot. Bytecode caches are code too (Python
+   runs a ``__pycache__`` file whose header agrees with the source, whatever
+   code it holds): each must be exactly what this interpreter writes for its
+   listed source -- the released bytes recompiled, the header's mtime and
+   size or source hash agreeing with them -- and a cache that differs, names
+   no listed source or is another interpreter's stops boot, as does a
+   ``sys.pycache_prefix`` (caches elsewhere cannot be checked). Outside this
+   check on a development machine: the interpreter, site-packages, ``.pth``
+   files and ``sitecustomize``, which run before boot does. On EC2 the
+   read-only image's dm-verity root hash, inside the UKI that PCR 4 measures,
+   covers all of them and is what makes this airtight: code that was changed
+   could skip its own check, but not the measurement of the image it came
+   from;
 7. check that the application PCRs are at their reset value;
 8. verify the counter again (it may have risen since step 1: refuse as a
    rollback; it may have been deleted or swapped: refuse) and advance only that
@@ -80,6 +89,7 @@ from nodes.counter_binding import read_binding, write_binding
 from nodes.release import (
     IMAGE_FILE_CHECK,
     SourceTree,
+    SourceTreeCheck,
     SourceTreeError,
     verify_installed_artifacts,
     verify_source_tree,
@@ -386,8 +396,8 @@ def check_node_image(inputs: BootInputs, release: VerifiedRelease, *, tpm: TPM) 
 
 def check_source_tree(
     inputs: BootInputs, release: VerifiedRelease, source_tree: SourceTree | None
-) -> int:
-    """Step 6: the running code is the released code; returns the files hashed."""
+) -> SourceTreeCheck:
+    """Step 6: the running code is the released code; returns what was checked."""
     manifest = _read_verified_artifact(
         release,
         inputs.install_root,

@@ -2,9 +2,11 @@
 
 Source-tree attacks need a tree to tamper with that is not the one the test
 suite itself imports: :func:`copy_running_tree` copies the installed packages
-(the directories this process imports from, ``__pycache__`` left out), and
+(the directories this process imports from, ``__pycache__`` left out),
 :func:`boot_in_process_from` starts a separate Python process whose Mantle
-packages come from such a copy, and boots a node there from files a test wrote.
+packages come from such a copy, and boots a node there from files a test wrote,
+and :func:`write_caches_by_importing` has a separate interpreter import from a
+copy with bytecode writing on, so the caches it leaves are the genuine ones.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -75,10 +78,40 @@ def copy_running_tree(destination: Path) -> SourceTree:
     return SourceTree.at(destination)
 
 
+def write_caches_by_importing(tree: Path, *modules: str, optimize: int = 0) -> list[Path]:
+    """Import ``modules`` from ``tree`` in a new interpreter (``-O`` ``optimize``
+    times) that writes bytecode caches as Python always does; return the caches
+    now in ``tree``."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+    }
+    environment["PYTHONPATH"] = str(tree)
+    flags = ["-O"] * optimize
+    # -P: nothing but PYTHONPATH in front of sys.path, so Mantle comes from `tree`.
+    subprocess.run(
+        [sys.executable, "-P", *flags, "-c", f"import {', '.join(modules)}"],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    return sorted(tree.rglob("__pycache__/*.pyc"))
+
+
 def boot_in_process_from(
-    tree: Path, kit: ReleaseKit, files: ReleaseFiles, work: Path, now: datetime
+    tree: Path,
+    kit: ReleaseKit,
+    files: ReleaseFiles,
+    work: Path,
+    now: datetime,
+    *,
+    environment: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
-    """Boot a node in a new Python process that imports Mantle from ``tree``.
+    """Boot a node in a new Python process that imports Mantle from ``tree``
+    (``environment``: variables to set for it on top of the defaults).
 
     The working directory is this repository (whose packages are pristine), so
     the outcome shows where the process really imports from.
@@ -95,11 +128,16 @@ def boot_in_process_from(
     shutil.copytree(kit.install_root, work / "install")
     script = work / "node_process.py"
     script.write_text(_NODE_PROCESS)
-    environment = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    variables = {
+        **os.environ,
+        "PYTHONPATH": str(tree),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        **(environment or {}),
+    }
     completed = subprocess.run(
         [sys.executable, str(script), str(work), now.isoformat()],
         cwd=REPO_ROOT,
-        env=environment,
+        env=variables,
         capture_output=True,
         text=True,
         timeout=120,

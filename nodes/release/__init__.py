@@ -8,7 +8,8 @@
 * ``hash_artifact(path, algorithms)`` — length and digests for ``release build``.
 * The running code: ``SourceTree.running()`` (the directories the process
   imports Mantle from), ``source_manifest(tree)`` (the release's code
-  artifact) and ``verify_source_tree(manifest, tree)`` (boot's check).
+  artifact) and ``verify_source_tree(manifest, tree) -> SourceTreeCheck``
+  (boot's check: every file hashed, every bytecode cache compiled and compared).
 * Key files (operators): ``write_keypair``, ``load_private_key``, ``load_public_key``.
 * Publishing (the release signers' and the log operator's side, for the demo
   and the tests): :class:`ReleasePublisher` -- k-of-n signers and their root,
@@ -59,6 +60,7 @@ from nodes.release._publish import (
 )
 from nodes.release._source import (
     SourceTree,
+    SourceTreeCheck,
     SourceTreeError,
     running_source_manifest,
     source_manifest,
@@ -78,6 +80,7 @@ __all__ = [
     "ReleaseFiles",
     "ReleasePublisher",
     "SourceTree",
+    "SourceTreeCheck",
     "SourceTreeError",
     "artifact_paths_in",
     "artifact_spec_of",

@@ -78,8 +78,8 @@ from protocol.release._model import (
     VerifiedRelease,
 )
 from protocol.release._source import (
+    BYTECODE_CACHE_DIRECTORY,
     CODE_SUFFIXES,
-    IGNORED_DIRECTORIES,
     MANTLE_PACKAGES,
     MAX_SOURCE_MANIFEST_BYTES,
     SOURCE_MANIFEST_ARTIFACT,
@@ -88,15 +88,16 @@ from protocol.release._source import (
     format_source_manifest,
     is_code_path,
     is_manifest_path,
+    is_package_path,
     parse_source_manifest,
 )
 from protocol.release._verify import MAX_ROOT_BYTES, MAX_TARGETS_BYTES, verify_release_metadata
 
 __all__ = [
+    "BYTECODE_CACHE_DIRECTORY",
     "CODE_SUFFIXES",
     "DEFAULT_HASH_ALGORITHM",
     "HASH_ALGORITHMS",
-    "IGNORED_DIRECTORIES",
     "MANTLE_PACKAGES",
     "MAX_LOG_PROOF_BYTES",
     "MAX_ROOT_BYTES",
@@ -130,6 +131,7 @@ __all__ = [
     "format_source_manifest",
     "is_code_path",
     "is_manifest_path",
+    "is_package_path",
     "metadata_from_bytes",
     "metadata_to_bytes",
     "new_root",

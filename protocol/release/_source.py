@@ -12,14 +12,23 @@ Format: ASCII, one line per file, sorted by path, no duplicates::
 
 Paths are POSIX paths of safe components (the release artifact-name rule),
 relative to the directory that holds the package, and their first component is
-one of :data:`MANTLE_PACKAGES`. ``__pycache__`` directories are not listed.
+one of :data:`MANTLE_PACKAGES`. ``__pycache__`` directories are not listed:
+a bytecode cache is derived from a listed source, and boot holds each one it
+finds to exactly the bytes this interpreter writes for that source (the check
+compiles, so it lives in ``nodes.release``); a cache that differs, that names
+no listed source, or that another interpreter wrote stops boot
+(``"bytecode"``), and so does a ``sys.pycache_prefix``, which would read
+caches from outside the packages (``"pycache_prefix"``).
 
 On a developer machine this catches a node started from a tree other than the
 one released. It is not what makes an EC2 node trustworthy: code that was
-modified can skip any check it runs on itself. There, the node image's
-dm-verity root hash, inside the UKI that PCR 4 measures, makes every byte of
-the read-only root file system (Mantle's packages included, ``__pycache__``
-too) part of the attested image, and the release names that image.
+modified can skip any check it runs on itself, and the check covers only the
+package directories -- not site-packages, ``.pth`` files, ``sitecustomize``
+or the interpreter, any of which runs code before boot does. There, the node
+image's dm-verity root hash, inside the UKI that PCR 4 measures, makes every
+byte of the read-only root file system (the interpreter, site-packages and
+Mantle's packages with their ``__pycache__``) part of the attested image, and
+the release names that image.
 """
 
 from __future__ import annotations
@@ -39,8 +48,9 @@ MANTLE_PACKAGES: Final = ("actors", "protocol", "nodes", "simulations", "mantle"
 #: Files Python imports as code; an unlisted one refuses boot. (``.pyc``
 #: outside ``__pycache__`` is imported when no ``.py`` sits beside it.)
 CODE_SUFFIXES: Final = (".py", ".pyc", ".so")
-#: Directories that are never listed: the interpreter's bytecode cache.
-IGNORED_DIRECTORIES: Final = frozenset({"__pycache__"})
+#: The directory the interpreter keeps bytecode caches in. Never listed: each
+#: cache in it is checked against the listed source it was compiled from.
+BYTECODE_CACHE_DIRECTORY: Final = "__pycache__"
 MAX_SOURCE_MANIFEST_BYTES: Final = 4 << 20
 MAX_SOURCE_FILES: Final = 20_000
 DIGEST_SIZE: Final = 48
@@ -52,27 +62,39 @@ _LINE = re.compile(r"([0-9a-f]{96})  ([^\n]+)")
 class SourceTreeMismatch(ReleaseError):
     """The running code differs from the release's source manifest.
 
-    ``check`` is ``"modified"``, ``"missing"`` or ``"unlisted"``; ``path`` the
-    file (``None`` when its name is not a safe path, so it is not repeated).
+    ``check`` is ``"modified"``, ``"missing"`` or ``"unlisted"`` (a file),
+    ``"bytecode"`` (a bytecode cache that is not what this interpreter writes
+    for a listed source), ``"unreadable"`` (a directory that cannot be
+    listed) or ``"pycache_prefix"`` (the interpreter reads caches from
+    elsewhere); ``path`` the file (``None`` when its name is not a safe path,
+    so it is not repeated, or when the refusal is not about one file:
+    ``subject`` then says what it is about).
     """
 
-    def __init__(self, check: str, path: str | None, detail: str) -> None:
+    def __init__(
+        self, check: str, path: str | None, detail: str, *, subject: str | None = None
+    ) -> None:
         self.check = check
         self.path = path
-        where = path if path is not None else "a file with an unsafe name"
+        where = path if path is not None else subject or "a file with an unsafe name"
         super().__init__(f"source tree check failed ({check}): {where}: {detail}")
 
 
-def is_manifest_path(path: str) -> bool:
-    """Whether ``path`` may appear in a source manifest."""
+def is_package_path(path: str) -> bool:
+    """Whether ``path`` is a safe path inside a Mantle package (one an error
+    may quote): a manifest path, or one inside a bytecode cache directory."""
     parts = path.split("/")
     return (
         0 < len(path) <= 1024
         and len(parts) >= 2
         and parts[0] in MANTLE_PACKAGES
         and all(_COMPONENT.fullmatch(part) for part in parts)
-        and not IGNORED_DIRECTORIES.intersection(parts)
     )
+
+
+def is_manifest_path(path: str) -> bool:
+    """Whether ``path`` may appear in a source manifest."""
+    return is_package_path(path) and BYTECODE_CACHE_DIRECTORY not in path.split("/")
 
 
 def is_code_path(path: str) -> bool:
@@ -128,7 +150,8 @@ def compare_source_tree(
     """Check the running tree against the manifest; raise :class:`SourceTreeMismatch`.
 
     ``present``: every file found under the package directories (relative
-    paths, ``__pycache__`` left out); ``digests``: the SHA-384 of each listed
+    paths, ``__pycache__`` left out: its caches are checked against the
+    sources, in ``nodes.release``); ``digests``: the SHA-384 of each listed
     file that is present. Unlisted code is refused first (no hashing needed),
     then missing files, then modified ones.
     """

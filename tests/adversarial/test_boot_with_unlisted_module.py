@@ -5,16 +5,19 @@ the new module is importable (``import nodes.backdoor``), and so is a bare
 ``.pyc`` or an extension module. Before the fix boot did not look at the tree
 at all. Now an unlisted ``.py``, ``.pyc`` or ``.so`` file stops boot with
 ``BootCheck.SOURCE_TREE`` ("unlisted"); other unlisted files (notes, editor
-backups) Python never imports are tolerated, and ``__pycache__`` is ignored.
+backups) Python never imports are tolerated. ``__pycache__`` is not listed: a
+cache there must be exactly what the interpreter wrote for its listed source
+(tests/adversarial/test_planted_bytecode_cache.py has the forgeries).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 from _release_kit import NOW, ReleaseKit
-from _source_tree import copy_running_tree
+from _source_tree import copy_running_tree, write_caches_by_importing
 
 from nodes.boot import BootCheck, BootError, measured_boot
 from nodes.random import SystemRandom
@@ -72,9 +75,11 @@ def test_bytecode_caches_and_notes_are_not_code_the_release_must_list(tmp_path: 
     kit = ReleaseKit(install_root=tmp_path / "install")
     files = kit.publish(1)
     tree = copy_running_tree(tmp_path / "tree")
-    cache = tmp_path / "tree" / "nodes" / "__pycache__"
-    cache.mkdir(exist_ok=True)
-    (cache / "boot.cpython-311.pyc").write_bytes(b"\x00" * 16)
+    # The caches the interpreter itself writes, at two optimization levels.
+    write_caches_by_importing(tmp_path / "tree", "nodes.boot")
+    written = write_caches_by_importing(tmp_path / "tree", "nodes.boot", optimize=1)
+    cache = tmp_path / "tree" / "nodes" / "__pycache__" / f"boot.{sys.implementation.cache_tag}.pyc"
+    assert cache in written and cache.with_suffix(".opt-1.pyc") in written
     (tmp_path / "tree" / "nodes" / "NOTES.txt").write_text("not imported\n")
     tpm = SimulatedNitroTPM.from_seed("node", clock=ManualClock(NOW_MS))
     measured_boot(
@@ -84,3 +89,19 @@ def test_bytecode_caches_and_notes_are_not_code_the_release_must_list(tmp_path: 
         now=NOW,
         source_tree=tree,
     )
+
+    # A cache that is not what its source compiles to is code the release
+    # does not vouch for.
+    cache.write_bytes(b"\x00" * 16)
+    tpm.reboot()
+    with pytest.raises(BootError) as stopped:
+        measured_boot(
+            kit.boot_inputs(files, None, kit.node_state_dir(tpm)),
+            tpm=tpm,
+            random=SystemRandom(),
+            now=NOW,
+            source_tree=tree,
+        )
+    assert stopped.value.check is BootCheck.SOURCE_TREE
+    assert "(bytecode)" in stopped.value.detail
+    assert f"nodes/__pycache__/{cache.name}" in stopped.value.detail
