@@ -42,7 +42,7 @@ from protocol.attestation import (
     NitroAuthenticator,
     TrustAnchor,
 )
-from protocol.measurement import APPLICATION_PCRS, model_policy
+from protocol.measurement import model_policy
 from simulations.clock import ManualClock
 from simulations.nitrotpm import SimulatedNitroPKI, SimulatedNitroTPM
 
@@ -78,7 +78,7 @@ def bench_key_release(reps: int, cached: bool, workdir: Path) -> dict[str, float
         verifier=AttestationVerifier([authenticator]),
         policy_for=lambda model_id: policy if model_id == MODEL else None,
         provider_static_for=lambda model_id: None,
-        keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
+        keyring=KeyVault.new_keyring(keys_tpm, SystemRandom()),
         persist=(workdir / f"keyring-{cached}").write_bytes,
     )
     vault.add_data_key(MODEL, SystemRandom().token_bytes(32))

@@ -1,6 +1,7 @@
 """Key custody (docs/architecture.md §6): the node's Noise static key on every node,
-and on ``keys`` nodes the model KEKs sealed to the TPM (in a keyring bound to
-a TPM counter, so an older copy of it is refused), data key imports from
+and on ``keys`` nodes the model KEKs sealed to the TPM's measured state (in a
+keyring bound to a TPM counter, so an older copy of it is refused, and MACed
+by the TPM in that state, so nobody else can write one), data key imports from
 model providers only, and the release of data keys to attested peers only."""
 
 from actors.key_custody._envelope import (
@@ -14,6 +15,7 @@ from actors.key_custody._errors import (
     KeyCustodyError,
     KeyReleaseDenied,
     KeyringError,
+    UnmeasuredKekSelection,
 )
 from actors.key_custody._keyring import (
     SERVABLE_DATA_KEY_STATES,
@@ -27,12 +29,14 @@ from actors.key_custody._keyring import (
 )
 from actors.key_custody._keyring_file import (
     KEYRING_COUNTER,
+    KEYRING_MAC_PCRS,
     KeyringCheck,
     KeyringFile,
     KeyringRefused,
 )
 from actors.key_custody._node import NodeKeyCustody
 from actors.key_custody._vault import (
+    KEK_PCRS,
     MAX_CHALLENGE_PEERS,
     MAX_CHALLENGES_PER_PEER,
     DataKeyGrant,
@@ -45,7 +49,9 @@ from actors.key_custody._vault import (
 
 __all__ = [
     "ENVELOPE_PROTOCOL",
+    "KEK_PCRS",
     "KEYRING_COUNTER",
+    "KEYRING_MAC_PCRS",
     "MAX_CHALLENGES_PER_PEER",
     "MAX_CHALLENGE_PEERS",
     "SERVABLE_DATA_KEY_STATES",
@@ -69,6 +75,7 @@ __all__ = [
     "NodeKeyCustody",
     "ProviderKeyLookup",
     "SealedKek",
+    "UnmeasuredKekSelection",
     "WrappedDataKey",
     "open_envelope",
     "seal_data_key_import",

@@ -14,6 +14,12 @@ class KeyringError(KeyCustodyError):
     """The keyring is malformed, or an operation does not fit its current state."""
 
 
+class UnmeasuredKekSelection(KeyringError):
+    """A KEK was to be sealed to PCRs that do not include every register of the
+    measured state (``protocol.measurement.MEASURED_PCRS``): it would unseal on
+    a machine running another image or release."""
+
+
 class Denial(enum.StrEnum):
     """Why key custody refused: a data key release, an import or a grant.
 

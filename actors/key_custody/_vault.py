@@ -48,14 +48,23 @@ bring a superseded key back.
 The KEK is unsealed for each use and dropped afterwards: key releases are rare
 (node start, rotation), and a change to this node's PCRs stops releases at once.
 
+KEKs are sealed to every register of the measured state
+(:data:`~protocol.measurement.MEASURED_PCRS`: the node image's platform
+registers and the application registers) or a superset; a narrower selection
+is refused (:class:`UnmeasuredKekSelection`), since a KEK sealed to the
+application registers alone unseals on the same machine booted into any
+image that extends their published digests.
+
 The keyring lives in a file bound to the TPM counter :data:`KEYRING_COUNTER`
-and authenticated under its KEKs (:mod:`actors.key_custody._keyring_file`):
-:meth:`KeyVault.new_keyring` defines the counter and makes the first file,
-the constructor opens only the newest file (an older copy, a counter the
-owner deleted or re-created, or an edited file are refused), and every change
-goes through :meth:`KeyVault._commit`, which writes the next version and then
-advances the counter. So a retired data key or a destroyed KEK does not come
-back by restoring an old file.
+and authenticated by the TPM's measured HMAC over the same registers
+(:mod:`actors.key_custody._keyring_file`), a MAC only this keys node's code,
+in its measured state on this TPM, can compute: :meth:`KeyVault.new_keyring`
+defines the counter and makes the first file, the constructor opens only the
+newest file (an older copy, a counter the owner deleted or re-created, an
+edited file or one written anywhere else are refused), and every change goes
+through :meth:`KeyVault._commit`, which writes the next version and then
+advances the counter. So a retired data key or a destroyed KEK does not come back by
+restoring an old file.
 
 Rotation without downtime:
 
@@ -85,7 +94,13 @@ import msgpack
 
 from actors.counter_guard import advance_counter, open_counter
 from actors.key_custody._envelope import envelope_prologue, open_envelope, seal_envelope
-from actors.key_custody._errors import Denial, EnvelopeError, KeyReleaseDenied, KeyringError
+from actors.key_custody._errors import (
+    Denial,
+    EnvelopeError,
+    KeyReleaseDenied,
+    KeyringError,
+    UnmeasuredKekSelection,
+)
 from actors.key_custody._keyring import (
     KEK_SIZE,
     SERVABLE_DATA_KEY_STATES,
@@ -117,7 +132,12 @@ from protocol.attestation import (
     PcrPolicy,
 )
 from protocol.attestation.binding import noise_key_binding
-from protocol.measurement import MeasurementError, MissingPlatformRegisters, require_measured
+from protocol.measurement import (
+    MEASURED_PCRS,
+    MeasurementError,
+    MissingPlatformRegisters,
+    require_measured,
+)
 from protocol.noise import KeyPair
 from protocol.sealed_model import (
     DATA_KEY_SIZE,
@@ -143,6 +163,8 @@ MAX_CHALLENGES_PER_PEER: Final = 4
 MAX_CHALLENGE_PEERS: Final = 1024
 #: A peer is named by its authenticated channel identity: its Noise static key.
 PEER_ID_SIZE: Final = 32
+#: The registers a KEK must be sealed to (at least): the measured state.
+KEK_PCRS: Final = MEASURED_PCRS
 # Evidence older than this is refused even with the right nonce.
 DEFAULT_MAX_EVIDENCE_AGE_MS: Final = 60_000
 
@@ -272,6 +294,7 @@ class KeyVault:
         # bind; never a key of the vault's own (there is no parameter for one).
         self._static: KeyPair = custody.static
         opened = self._open_keyring(keyring)
+        self._stored = opened
         self._keyring = opened.keyring
         self._binding = opened.binding
         #: The keyring's version, equal to the keyring counter once opened.
@@ -280,27 +303,33 @@ class KeyVault:
     # --- creation ----------------------------------------------------------------------
 
     @staticmethod
-    def new_keyring(tpm: TPM, random: Random, pcr_indices: Sequence[int]) -> bytes:
+    def new_keyring(tpm: TPM, random: Random, pcr_indices: Sequence[int] = KEK_PCRS) -> bytes:
         """The first keyring file of this keys node: one fresh KEK, sealed to
-        ``pcr_indices`` as they are now, bound to a newly defined keyring counter.
+        ``pcr_indices`` (every register of :data:`KEK_PCRS`, and any others) as
+        they are now, bound to a newly defined keyring counter and MACed in this
+        measured state.
 
         Refused (:class:`~actors.counter_guard.CounterRefused`, BINDING_MISSING)
         if this TPM already has a keyring counter: a keyring exists somewhere,
         and starting afresh needs the TPM owner to delete that counter first,
         which forgets every key the old keyring held.
         """
-        version, binding = open_counter(tpm, KEYRING_COUNTER, None)
-        kek = _seal_new_kek(tpm, random, 1, KekState.ACTIVE, pcr_indices)
-        keyring = Keyring(keks=(kek,))
-        mac_key = KeyringFile.mac_key([_unseal(tpm, kek)])
-        return KeyringFile.seal(keyring, version=version, binding=binding, mac_key=mac_key).encode()
+        # The selection first: a refused one must not define the counter.
+        indices = _kek_selection(pcr_indices)
+        counter, binding = open_counter(tpm, KEYRING_COUNTER, None)
+        kek = _seal_new_kek(tpm, random, 1, KekState.ACTIVE, indices)
+        # A KEK that does not unseal in this state is no start of a keyring.
+        _unseal(tpm, kek)
+        return KeyringFile.seal(
+            Keyring(keks=(kek,)), version=counter, binding=binding, tpm=tpm
+        ).encode()
 
     def _open_keyring(self, data: bytes) -> KeyringFile:
         """The stored keyring, if it is the newest this node committed."""
         stored = KeyringFile.decode(data)
-        # Parsing came first only to find the sealed KEKs the MAC key derives
-        # from; nothing in the file is used before the MAC verified.
-        stored.verify(KeyringFile.mac_key([self._unseal_kek(k) for k in stored.keyring.keks]))
+        # Nothing in the file is used before the MAC verified: only this keys
+        # node, in this measured state on this TPM, can have computed it.
+        stored.verify(self._tpm)
         counter, binding = open_counter(self._tpm, KEYRING_COUNTER, stored.binding)
         if stored.version < counter:
             raise KeyringRefused(
@@ -349,12 +378,26 @@ class KeyVault:
         accepts and completes (see :meth:`_open_keyring`); a failure in 2
         leaves memory at the previous keyring, and the next commit writes the
         same version again.
+
+        Before writing, the committed file's MAC is computed again: the PCRs
+        only move forward, so if they still show the state that file was
+        written in, the new file's MAC (computed first) is of that state too,
+        and a commit never writes a file that would not open here.
         """
         target = self._version + 1
-        mac_key = KeyringFile.mac_key([self._unseal_kek(k) for k in keyring.keks])
-        stored = KeyringFile.seal(keyring, version=target, binding=self._binding, mac_key=mac_key)
+        stored = KeyringFile.seal(keyring, version=target, binding=self._binding, tpm=self._tpm)
+        unmoved = False
+        with contextlib.suppress(KeyringRefused):
+            self._stored.verify(self._tpm)
+            unmoved = True
+        if not unmoved:
+            raise KeyringError(
+                "this node's PCRs changed since the keyring was opened: a file written now"
+                " would not open in the measured state; nothing was committed"
+            )
         self._persist(stored.encode())
         self._version = advance_counter(self._tpm, self._binding, self._version, target)
+        self._stored = stored
         self._keyring = keyring
 
     def _unseal_kek(self, kek: SealedKek) -> bytes:
@@ -603,11 +646,15 @@ class KeyVault:
     # --- KEK rotation ------------------------------------------------------------------
 
     def begin_kek_rotation(self, pcr_indices: Sequence[int] | None = None) -> int:
-        """Seal a new pending KEK; new wraps go under it from now on."""
+        """Seal a new pending KEK; new wraps go under it from now on.
+
+        ``pcr_indices`` (default: the active KEK's) must include every register
+        of :data:`KEK_PCRS`, or :class:`UnmeasuredKekSelection`.
+        """
         if self._keyring.pending_kek is not None:
             raise KeyringError("a KEK rotation is already in progress")
-        indices = (
-            tuple(pcr_indices) if pcr_indices is not None else self._keyring.active_kek.pcr_indices
+        indices = _kek_selection(
+            pcr_indices if pcr_indices is not None else self._keyring.active_kek.pcr_indices
         )
         kek_id = self._keyring.next_kek_id()
         kek = _seal_new_kek(self._tpm, self._random, kek_id, KekState.PENDING, indices)
@@ -652,12 +699,26 @@ def _unseal(tpm: TPM, kek: SealedKek) -> bytes:
     return secret
 
 
+def _kek_selection(pcr_indices: Sequence[int]) -> tuple[int, ...]:
+    """``pcr_indices`` sorted, if it includes every register of :data:`KEK_PCRS`.
+
+    A KEK sealed to fewer unseals outside the measured state: to the
+    application registers alone, on this machine booted into any image that
+    extends their published digests (they are extendable by anyone).
+    """
+    indices = tuple(sorted(set(pcr_indices)))
+    if not set(KEK_PCRS) <= set(indices):
+        raise UnmeasuredKekSelection(
+            "a KEK is sealed to the node image's platform registers and the application"
+            f" registers (PCR {', '.join(map(str, KEK_PCRS))}) at least"
+        )
+    return indices
+
+
 def _seal_new_kek(
     tpm: TPM, random: Random, kek_id: int, state: KekState, pcr_indices: Sequence[int]
 ) -> SealedKek:
-    indices = tuple(sorted(set(pcr_indices)))
-    if not indices:
-        raise KeyringError("a KEK must be sealed to at least one PCR")
+    indices = _kek_selection(pcr_indices)
     kek = random.token_bytes(KEK_SIZE)
     try:
         blob = tpm.seal(kek, indices)

@@ -134,7 +134,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         [NitroAuthenticator(TrustAnchor.from_der(pki.root_der), cache=ChainCache())]
     )
     persisted: list[bytes] = []
-    keyring = KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS)
+    keyring = KeyVault.new_keyring(keys_tpm, SystemRandom())
     # The model provider's static key, as the release would name it for MODEL.
     provider = KeyPair.generate(ENVELOPE_PROTOCOL.dh, SystemRandom().token_bytes)
     vault = KeyVault(
@@ -558,7 +558,7 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
         ),
         policy_for=lambda model_id: model_policy([cluster.release], model_id),
         provider_static_for=lambda model_id: provider.public if model_id == MODEL else None,
-        keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
+        keyring=KeyVault.new_keyring(keys_tpm, SystemRandom()),
         persist=[].append,
     )
     (tmp_path / "keys.cbor").write_bytes(keys_node.document)
@@ -689,19 +689,15 @@ def test_a_crash_before_the_write_keeps_the_previous_keyring(cluster: Cluster) -
 def test_a_second_first_keyring_on_one_tpm_is_refused(cluster: Cluster) -> None:
     # Losing the keyring file does not let anyone start a fresh one quietly.
     with pytest.raises(CounterRefused) as caught:
-        KeyVault.new_keyring(cluster.keys_tpm, SystemRandom(), APPLICATION_PCRS)
+        KeyVault.new_keyring(cluster.keys_tpm, SystemRandom())
     assert caught.value.check is CounterCheck.BINDING_MISSING
 
 
 def test_a_file_two_writes_ahead_of_the_counter_is_refused(cluster: Cluster) -> None:
     seal_weights(cluster, 1)
     stored = KeyringFile.decode(cluster.persisted[-1])
-    kek = cluster.keys_tpm.unseal(stored.keyring.active_kek.sealed_blob)
     ahead = KeyringFile.seal(
-        stored.keyring,
-        version=stored.version + 2,
-        binding=stored.binding,
-        mac_key=KeyringFile.mac_key([kek]),
+        stored.keyring, version=stored.version + 2, binding=stored.binding, tpm=cluster.keys_tpm
     )
     with pytest.raises(KeyringRefused) as caught:
         reopen(cluster, ahead.encode())
