@@ -10,6 +10,7 @@ from actors.key_custody._envelope import (
     seal_envelope,
 )
 from actors.key_custody._errors import (
+    CommitInterrupted,
     Denial,
     EnvelopeError,
     KeyCustodyError,
@@ -55,6 +56,7 @@ __all__ = [
     "MAX_CHALLENGES_PER_PEER",
     "MAX_CHALLENGE_PEERS",
     "SERVABLE_DATA_KEY_STATES",
+    "CommitInterrupted",
     "DataKeyEvent",
     "DataKeyGrant",
     "DataKeyImport",

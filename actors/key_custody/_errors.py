@@ -20,6 +20,12 @@ class UnmeasuredKekSelection(KeyringError):
     a machine running another image or release."""
 
 
+class CommitInterrupted(KeyringError):
+    """A keyring commit stopped after its file may have been written, so that
+    version number may be taken on disk. The vault commits nothing more until
+    it is opened again from the stored file (see ``KeyVault._commit``)."""
+
+
 class Denial(enum.StrEnum):
     """Why key custody refused: a data key release, an import or a grant.
 

@@ -63,9 +63,9 @@ above the counter, which is why opening accepts ``counter + 1`` too and
 advances the counter before using it (a file that far ahead can only come
 from this vault: it carries a valid MAC). A crash before the write leaves the
 previous file, equal to the counter. Either way the newest committed state
-opens and nothing older does; the only older file that stays acceptable is
-the one the crash interrupted the replacement of, and only until the next
-start advances the counter past it.
+opens and nothing older does. How the vault keeps two different changes from
+ever being written under one version (which would let the owner keep one and
+restore it later) is described at :meth:`actors.key_custody.KeyVault._commit`.
 """
 
 from __future__ import annotations

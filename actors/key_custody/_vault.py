@@ -63,7 +63,8 @@ defines the counter and makes the first file, the constructor opens only the
 newest file (an older copy, a counter the owner deleted or re-created, an
 edited file or one written anywhere else are refused), and every change goes
 through :meth:`KeyVault._commit`, which writes the next version and then
-advances the counter. So a retired data key or a destroyed KEK does not come back by
+advances the counter, and never writes two different changes under one
+version. So a retired data key or a destroyed KEK does not come back by
 restoring an old file.
 
 Rotation without downtime:
@@ -95,6 +96,7 @@ import msgpack
 from actors.counter_guard import advance_counter, open_counter
 from actors.key_custody._envelope import envelope_prologue, open_envelope, seal_envelope
 from actors.key_custody._errors import (
+    CommitInterrupted,
     Denial,
     EnvelopeError,
     KeyReleaseDenied,
@@ -293,7 +295,10 @@ class KeyVault:
         # The node's one Noise static key, the one its attestation documents
         # bind; never a key of the vault's own (there is no parameter for one).
         self._static: KeyPair = custody.static
-        opened = self._open_keyring(keyring)
+        #: Set while a commit is under way, and left set if it fails after the
+        #: write began: see _commit.
+        self._interrupted = False
+        opened, self._needs_own_version = self._open_keyring(keyring)
         self._stored = opened
         self._keyring = opened.keyring
         self._binding = opened.binding
@@ -320,12 +325,18 @@ class KeyVault:
         kek = _seal_new_kek(tpm, random, 1, KekState.ACTIVE, indices)
         # A KEK that does not unseal in this state is no start of a keyring.
         _unseal(tpm, kek)
+        # One above the fresh counter, as an interrupted commit leaves a file:
+        # the vault that opens it advances the counter to it, so its history
+        # starts with its own increment and needs no copy first (see _commit).
+        # No other file can carry this version: this counter was just defined.
         return KeyringFile.seal(
-            Keyring(keks=(kek,)), version=counter, binding=binding, tpm=tpm
+            Keyring(keks=(kek,)), version=counter + 1, binding=binding, tpm=tpm
         ).encode()
 
-    def _open_keyring(self, data: bytes) -> KeyringFile:
-        """The stored keyring, if it is the newest this node committed."""
+    def _open_keyring(self, data: bytes) -> tuple[KeyringFile, bool]:
+        """The stored keyring, if it is the newest this node committed, and
+        whether its version is the counter's (see :meth:`_commit` for why that
+        matters)."""
         stored = KeyringFile.decode(data)
         # Nothing in the file is used before the MAC verified: only this keys
         # node, in this measured state on this TPM, can have computed it.
@@ -346,8 +357,11 @@ class KeyVault:
         if stored.version == counter + 1:
             # The last commit wrote the file and stopped before advancing the
             # counter (see _commit): finish it before anything uses the keyring.
+            # This vault's increment made the counter reach this version, so
+            # nobody wrote the next one yet.
             advance_counter(self._tpm, binding, counter, stored.version)
-        return stored
+            return stored, False
+        return stored, True
 
     # --- state -------------------------------------------------------------------------
 
@@ -375,15 +389,52 @@ class KeyVault:
         3. use the new keyring.
 
         A crash after 1 leaves a file one above the counter, which opening
-        accepts and completes (see :meth:`_open_keyring`); a failure in 2
-        leaves memory at the previous keyring, and the next commit writes the
-        same version again.
+        accepts and completes (see :meth:`_open_keyring`).
+
+        No version is ever written with two different changes. Were it, the
+        owner could keep one file (say, still holding a data key the other
+        retired) and restore it once the counter reached that version: both
+        verify, both are "the newest". The interrupted commit is what would
+        cause it -- a file written, the counter not advanced (power cut, a
+        failed increment) -- followed by another change numbered the same. So:
+
+        * a commit that fails once its write began leaves the vault
+          *interrupted*: it takes no further change (:class:`CommitInterrupted`)
+          until it is opened again from the stored file, whatever that is now;
+        * a vault opened on a file one above the counter advances the counter
+          to it before anything else (:meth:`_open_keyring`);
+        * a vault opened on a file *equal* to the counter cannot tell whether an
+          interrupted commit left a file one above it somewhere. Before its
+          first change it commits the keyring unchanged, as ``counter + 1``,
+          and advances; the change then takes ``counter + 2``.
+
+        Hence a change is only ever written as version ``v + 1`` right after
+        *this* vault's own increment took the counter to ``v`` -- and each
+        counter value is reached by exactly one increment -- so at most one
+        change carries each version. The only other files that may share it
+        are unchanged copies of a version-``v`` keyring, written by a vault
+        that opened one. And once a commit *returns*, its vault advanced the
+        counter to its version itself, having written nothing else under it:
+        no other file carries that version, every older one is refused, so
+        nothing the commit removed comes back. (A change whose commit failed
+        was never made; a later start may find its file and adopt it, or not.)
 
         Before writing, the committed file's MAC is computed again: the PCRs
         only move forward, so if they still show the state that file was
         written in, the new file's MAC (computed first) is of that state too,
         and a commit never writes a file that would not open here.
         """
+        if self._interrupted:
+            raise CommitInterrupted(
+                "an earlier commit stopped after writing the keyring file; open the vault"
+                " again from the stored file before changing the keyring"
+            )
+        if self._needs_own_version:
+            self._write_and_advance(self._keyring)
+            self._needs_own_version = False
+        self._write_and_advance(keyring)
+
+    def _write_and_advance(self, keyring: Keyring) -> None:
         target = self._version + 1
         stored = KeyringFile.seal(keyring, version=target, binding=self._binding, tpm=self._tpm)
         unmoved = False
@@ -395,8 +446,10 @@ class KeyVault:
                 "this node's PCRs changed since the keyring was opened: a file written now"
                 " would not open in the measured state; nothing was committed"
             )
+        self._interrupted = True
         self._persist(stored.encode())
         self._version = advance_counter(self._tpm, self._binding, self._version, target)
+        self._interrupted = False
         self._stored = stored
         self._keyring = keyring
 
