@@ -38,8 +38,7 @@ from actors.key_custody._keyring_file import (
 from actors.key_custody._node import NodeKeyCustody
 from actors.key_custody._vault import (
     KEK_PCRS,
-    MAX_CHALLENGE_PEERS,
-    MAX_CHALLENGES_PER_PEER,
+    MAX_USED_CHALLENGES,
     DataKeyGrant,
     DataKeyImport,
     DataKeyRequest,
@@ -53,8 +52,7 @@ __all__ = [
     "KEK_PCRS",
     "KEYRING_COUNTER",
     "KEYRING_MAC_PCRS",
-    "MAX_CHALLENGES_PER_PEER",
-    "MAX_CHALLENGE_PEERS",
+    "MAX_USED_CHALLENGES",
     "SERVABLE_DATA_KEY_STATES",
     "CommitInterrupted",
     "DataKeyEvent",

@@ -27,13 +27,20 @@ Release of a data key (:meth:`KeyVault.release_data_key`), in order:
 6. the DEK goes out in a Noise ``K`` envelope from this node's attested key
    to ``request.static_public``, with a prologue naming nonce, model and version.
 
-Challenges are bounded per peer (:data:`MAX_CHALLENGES_PER_PEER`, the oldest
-of *that* peer forgotten first) and in the number of peers tracked
-(:data:`MAX_CHALLENGE_PEERS`). A full table first drops peers whose challenges
-all expired, then refuses *new* peers (:attr:`Denial.TOO_MANY_PEERS`) rather
-than evicting anyone's outstanding challenge: Noise static keys are free to
-make, so eviction by newcomers would let one party with many keys flush every
-other peer's challenge, which is exactly what the per-peer bound prevents.
+Challenges are stateless: a nonce is ``issued_at || random || tag``, the tag an
+HMAC, under a key the vault draws from the Random seam when it starts, over
+the peer, the issue time and the random part. Checking one recomputes the tag
+(so a nonce issued to one peer is refused from any other, and nothing this
+vault did not issue passes) and its age. Issuing keeps no state at all, so no
+number of identities asking -- Noise static keys are free to make -- can fill
+a table and lock newcomers out, or evict anyone's challenge. Only *used*
+nonces are remembered, each until it expires (a nonce older than the TTL is
+refused by age alone), so the memory is bounded by how many requests arrive
+within one TTL; past :data:`MAX_USED_CHALLENGES` the vault refuses to issue or
+accept more (:attr:`Denial.TOO_MANY_CHALLENGES`) rather than forget a used
+nonce, which would let it be replayed. That refusal needs a sustained flood of
+release requests over authenticated channels, a denial of service that any
+flood achieves; it never lets a request through.
 
 Imports (:meth:`KeyVault.import_data_key`) are accepted only from the model's
 provider: the envelope must be a Noise ``K`` message sealed by the provider's
@@ -86,7 +93,9 @@ Rotation without downtime:
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
+import hashlib
+import heapq
+import hmac
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -157,14 +166,20 @@ if TYPE_CHECKING:
 
 CHALLENGE_SIZE: Final = 32
 DEFAULT_CHALLENGE_TTL_S: Final = 60.0
-#: Outstanding challenges one peer may hold; its oldest is forgotten first. A
-#: node asks for one challenge per key it fetches, a handful at start-up.
-MAX_CHALLENGES_PER_PEER: Final = 4
-#: Peers with outstanding challenges this keys node tracks at once (memory
-#: bound: at most MAX_CHALLENGE_PEERS * MAX_CHALLENGES_PER_PEER nonces).
-MAX_CHALLENGE_PEERS: Final = 1024
+#: Used challenges the vault remembers at once (each until it expires). Filling
+#: it takes this many release requests within one TTL -- about 1 100 a second
+#: for the default 60 s, each over an authenticated channel -- and costs some
+#: 15 MB; when it is full, issuing and answering wait for entries to expire.
+MAX_USED_CHALLENGES: Final = 1 << 16
 #: A peer is named by its authenticated channel identity: its Noise static key.
 PEER_ID_SIZE: Final = 32
+#: Nonce layout: issue time (signed milliseconds of the vault's monotonic
+#: clock) || random || tag over (peer, issue time, random).
+_CHALLENGE_TIME_SIZE: Final = 8
+_CHALLENGE_RANDOM_SIZE: Final = 8
+_CHALLENGE_TAG_SIZE: Final = CHALLENGE_SIZE - _CHALLENGE_TIME_SIZE - _CHALLENGE_RANDOM_SIZE
+_CHALLENGE_KEY_SIZE: Final = 32
+_CHALLENGE_TAG_DOMAIN: Final = b"mantle/key-release-challenge/v1\x00"
 #: The registers a KEK must be sealed to (at least): the measured state.
 KEK_PCRS: Final = MEASURED_PCRS
 # Evidence older than this is refused even with the right nonce.
@@ -288,10 +303,15 @@ class KeyVault:
         self._policy_for = policy_for
         self._provider_static_for = provider_static_for
         self._persist = persist
-        self._challenge_ttl_s = challenge_ttl_s
+        self._challenge_ttl_ms = int(challenge_ttl_s * 1000)
         self._max_evidence_age_ms = max_evidence_age_ms
-        # peer -> (nonce -> issued at), peers in order of their latest challenge.
-        self._challenges: OrderedDict[bytes, OrderedDict[bytes, float]] = OrderedDict()
+        # Tags challenges (see the module docstring); lives as long as this
+        # vault, so a restart invalidates every challenge issued before it.
+        self._challenge_key = random.token_bytes(_CHALLENGE_KEY_SIZE)
+        # Used nonces until they expire: the set to look up, the heap (by
+        # expiry) to forget them in order.
+        self._used: set[bytes] = set()
+        self._used_expiry: list[tuple[int, bytes]] = []
         # The node's one Noise static key, the one its attestation documents
         # bind; never a key of the vault's own (there is no parameter for one).
         self._static: KeyPair = custody.static
@@ -539,46 +559,58 @@ class KeyVault:
 
         ``peer`` is the requester's authenticated identity (its Noise static
         key from the channel the request arrives on); only a request from the
-        same peer can use the nonce.
+        same peer can use the nonce. Issuing keeps no state (see the module
+        docstring); it is refused only while the used-challenge memory is full.
         """
         _check_peer(peer)
-        now = self._clock.monotonic()
-        outstanding = self._challenges.get(peer)
-        if outstanding is None:
-            self._forget_expired_peers(now)
-            if len(self._challenges) >= MAX_CHALLENGE_PEERS:
-                raise KeyReleaseDenied(
-                    Denial.TOO_MANY_PEERS, "too many peers hold challenges; retry later"
-                )
-            outstanding = self._challenges[peer] = OrderedDict()
-        nonce = self._random.token_bytes(CHALLENGE_SIZE)
-        outstanding[nonce] = now
-        while len(outstanding) > MAX_CHALLENGES_PER_PEER:
-            outstanding.popitem(last=False)
-        self._challenges.move_to_end(peer)
-        return nonce
+        now = self._monotonic_ms()
+        self._forget_expired(now)
+        if len(self._used) >= MAX_USED_CHALLENGES:
+            raise KeyReleaseDenied(
+                Denial.TOO_MANY_CHALLENGES, "too many challenges used recently; retry later"
+            )
+        issued = now.to_bytes(_CHALLENGE_TIME_SIZE, "big", signed=True)
+        random_part = self._random.token_bytes(_CHALLENGE_RANDOM_SIZE)
+        return issued + random_part + self._challenge_tag(peer, issued, random_part)
 
-    def _forget_expired_peers(self, now: float) -> None:
-        # Peers are ordered by their newest challenge, so the front peer's
-        # newest nonce expiring means all of its nonces did: amortised O(1).
-        while self._challenges:
-            peer, outstanding = next(iter(self._challenges.items()))
-            newest = next(reversed(outstanding.values()))
-            if now - newest <= self._challenge_ttl_s:
-                return
-            del self._challenges[peer]
+    def _monotonic_ms(self) -> int:
+        return int(self._clock.monotonic() * 1000)
+
+    def _challenge_tag(self, peer: bytes, issued: bytes, random_part: bytes) -> bytes:
+        message = _CHALLENGE_TAG_DOMAIN + peer + issued + random_part
+        return hmac.new(self._challenge_key, message, hashlib.sha256).digest()[:_CHALLENGE_TAG_SIZE]
+
+    def _forget_expired(self, now: int) -> None:
+        # A nonce past its expiry is refused by age, so remembering it is moot.
+        while self._used_expiry and self._used_expiry[0][0] < now:
+            _, nonce = heapq.heappop(self._used_expiry)
+            self._used.discard(nonce)
 
     def _consume_challenge(self, peer: bytes, nonce: bytes) -> None:
-        outstanding = self._challenges.get(peer)
-        issued = outstanding.pop(nonce, None) if outstanding is not None else None
-        if outstanding is not None and not outstanding:
-            del self._challenges[peer]
-        if issued is None:
+        issued = nonce[:_CHALLENGE_TIME_SIZE]
+        random_part = nonce[_CHALLENGE_TIME_SIZE : _CHALLENGE_TIME_SIZE + _CHALLENGE_RANDOM_SIZE]
+        tag = nonce[_CHALLENGE_TIME_SIZE + _CHALLENGE_RANDOM_SIZE :]
+        if not hmac.compare_digest(tag, self._challenge_tag(peer, issued, random_part)):
             raise KeyReleaseDenied(
                 Denial.UNKNOWN_CHALLENGE, "nonce not issued to this peer, or already used"
             )
-        if self._clock.monotonic() - issued > self._challenge_ttl_s:
+        now = self._monotonic_ms()
+        issued_ms = int.from_bytes(issued, "big", signed=True)
+        if not 0 <= now - issued_ms <= self._challenge_ttl_ms:
             raise KeyReleaseDenied(Denial.EXPIRED_CHALLENGE, "nonce expired")
+        self._forget_expired(now)
+        if nonce in self._used:
+            raise KeyReleaseDenied(
+                Denial.UNKNOWN_CHALLENGE, "nonce not issued to this peer, or already used"
+            )
+        if len(self._used) >= MAX_USED_CHALLENGES:
+            # Not consumed: nothing about the request was looked at, and the
+            # nonce stays good for one use until it expires.
+            raise KeyReleaseDenied(
+                Denial.TOO_MANY_CHALLENGES, "too many challenges used recently; retry later"
+            )
+        self._used.add(nonce)
+        heapq.heappush(self._used_expiry, (issued_ms + self._challenge_ttl_ms, nonce))
 
     def release_data_key(self, request: DataKeyRequest, *, peer: bytes) -> DataKeyGrant:
         """The data key for an attested peer, or :class:`KeyReleaseDenied`.
