@@ -247,6 +247,8 @@ class DataKeyImport:
 
     @classmethod
     def decode(cls, data: bytes) -> DataKeyImport:
+        if type(data) is not bytes:
+            raise KeyringError("a data key import is bytes")
         if len(data) > 4096:
             raise KeyringError("data key import is too large")
         failure: str | None = None
