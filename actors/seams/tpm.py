@@ -111,6 +111,10 @@ class TPM(Protocol):
         owner included -- can compute a tag for a state the machine is not in.
         ``message`` is at most :data:`MAX_MEASURED_HMAC_MESSAGE` bytes;
         :class:`TPMError` if the PCRs change while the tag is computed.
+
+        Every caller in one state shares the key, so each prefixes its
+        messages with a domain of its own, and none hands a tag over a message
+        someone else chose back to them: that tag is as good as the key for it.
         """
         ...
 
