@@ -48,7 +48,9 @@ parentheses is where a class is imported from, when not here)::
     ├── SupervisorStartError
     ├── KeyCustodyError                  (actors.key_custody)
     │   ├── KeyringError
-    │   │   └── KeyringRefused           .check: KeyringCheck (stale, edited, ahead)
+    │   │   ├── KeyringRefused           .check: KeyringCheck (rollback, unauthentic, ahead)
+    │   │   ├── UnmeasuredKekSelection   a KEK sealed to less than the measured state
+    │   │   └── CommitInterrupted        a commit stopped after its write: reopen first
     │   ├── KeyReleaseDenied             .denial: Denial
     │   └── EnvelopeError                .denial: Denial
     ├── CounterRefused                   (actors.counter_guard; .check: CounterCheck)

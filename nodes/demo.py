@@ -335,8 +335,9 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
             # model. The demo's release names none (its provider adds the key on
             # the keys node itself, below), so every import would be refused.
             provider_static_for=release.model_provider_static,
-            # The KEK opens only on this image running this release.
-            keyring=KeyVault.new_keyring(keys_tpm, random, (*PLATFORM_PCRS, *APPLICATION_PCRS)),
+            # The KEK (sealed to the image and application registers: no narrower
+            # selection is accepted) opens only on this image running this release.
+            keyring=KeyVault.new_keyring(keys_tpm, random),
             persist=persist_keyring,
         )
         data_key = random.token_bytes(32)

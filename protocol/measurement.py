@@ -119,6 +119,12 @@ APPLICATION_PCRS: Final = (RELEASE_PCR, MODEL_PCR, CONFIG_PCR)
 #: policy, UKI command line), in the order ``nitro-tpm-pcr-compute`` prints them.
 PLATFORM_PCRS: Final = (4, 7, 12)
 
+#: Every register that pins a measured node's state -- the image's platform
+#: registers and Mantle's application registers -- in ascending order: what
+#: every policy entry pins (:func:`require_measured`), and the state a keys
+#: node's KEKs and keyring are bound to.
+MEASURED_PCRS: Final = tuple(sorted((*PLATFORM_PCRS, *APPLICATION_PCRS)))
+
 # TPM 2.0 PCRs 0-15 reset to all zeros at platform reset.
 PCR_RESET_VALUE: Final = bytes(DIGEST_SIZE)
 
@@ -427,7 +433,7 @@ def require_measured(policy: PcrPolicy) -> PcrPolicy:
     the application registers admits any machine, on any image, that extended
     the published event digests. :class:`MissingPlatformRegisters` otherwise.
     """
-    required = set(PLATFORM_PCRS) | set(APPLICATION_PCRS)
+    required = set(MEASURED_PCRS)
     for entry in policy.releases:
         if not required <= {index for index, _ in entry.pcrs}:
             raise MissingPlatformRegisters(

@@ -11,16 +11,22 @@ and SHA-512 PCR banks allocated; the same directory again gives the same TPM
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from actors.seams.tpm import TPM
 from simulations.nitrotpm import NodeImage, boot_chain_events, running_image
+
+if TYPE_CHECKING:
+    from tpm2_pytss import ESAPI
 
 SWTPM = shutil.which("swtpm")
 INSTALL_HINT = "Debian: apt-get install swtpm swtpm-tools libtss2-dev; pip install tpm2-pytss"
@@ -180,6 +186,104 @@ def read_nv_public(tcti: str, nv_index: int) -> bytes:
     with ESAPI(tcti) as esapi:
         public, _ = esapi.nv_read_public(esapi.tr_from_tpmpublic(nv_index))
         return bytes(public.nvPublic.marshal())
+
+
+def _pcr_policy_for(esapi: ESAPI, pcr_values: Mapping[int, bytes]) -> bytes:
+    """The PolicyPCR digest for ``pcr_values`` (which the TPM need not hold),
+    computed in a trial session: a trial PolicyPCR takes the expected values'
+    digest from the caller instead of reading the PCRs."""
+    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_SE
+    from tpm2_pytss.types import TPMT_SYM_DEF
+
+    from nodes.tpm._device import _sha384_selection
+
+    indices = sorted(pcr_values)
+    trial = esapi.start_auth_session(
+        tpm_key=ESYS_TR.NONE,
+        bind=ESYS_TR.NONE,
+        session_type=TPM2_SE.TRIAL,
+        symmetric=TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
+        auth_hash=TPM2_ALG.SHA256,
+    )
+    try:
+        expected = hashlib.sha256(b"".join(pcr_values[i] for i in indices)).digest()
+        esapi.policy_pcr(trial, expected, _sha384_selection(indices))
+        return bytes(esapi.policy_get_digest(trial))
+    finally:
+        esapi.flush_context(trial)
+
+
+def owner_seal_to(tcti: str, pcr_values: Mapping[int, bytes], secret: bytes) -> bytes:
+    """What the TPM owner can do from any PCR state: create a sealed object
+    holding ``secret`` under PolicyPCR for ``pcr_values`` (``TPM2_Create``
+    checks no PCR state), packaged as the device backend's sealed blob, so
+    :meth:`~nodes.tpm.TpmDeviceBackend.unseal` opens it in that state."""
+    from tpm2_pytss import ESAPI
+    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_OBJECT
+    from tpm2_pytss.types import (
+        TPM2B_PUBLIC,
+        TPM2B_SENSITIVE_CREATE,
+        TPM2B_SENSITIVE_DATA,
+        TPMS_SENSITIVE_CREATE,
+        TPMT_PUBLIC,
+    )
+
+    from nodes.tpm._device import _SEAL_MAGIC, _srk_template
+
+    indices = sorted(pcr_values)
+    with ESAPI(tcti) as esapi:
+        srk, _, _, _, _ = esapi.create_primary(
+            TPM2B_SENSITIVE_CREATE(), _srk_template(), ESYS_TR.OWNER
+        )
+        public = TPM2B_PUBLIC(
+            TPMT_PUBLIC(
+                type=TPM2_ALG.KEYEDHASH,
+                nameAlg=TPM2_ALG.SHA256,
+                objectAttributes=TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT,
+                authPolicy=_pcr_policy_for(esapi, pcr_values),
+            )
+        )
+        public.publicArea.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG.NULL
+        sensitive = TPM2B_SENSITIVE_CREATE(TPMS_SENSITIVE_CREATE(data=TPM2B_SENSITIVE_DATA(secret)))
+        private, public_out, _, _, _ = esapi.create(srk, sensitive, public)
+        esapi.flush_context(srk)
+    return (
+        _SEAL_MAGIC
+        + bytes([len(indices)])
+        + bytes(indices)
+        + bytes(public_out.marshal())
+        + bytes(private.marshal())
+    )
+
+
+def owner_measured_hmac(tcti: str, pcr_values: Mapping[int, bytes], message: bytes) -> bytes:
+    """The TPM owner's try at a measured HMAC for ``pcr_values`` from whatever
+    state the TPM is in: derive the very primary key the device backend uses
+    for that state (creating it checks no PCR), then ask the TPM to HMAC with
+    it. The TPM refuses (``TPM_RC_POLICY_FAIL``, a ``TSS2_Exception``) unless
+    the PCRs hold ``pcr_values`` now."""
+    from tpm2_pytss import ESAPI
+    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_SE
+    from tpm2_pytss.types import TPM2B_SENSITIVE_CREATE, TPMT_SYM_DEF
+
+    from nodes.tpm._device import _measured_hmac_template, _sha384_selection
+
+    with ESAPI(tcti) as esapi:
+        template = _measured_hmac_template(_pcr_policy_for(esapi, pcr_values))
+        key, _, _, _, _ = esapi.create_primary(TPM2B_SENSITIVE_CREATE(), template, ESYS_TR.OWNER)
+        session = esapi.start_auth_session(
+            tpm_key=ESYS_TR.NONE,
+            bind=ESYS_TR.NONE,
+            session_type=TPM2_SE.POLICY,
+            symmetric=TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
+            auth_hash=TPM2_ALG.SHA256,
+        )
+        try:
+            esapi.policy_pcr(session, b"", _sha384_selection(sorted(pcr_values)))
+            return bytes(esapi.hmac(key, message, TPM2_ALG.SHA256, session1=session))
+        finally:
+            esapi.flush_context(session)
+            esapi.flush_context(key)
 
 
 def power_on_image(tpm: TPM, image: NodeImage | None = None) -> None:

@@ -1,6 +1,7 @@
 """Key custody (docs/architecture.md §6): the node's Noise static key on every node,
-and on ``keys`` nodes the model KEKs sealed to the TPM (in a keyring bound to
-a TPM counter, so an older copy of it is refused), data key imports from
+and on ``keys`` nodes the model KEKs sealed to the TPM's measured state (in a
+keyring bound to a TPM counter, so an older copy of it is refused, and MACed
+by the TPM in that state, so nobody else can write one), data key imports from
 model providers only, and the release of data keys to attested peers only."""
 
 from actors.key_custody._envelope import (
@@ -9,11 +10,13 @@ from actors.key_custody._envelope import (
     seal_envelope,
 )
 from actors.key_custody._errors import (
+    CommitInterrupted,
     Denial,
     EnvelopeError,
     KeyCustodyError,
     KeyReleaseDenied,
     KeyringError,
+    UnmeasuredKekSelection,
 )
 from actors.key_custody._keyring import (
     SERVABLE_DATA_KEY_STATES,
@@ -27,14 +30,15 @@ from actors.key_custody._keyring import (
 )
 from actors.key_custody._keyring_file import (
     KEYRING_COUNTER,
+    KEYRING_MAC_PCRS,
     KeyringCheck,
     KeyringFile,
     KeyringRefused,
 )
 from actors.key_custody._node import NodeKeyCustody
 from actors.key_custody._vault import (
-    MAX_CHALLENGE_PEERS,
-    MAX_CHALLENGES_PER_PEER,
+    KEK_PCRS,
+    MAX_USED_CHALLENGES,
     DataKeyGrant,
     DataKeyImport,
     DataKeyRequest,
@@ -45,10 +49,12 @@ from actors.key_custody._vault import (
 
 __all__ = [
     "ENVELOPE_PROTOCOL",
+    "KEK_PCRS",
     "KEYRING_COUNTER",
-    "MAX_CHALLENGES_PER_PEER",
-    "MAX_CHALLENGE_PEERS",
+    "KEYRING_MAC_PCRS",
+    "MAX_USED_CHALLENGES",
     "SERVABLE_DATA_KEY_STATES",
+    "CommitInterrupted",
     "DataKeyEvent",
     "DataKeyGrant",
     "DataKeyImport",
@@ -69,6 +75,7 @@ __all__ = [
     "NodeKeyCustody",
     "ProviderKeyLookup",
     "SealedKek",
+    "UnmeasuredKekSelection",
     "WrappedDataKey",
     "open_envelope",
     "seal_data_key_import",

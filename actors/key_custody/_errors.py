@@ -14,6 +14,18 @@ class KeyringError(KeyCustodyError):
     """The keyring is malformed, or an operation does not fit its current state."""
 
 
+class UnmeasuredKekSelection(KeyringError):
+    """A KEK was to be sealed to PCRs that do not include every register of the
+    measured state (``protocol.measurement.MEASURED_PCRS``): it would unseal on
+    a machine running another image or release."""
+
+
+class CommitInterrupted(KeyringError):
+    """A keyring commit stopped after its file may have been written, so that
+    version number may be taken on disk. The vault commits nothing more until
+    it is opened again from the stored file (see ``KeyVault._commit``)."""
+
+
 class Denial(enum.StrEnum):
     """Why key custody refused: a data key release, an import or a grant.
 
@@ -21,12 +33,14 @@ class Denial(enum.StrEnum):
     about the input.
     """
 
-    #: The request's nonce was never issued to this peer or was already used.
+    #: The request's nonce was not issued by this keys node to this peer, or
+    #: was already used.
     UNKNOWN_CHALLENGE = "unknown_challenge"
     #: The nonce was issued too long ago.
     EXPIRED_CHALLENGE = "expired_challenge"
-    #: This keys node tracks challenges for as many peers as it will; try later.
-    TOO_MANY_PEERS = "too_many_peers"
+    #: This keys node remembers as many used challenges as it will until some
+    #: expire (a flood of requests); try again later.
+    TOO_MANY_CHALLENGES = "too_many_challenges"
     #: No key policy exists for the model (no logged release serves it).
     NO_POLICY = "no_policy"
     #: The model's policy has an entry that does not pin the node image's

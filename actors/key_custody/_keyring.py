@@ -324,6 +324,8 @@ class Keyring:
     @classmethod
     def decode(cls, data: bytes) -> Keyring:
         """Strictly parse a persisted keyring; :class:`KeyringError` names what is wrong."""
+        if type(data) is not bytes:
+            raise KeyringError("a keyring is bytes")
         if len(data) > _MAX_KEYRING_BYTES:
             raise KeyringError("keyring file is too large")
         failure: str | None = None

@@ -27,13 +27,20 @@ Release of a data key (:meth:`KeyVault.release_data_key`), in order:
 6. the DEK goes out in a Noise ``K`` envelope from this node's attested key
    to ``request.static_public``, with a prologue naming nonce, model and version.
 
-Challenges are bounded per peer (:data:`MAX_CHALLENGES_PER_PEER`, the oldest
-of *that* peer forgotten first) and in the number of peers tracked
-(:data:`MAX_CHALLENGE_PEERS`). A full table first drops peers whose challenges
-all expired, then refuses *new* peers (:attr:`Denial.TOO_MANY_PEERS`) rather
-than evicting anyone's outstanding challenge: Noise static keys are free to
-make, so eviction by newcomers would let one party with many keys flush every
-other peer's challenge, which is exactly what the per-peer bound prevents.
+Challenges are stateless: a nonce is ``issued_at || random || tag``, the tag an
+HMAC, under a key the vault draws from the Random seam when it starts, over
+the peer, the issue time and the random part. Checking one recomputes the tag
+(so a nonce issued to one peer is refused from any other, and nothing this
+vault did not issue passes) and its age. Issuing keeps no state at all, so no
+number of identities asking -- Noise static keys are free to make -- can fill
+a table and lock newcomers out, or evict anyone's challenge. Only *used*
+nonces are remembered, each until it expires (a nonce older than the TTL is
+refused by age alone), so the memory is bounded by how many requests arrive
+within one TTL; past :data:`MAX_USED_CHALLENGES` the vault refuses to issue or
+accept more (:attr:`Denial.TOO_MANY_CHALLENGES`) rather than forget a used
+nonce, which would let it be replayed. That refusal needs a sustained flood of
+release requests over authenticated channels, a denial of service that any
+flood achieves; it never lets a request through.
 
 Imports (:meth:`KeyVault.import_data_key`) are accepted only from the model's
 provider: the envelope must be a Noise ``K`` message sealed by the provider's
@@ -48,14 +55,24 @@ bring a superseded key back.
 The KEK is unsealed for each use and dropped afterwards: key releases are rare
 (node start, rotation), and a change to this node's PCRs stops releases at once.
 
+KEKs are sealed to every register of the measured state
+(:data:`~protocol.measurement.MEASURED_PCRS`: the node image's platform
+registers and the application registers) or a superset; a narrower selection
+is refused (:class:`UnmeasuredKekSelection`), since a KEK sealed to the
+application registers alone unseals on the same machine booted into any
+image that extends their published digests.
+
 The keyring lives in a file bound to the TPM counter :data:`KEYRING_COUNTER`
-and authenticated under its KEKs (:mod:`actors.key_custody._keyring_file`):
-:meth:`KeyVault.new_keyring` defines the counter and makes the first file,
-the constructor opens only the newest file (an older copy, a counter the
-owner deleted or re-created, or an edited file are refused), and every change
-goes through :meth:`KeyVault._commit`, which writes the next version and then
-advances the counter. So a retired data key or a destroyed KEK does not come
-back by restoring an old file.
+and authenticated by the TPM's measured HMAC over the same registers
+(:mod:`actors.key_custody._keyring_file`), a MAC only this keys node's code,
+in its measured state on this TPM, can compute: :meth:`KeyVault.new_keyring`
+defines the counter and makes the first file, the constructor opens only the
+newest file (an older copy, a counter the owner deleted or re-created, an
+edited file or one written anywhere else are refused), and every change goes
+through :meth:`KeyVault._commit`, which writes the next version and then
+advances the counter, and never writes two different changes under one
+version. So a retired data key or a destroyed KEK does not come back by
+restoring an old file.
 
 Rotation without downtime:
 
@@ -76,7 +93,9 @@ Rotation without downtime:
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
+import hashlib
+import heapq
+import hmac
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -85,7 +104,14 @@ import msgpack
 
 from actors.counter_guard import advance_counter, open_counter
 from actors.key_custody._envelope import envelope_prologue, open_envelope, seal_envelope
-from actors.key_custody._errors import Denial, EnvelopeError, KeyReleaseDenied, KeyringError
+from actors.key_custody._errors import (
+    CommitInterrupted,
+    Denial,
+    EnvelopeError,
+    KeyReleaseDenied,
+    KeyringError,
+    UnmeasuredKekSelection,
+)
 from actors.key_custody._keyring import (
     KEK_SIZE,
     SERVABLE_DATA_KEY_STATES,
@@ -117,7 +143,12 @@ from protocol.attestation import (
     PcrPolicy,
 )
 from protocol.attestation.binding import noise_key_binding
-from protocol.measurement import MeasurementError, MissingPlatformRegisters, require_measured
+from protocol.measurement import (
+    MEASURED_PCRS,
+    MeasurementError,
+    MissingPlatformRegisters,
+    require_measured,
+)
 from protocol.noise import KeyPair
 from protocol.sealed_model import (
     DATA_KEY_SIZE,
@@ -135,14 +166,22 @@ if TYPE_CHECKING:
 
 CHALLENGE_SIZE: Final = 32
 DEFAULT_CHALLENGE_TTL_S: Final = 60.0
-#: Outstanding challenges one peer may hold; its oldest is forgotten first. A
-#: node asks for one challenge per key it fetches, a handful at start-up.
-MAX_CHALLENGES_PER_PEER: Final = 4
-#: Peers with outstanding challenges this keys node tracks at once (memory
-#: bound: at most MAX_CHALLENGE_PEERS * MAX_CHALLENGES_PER_PEER nonces).
-MAX_CHALLENGE_PEERS: Final = 1024
+#: Used challenges the vault remembers at once (each until it expires). Filling
+#: it takes this many release requests within one TTL -- about 1 100 a second
+#: for the default 60 s, each over an authenticated channel -- and costs some
+#: 15 MB; when it is full, issuing and answering wait for entries to expire.
+MAX_USED_CHALLENGES: Final = 1 << 16
 #: A peer is named by its authenticated channel identity: its Noise static key.
 PEER_ID_SIZE: Final = 32
+#: Nonce layout: issue time (signed milliseconds of the vault's monotonic
+#: clock) || random || tag over (peer, issue time, random).
+_CHALLENGE_TIME_SIZE: Final = 8
+_CHALLENGE_RANDOM_SIZE: Final = 8
+_CHALLENGE_TAG_SIZE: Final = CHALLENGE_SIZE - _CHALLENGE_TIME_SIZE - _CHALLENGE_RANDOM_SIZE
+_CHALLENGE_KEY_SIZE: Final = 32
+_CHALLENGE_TAG_DOMAIN: Final = b"mantle/key-release-challenge/v1\x00"
+#: The registers a KEK must be sealed to (at least): the measured state.
+KEK_PCRS: Final = MEASURED_PCRS
 # Evidence older than this is refused even with the right nonce.
 DEFAULT_MAX_EVIDENCE_AGE_MS: Final = 60_000
 
@@ -208,6 +247,8 @@ class DataKeyImport:
 
     @classmethod
     def decode(cls, data: bytes) -> DataKeyImport:
+        if type(data) is not bytes:
+            raise KeyringError("a data key import is bytes")
         if len(data) > 4096:
             raise KeyringError("data key import is too large")
         failure: str | None = None
@@ -264,14 +305,23 @@ class KeyVault:
         self._policy_for = policy_for
         self._provider_static_for = provider_static_for
         self._persist = persist
-        self._challenge_ttl_s = challenge_ttl_s
+        self._challenge_ttl_ms = int(challenge_ttl_s * 1000)
         self._max_evidence_age_ms = max_evidence_age_ms
-        # peer -> (nonce -> issued at), peers in order of their latest challenge.
-        self._challenges: OrderedDict[bytes, OrderedDict[bytes, float]] = OrderedDict()
+        # Tags challenges (see the module docstring); lives as long as this
+        # vault, so a restart invalidates every challenge issued before it.
+        self._challenge_key = random.token_bytes(_CHALLENGE_KEY_SIZE)
+        # Used nonces until they expire: the set to look up, the heap (by
+        # expiry) to forget them in order.
+        self._used: set[bytes] = set()
+        self._used_expiry: list[tuple[int, bytes]] = []
         # The node's one Noise static key, the one its attestation documents
         # bind; never a key of the vault's own (there is no parameter for one).
         self._static: KeyPair = custody.static
-        opened = self._open_keyring(keyring)
+        #: Set while a commit is under way, and left set if it fails after the
+        #: write began: see _commit.
+        self._interrupted = False
+        opened, self._needs_own_version = self._open_keyring(keyring)
+        self._stored = opened
         self._keyring = opened.keyring
         self._binding = opened.binding
         #: The keyring's version, equal to the keyring counter once opened.
@@ -280,27 +330,39 @@ class KeyVault:
     # --- creation ----------------------------------------------------------------------
 
     @staticmethod
-    def new_keyring(tpm: TPM, random: Random, pcr_indices: Sequence[int]) -> bytes:
+    def new_keyring(tpm: TPM, random: Random, pcr_indices: Sequence[int] = KEK_PCRS) -> bytes:
         """The first keyring file of this keys node: one fresh KEK, sealed to
-        ``pcr_indices`` as they are now, bound to a newly defined keyring counter.
+        ``pcr_indices`` (every register of :data:`KEK_PCRS`, and any others) as
+        they are now, bound to a newly defined keyring counter and MACed in this
+        measured state.
 
         Refused (:class:`~actors.counter_guard.CounterRefused`, BINDING_MISSING)
         if this TPM already has a keyring counter: a keyring exists somewhere,
         and starting afresh needs the TPM owner to delete that counter first,
         which forgets every key the old keyring held.
         """
-        version, binding = open_counter(tpm, KEYRING_COUNTER, None)
-        kek = _seal_new_kek(tpm, random, 1, KekState.ACTIVE, pcr_indices)
-        keyring = Keyring(keks=(kek,))
-        mac_key = KeyringFile.mac_key([_unseal(tpm, kek)])
-        return KeyringFile.seal(keyring, version=version, binding=binding, mac_key=mac_key).encode()
+        # The selection first: a refused one must not define the counter.
+        indices = _kek_selection(pcr_indices)
+        counter, binding = open_counter(tpm, KEYRING_COUNTER, None)
+        kek = _seal_new_kek(tpm, random, 1, KekState.ACTIVE, indices)
+        # A KEK that does not unseal in this state is no start of a keyring.
+        _unseal(tpm, kek)
+        # One above the fresh counter, as an interrupted commit leaves a file:
+        # the vault that opens it advances the counter to it, so its history
+        # starts with its own increment and needs no copy first (see _commit).
+        # No other file can carry this version: this counter was just defined.
+        return KeyringFile.seal(
+            Keyring(keks=(kek,)), version=counter + 1, binding=binding, tpm=tpm
+        ).encode()
 
-    def _open_keyring(self, data: bytes) -> KeyringFile:
-        """The stored keyring, if it is the newest this node committed."""
+    def _open_keyring(self, data: bytes) -> tuple[KeyringFile, bool]:
+        """The stored keyring, if it is the newest this node committed, and
+        whether its version is the counter's (see :meth:`_commit` for why that
+        matters)."""
         stored = KeyringFile.decode(data)
-        # Parsing came first only to find the sealed KEKs the MAC key derives
-        # from; nothing in the file is used before the MAC verified.
-        stored.verify(KeyringFile.mac_key([self._unseal_kek(k) for k in stored.keyring.keks]))
+        # Nothing in the file is used before the MAC verified: only this keys
+        # node, in this measured state on this TPM, can have computed it.
+        stored.verify(self._tpm)
         counter, binding = open_counter(self._tpm, KEYRING_COUNTER, stored.binding)
         if stored.version < counter:
             raise KeyringRefused(
@@ -317,8 +379,11 @@ class KeyVault:
         if stored.version == counter + 1:
             # The last commit wrote the file and stopped before advancing the
             # counter (see _commit): finish it before anything uses the keyring.
+            # This vault's increment made the counter reach this version, so
+            # nobody wrote the next one yet.
             advance_counter(self._tpm, binding, counter, stored.version)
-        return stored
+            return stored, False
+        return stored, True
 
     # --- state -------------------------------------------------------------------------
 
@@ -346,15 +411,68 @@ class KeyVault:
         3. use the new keyring.
 
         A crash after 1 leaves a file one above the counter, which opening
-        accepts and completes (see :meth:`_open_keyring`); a failure in 2
-        leaves memory at the previous keyring, and the next commit writes the
-        same version again.
+        accepts and completes (see :meth:`_open_keyring`).
+
+        No version is ever written with two different changes. Were it, the
+        owner could keep one file (say, still holding a data key the other
+        retired) and restore it once the counter reached that version: both
+        verify, both are "the newest". The interrupted commit is what would
+        cause it -- a file written, the counter not advanced (power cut, a
+        failed increment) -- followed by another change numbered the same. So:
+
+        * a commit that fails once its write began leaves the vault
+          *interrupted*: it takes no further change (:class:`CommitInterrupted`)
+          until it is opened again from the stored file, whatever that is now;
+        * a vault opened on a file one above the counter advances the counter
+          to it before anything else (:meth:`_open_keyring`);
+        * a vault opened on a file *equal* to the counter cannot tell whether an
+          interrupted commit left a file one above it somewhere. Before its
+          first change it commits the keyring unchanged, as ``counter + 1``,
+          and advances; the change then takes ``counter + 2``.
+
+        Hence a change is only ever written as version ``v + 1`` right after
+        *this* vault's own increment took the counter to ``v`` -- and each
+        counter value is reached by exactly one increment -- so at most one
+        change carries each version. The only other files that may share it
+        are unchanged copies of a version-``v`` keyring, written by a vault
+        that opened one. And once a commit *returns*, its vault advanced the
+        counter to its version itself, having written nothing else under it:
+        no other file carries that version, every older one is refused, so
+        nothing the commit removed comes back. (A change whose commit failed
+        was never made; a later start may find its file and adopt it, or not.)
+
+        Before writing, the committed file's MAC is computed again: the PCRs
+        only move forward, so if they still show the state that file was
+        written in, the new file's MAC (computed first) is of that state too,
+        and a commit never writes a file that would not open here.
         """
+        if self._interrupted:
+            raise CommitInterrupted(
+                "an earlier commit stopped after writing the keyring file; open the vault"
+                " again from the stored file before changing the keyring"
+            )
+        if self._needs_own_version:
+            self._write_and_advance(self._keyring)
+            self._needs_own_version = False
+        self._write_and_advance(keyring)
+
+    def _write_and_advance(self, keyring: Keyring) -> None:
         target = self._version + 1
-        mac_key = KeyringFile.mac_key([self._unseal_kek(k) for k in keyring.keks])
-        stored = KeyringFile.seal(keyring, version=target, binding=self._binding, mac_key=mac_key)
+        stored = KeyringFile.seal(keyring, version=target, binding=self._binding, tpm=self._tpm)
+        unmoved = False
+        with contextlib.suppress(KeyringRefused):
+            self._stored.verify(self._tpm)
+            unmoved = True
+        if not unmoved:
+            raise KeyringError(
+                "this node's PCRs changed since the keyring was opened: a file written now"
+                " would not open in the measured state; nothing was committed"
+            )
+        self._interrupted = True
         self._persist(stored.encode())
         self._version = advance_counter(self._tpm, self._binding, self._version, target)
+        self._interrupted = False
+        self._stored = stored
         self._keyring = keyring
 
     def _unseal_kek(self, kek: SealedKek) -> bytes:
@@ -443,46 +561,58 @@ class KeyVault:
 
         ``peer`` is the requester's authenticated identity (its Noise static
         key from the channel the request arrives on); only a request from the
-        same peer can use the nonce.
+        same peer can use the nonce. Issuing keeps no state (see the module
+        docstring); it is refused only while the used-challenge memory is full.
         """
         _check_peer(peer)
-        now = self._clock.monotonic()
-        outstanding = self._challenges.get(peer)
-        if outstanding is None:
-            self._forget_expired_peers(now)
-            if len(self._challenges) >= MAX_CHALLENGE_PEERS:
-                raise KeyReleaseDenied(
-                    Denial.TOO_MANY_PEERS, "too many peers hold challenges; retry later"
-                )
-            outstanding = self._challenges[peer] = OrderedDict()
-        nonce = self._random.token_bytes(CHALLENGE_SIZE)
-        outstanding[nonce] = now
-        while len(outstanding) > MAX_CHALLENGES_PER_PEER:
-            outstanding.popitem(last=False)
-        self._challenges.move_to_end(peer)
-        return nonce
+        now = self._monotonic_ms()
+        self._forget_expired(now)
+        if len(self._used) >= MAX_USED_CHALLENGES:
+            raise KeyReleaseDenied(
+                Denial.TOO_MANY_CHALLENGES, "too many challenges used recently; retry later"
+            )
+        issued = now.to_bytes(_CHALLENGE_TIME_SIZE, "big", signed=True)
+        random_part = self._random.token_bytes(_CHALLENGE_RANDOM_SIZE)
+        return issued + random_part + self._challenge_tag(peer, issued, random_part)
 
-    def _forget_expired_peers(self, now: float) -> None:
-        # Peers are ordered by their newest challenge, so the front peer's
-        # newest nonce expiring means all of its nonces did: amortised O(1).
-        while self._challenges:
-            peer, outstanding = next(iter(self._challenges.items()))
-            newest = next(reversed(outstanding.values()))
-            if now - newest <= self._challenge_ttl_s:
-                return
-            del self._challenges[peer]
+    def _monotonic_ms(self) -> int:
+        return int(self._clock.monotonic() * 1000)
+
+    def _challenge_tag(self, peer: bytes, issued: bytes, random_part: bytes) -> bytes:
+        message = _CHALLENGE_TAG_DOMAIN + peer + issued + random_part
+        return hmac.new(self._challenge_key, message, hashlib.sha256).digest()[:_CHALLENGE_TAG_SIZE]
+
+    def _forget_expired(self, now: int) -> None:
+        # A nonce past its expiry is refused by age, so remembering it is moot.
+        while self._used_expiry and self._used_expiry[0][0] < now:
+            _, nonce = heapq.heappop(self._used_expiry)
+            self._used.discard(nonce)
 
     def _consume_challenge(self, peer: bytes, nonce: bytes) -> None:
-        outstanding = self._challenges.get(peer)
-        issued = outstanding.pop(nonce, None) if outstanding is not None else None
-        if outstanding is not None and not outstanding:
-            del self._challenges[peer]
-        if issued is None:
+        issued = nonce[:_CHALLENGE_TIME_SIZE]
+        random_part = nonce[_CHALLENGE_TIME_SIZE : _CHALLENGE_TIME_SIZE + _CHALLENGE_RANDOM_SIZE]
+        tag = nonce[_CHALLENGE_TIME_SIZE + _CHALLENGE_RANDOM_SIZE :]
+        if not hmac.compare_digest(tag, self._challenge_tag(peer, issued, random_part)):
             raise KeyReleaseDenied(
                 Denial.UNKNOWN_CHALLENGE, "nonce not issued to this peer, or already used"
             )
-        if self._clock.monotonic() - issued > self._challenge_ttl_s:
+        now = self._monotonic_ms()
+        issued_ms = int.from_bytes(issued, "big", signed=True)
+        if not 0 <= now - issued_ms <= self._challenge_ttl_ms:
             raise KeyReleaseDenied(Denial.EXPIRED_CHALLENGE, "nonce expired")
+        self._forget_expired(now)
+        if nonce in self._used:
+            raise KeyReleaseDenied(
+                Denial.UNKNOWN_CHALLENGE, "nonce not issued to this peer, or already used"
+            )
+        if len(self._used) >= MAX_USED_CHALLENGES:
+            # Not consumed: nothing about the request was looked at, and the
+            # nonce stays good for one use until it expires.
+            raise KeyReleaseDenied(
+                Denial.TOO_MANY_CHALLENGES, "too many challenges used recently; retry later"
+            )
+        self._used.add(nonce)
+        heapq.heappush(self._used_expiry, (issued_ms + self._challenge_ttl_ms, nonce))
 
     def release_data_key(self, request: DataKeyRequest, *, peer: bytes) -> DataKeyGrant:
         """The data key for an attested peer, or :class:`KeyReleaseDenied`.
@@ -603,11 +733,15 @@ class KeyVault:
     # --- KEK rotation ------------------------------------------------------------------
 
     def begin_kek_rotation(self, pcr_indices: Sequence[int] | None = None) -> int:
-        """Seal a new pending KEK; new wraps go under it from now on."""
+        """Seal a new pending KEK; new wraps go under it from now on.
+
+        ``pcr_indices`` (default: the active KEK's) must include every register
+        of :data:`KEK_PCRS`, or :class:`UnmeasuredKekSelection`.
+        """
         if self._keyring.pending_kek is not None:
             raise KeyringError("a KEK rotation is already in progress")
-        indices = (
-            tuple(pcr_indices) if pcr_indices is not None else self._keyring.active_kek.pcr_indices
+        indices = _kek_selection(
+            pcr_indices if pcr_indices is not None else self._keyring.active_kek.pcr_indices
         )
         kek_id = self._keyring.next_kek_id()
         kek = _seal_new_kek(self._tpm, self._random, kek_id, KekState.PENDING, indices)
@@ -652,12 +786,26 @@ def _unseal(tpm: TPM, kek: SealedKek) -> bytes:
     return secret
 
 
+def _kek_selection(pcr_indices: Sequence[int]) -> tuple[int, ...]:
+    """``pcr_indices`` sorted, if it includes every register of :data:`KEK_PCRS`.
+
+    A KEK sealed to fewer unseals outside the measured state: to the
+    application registers alone, on this machine booted into any image that
+    extends their published digests (they are extendable by anyone).
+    """
+    indices = tuple(sorted(set(pcr_indices)))
+    if not set(KEK_PCRS) <= set(indices):
+        raise UnmeasuredKekSelection(
+            "a KEK is sealed to the node image's platform registers and the application"
+            f" registers (PCR {', '.join(map(str, KEK_PCRS))}) at least"
+        )
+    return indices
+
+
 def _seal_new_kek(
     tpm: TPM, random: Random, kek_id: int, state: KekState, pcr_indices: Sequence[int]
 ) -> SealedKek:
-    indices = tuple(sorted(set(pcr_indices)))
-    if not indices:
-        raise KeyringError("a KEK must be sealed to at least one PCR")
+    indices = _kek_selection(pcr_indices)
     kek = random.token_bytes(KEK_SIZE)
     try:
         blob = tpm.seal(kek, indices)

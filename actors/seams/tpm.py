@@ -30,12 +30,28 @@ name (the hash of its public area, which includes a random authorisation
 policy), so a caller that remembers the name notices a counter re-created by
 anyone who did not copy the public area. ``actors.counter_guard`` is the one
 place that checks counters against remembered names.
+
+Sealing keeps data secret from other PCR states, but it does not say who
+sealed: the TPM owner can create a sealed object under any PCR policy
+(``TPM2_Create`` checks no PCR state), holding data of the owner's choosing.
+What only code running in a given state can do is *use* a key bound to that
+state. :meth:`TPM.measured_hmac` is that operation: an HMAC under a key that
+this TPM derives from its storage seed and the current values of the chosen
+PCRs, and that it uses only while they hold those values. Anyone can ask for
+the key of another state, nobody can use it there; so a tag that verifies
+under :meth:`TPM.measured_hmac` was computed on this TPM in this state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Final, Protocol
+
+#: Longest message :meth:`TPM.measured_hmac` takes: TPM 2.0's ``MAX_DIGEST_BUFFER``
+#: (callers authenticate a digest of what they protect, not the thing itself).
+MAX_MEASURED_HMAC_MESSAGE: Final = 1024
+#: :meth:`TPM.measured_hmac` is HMAC-SHA256.
+MEASURED_HMAC_SIZE: Final = 32
 
 
 class TPMError(Exception):
@@ -82,6 +98,24 @@ class TPM(Protocol):
 
     def unseal(self, blob: bytes) -> bytes:
         """The data sealed in ``blob``; :class:`TPMError` if the PCRs changed."""
+        ...
+
+    def measured_hmac(self, pcr_indices: Sequence[int], message: bytes) -> bytes:
+        """HMAC-SHA256 of ``message`` under this TPM's key for the current
+        values of the PCRs ``pcr_indices``.
+
+        The key is fixed by this TPM's storage seed and those values: the same
+        state gives the same tag after every restart, any other state (or TPM)
+        an unrelated one, and no caller ever sees the key. The TPM uses it only
+        while the PCRs hold the values it belongs to, so nobody -- the TPM
+        owner included -- can compute a tag for a state the machine is not in.
+        ``message`` is at most :data:`MAX_MEASURED_HMAC_MESSAGE` bytes;
+        :class:`TPMError` if the PCRs change while the tag is computed.
+
+        Every caller in one state shares the key, so each prefixes its
+        messages with a domain of its own, and none hands a tag over a message
+        someone else chose back to them: that tag is as good as the key for it.
+        """
         ...
 
     def counter_define(self, counter: int) -> bytes:

@@ -20,6 +20,17 @@ What each seam operation maps to:
   hierarchy's storage key whose only authorisation is ``TPM2_PolicyPCR`` over
   the named SHA-384 PCRs. Unsealing runs in a salted session with response
   encryption, so the secret does not cross the TPM bus in the clear.
+* ``measured_hmac``: ``TPM2_HMAC`` with a keyed-hash HMAC-SHA256 *primary* key
+  of the owner hierarchy whose template's ``authPolicy`` is ``TPM2_PolicyPCR``
+  over the named SHA-384 PCRs' current values (computed in a trial session).
+  A primary key is derived from the hierarchy's seed and its template, so the
+  key is the same for the same state after every restart and a different one
+  for every other state; without ``USERWITHAUTH`` the key signs only in a
+  policy session that satisfied that PolicyPCR, i.e. while the PCRs hold those
+  values. The owner can create the same primary from any state (creating
+  checks no PCR) but cannot use it outside the state. The HMAC runs in a
+  salted session with response encryption, like ``unseal``: a tag for a
+  message chosen by whoever supplied it is as good as the key for that message.
 * ``counter_*``: ``TPM_NT_COUNTER`` NV indices in the owner hierarchy, which
   never decrease while they exist, across reboots. The owner can undefine one;
   ``TPM2_NV_Increment`` then initialises a counter defined again above the
@@ -41,6 +52,7 @@ survive reboots, without persisting any handle in NV.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -77,7 +89,13 @@ from tpm2_pytss.types import (
     TPMU_SYM_MODE,
 )
 
-from actors.seams.tpm import CounterMismatch, CounterMissing, TPMError
+from actors.seams.tpm import (
+    MAX_MEASURED_HMAC_MESSAGE,
+    MEASURED_HMAC_SIZE,
+    CounterMismatch,
+    CounterMissing,
+    TPMError,
+)
 from nodes.tpm._nsm import NsmError, request_nitrotpm_document
 from protocol.attestation import tpm2_quote
 
@@ -159,6 +177,39 @@ def _srk_template() -> TPM2B_PUBLIC:
         objectAttributes=TPMA_OBJECT.DEFAULT_TPM2_TOOLS_CREATEPRIMARY_ATTRS,
         nameAlg="sha256",
     )
+
+
+#: The ``unique`` field of the measured-HMAC primary's template: part of what
+#: the key derives from, so no other keyed-hash primary template yields it.
+_MEASURED_HMAC_UNIQUE: Final = hashlib.sha256(b"mantle/measured-hmac-key/v1").digest()
+
+
+def _measured_hmac_template(policy_digest: bytes) -> TPM2B_PUBLIC:
+    """The measured-HMAC primary key for the PCR state whose PolicyPCR digest
+    is ``policy_digest``: HMAC-SHA256, usable only through that policy.
+
+    No ``USERWITHAUTH``: the (empty) auth value never authorises a use, only a
+    policy session does. ``FIXEDTPM | FIXEDPARENT``: never duplicated off the
+    TPM. ``NODA``: a refused use (the PCRs moved) must not count towards
+    dictionary-attack lockout, as no auth value is involved.
+    """
+    public = TPM2B_PUBLIC(
+        TPMT_PUBLIC(
+            type=TPM2_ALG.KEYEDHASH,
+            nameAlg=TPM2_ALG.SHA256,
+            objectAttributes=TPMA_OBJECT.FIXEDTPM
+            | TPMA_OBJECT.FIXEDPARENT
+            | TPMA_OBJECT.SENSITIVEDATAORIGIN
+            | TPMA_OBJECT.SIGN_ENCRYPT
+            | TPMA_OBJECT.NODA,
+            authPolicy=policy_digest,
+        )
+    )
+    details = public.publicArea.parameters.keyedHashDetail
+    details.scheme.scheme = TPM2_ALG.HMAC
+    details.scheme.details.hmac.hashAlg = TPM2_ALG.SHA256
+    public.publicArea.unique.keyedHash = _MEASURED_HMAC_UNIQUE
+    return public
 
 
 def _sha384_selection(indices: Sequence[int]) -> TPML_PCR_SELECTION:
@@ -388,6 +439,65 @@ class TpmDeviceBackend:
         finally:
             esapi.flush_context(handle)
 
+    def _current_pcr_policy(self, esapi: ESAPI, selection: TPML_PCR_SELECTION) -> bytes:
+        """The PolicyPCR digest of the selected PCRs' values right now.
+
+        A trial session computes it from the values the TPM holds: PolicyPCR
+        with an empty expected digest means "whatever they are at this moment".
+        """
+        trial = esapi.start_auth_session(
+            tpm_key=ESYS_TR.NONE,
+            bind=ESYS_TR.NONE,
+            session_type=TPM2_SE.TRIAL,
+            symmetric=TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
+            auth_hash=TPM2_ALG.SHA256,
+        )
+
+        def trial_policy() -> bytes:
+            esapi.policy_pcr(trial, b"", selection)
+            return bytes(esapi.policy_get_digest(trial))
+
+        return self._with_flushed(esapi, trial, trial_policy)
+
+    def _in_pcr_policy_session(
+        self,
+        esapi: ESAPI,
+        selection: TPML_PCR_SELECTION,
+        use: Callable[[ESYS_TR], _T],
+        operation: str,
+    ) -> _T:
+        """``use(session)`` in a policy session that satisfied PolicyPCR over
+        ``selection`` as the PCRs are now; :class:`TPMError` on a policy failure.
+
+        Salted with the storage key and with response encryption: what the
+        command returns (an unsealed secret, an HMAC) travels encrypted to
+        this process.
+        """
+        policy = esapi.start_auth_session(
+            tpm_key=self._storage_key(esapi),
+            bind=ESYS_TR.NONE,
+            session_type=TPM2_SE.POLICY,
+            symmetric=TPMT_SYM_DEF(
+                algorithm=TPM2_ALG.AES,
+                keyBits=TPMU_SYM_KEY_BITS(aes=128),
+                mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB),
+            ),
+            auth_hash=TPM2_ALG.SHA256,
+        )
+
+        def run_policy() -> _T:
+            # Inside the flush guard: a failure here must not leak the session.
+            esapi.trsess_set_attributes(policy, TPMA_SESSION.CONTINUESESSION | TPMA_SESSION.ENCRYPT)
+            esapi.policy_pcr(policy, b"", selection)
+            try:
+                return use(policy)
+            except TSS2_Exception as exc:
+                if exc.error == TPM2_RC.POLICY_FAIL:
+                    raise TPMError(f"{operation} refused: PCR values changed") from exc
+                raise
+
+        return self._with_flushed(esapi, policy, run_policy)
+
     def seal(self, data: bytes, pcr_indices: Sequence[int]) -> bytes:
         if not isinstance(data, bytes) or not 0 < len(data) <= MAX_SEALED_DATA:
             raise TPMError(f"sealed data must be 1..{MAX_SEALED_DATA} bytes")
@@ -395,22 +505,7 @@ class TpmDeviceBackend:
         selection = _sha384_selection(indices)
         with self._session("seal") as esapi:
             srk = self._storage_key(esapi)
-            # A trial session computes the policy digest from the PCR values
-            # the TPM holds right now: PolicyPCR with an empty expected digest
-            # means "whatever they are at this moment".
-            trial = esapi.start_auth_session(
-                tpm_key=ESYS_TR.NONE,
-                bind=ESYS_TR.NONE,
-                session_type=TPM2_SE.TRIAL,
-                symmetric=TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
-                auth_hash=TPM2_ALG.SHA256,
-            )
-
-            def trial_policy() -> bytes:
-                esapi.policy_pcr(trial, b"", selection)
-                return bytes(esapi.policy_get_digest(trial))
-
-            policy_digest = self._with_flushed(esapi, trial, trial_policy)
+            policy_digest = self._current_pcr_policy(esapi, selection)
             # No USERWITHAUTH: the object's auth value can never open it; only
             # a policy session that satisfied PolicyPCR can.
             public = TPM2B_PUBLIC(
@@ -467,37 +562,42 @@ class TpmDeviceBackend:
             srk = self._storage_key(esapi)
             sealed = esapi.load(srk, private, public)
 
-            def open_sealed() -> bytes:
-                # Salted with the storage key and with response encryption:
-                # the unsealed bytes travel encrypted to this process.
-                policy = esapi.start_auth_session(
-                    tpm_key=srk,
-                    bind=ESYS_TR.NONE,
-                    session_type=TPM2_SE.POLICY,
-                    symmetric=TPMT_SYM_DEF(
-                        algorithm=TPM2_ALG.AES,
-                        keyBits=TPMU_SYM_KEY_BITS(aes=128),
-                        mode=TPMU_SYM_MODE(aes=TPM2_ALG.CFB),
-                    ),
-                    auth_hash=TPM2_ALG.SHA256,
-                )
+            def unseal_in(session: ESYS_TR) -> bytes:
+                return bytes(esapi.unseal(sealed, session1=session))
 
-                def run_policy() -> bytes:
-                    # Inside the flush guard: a failure here must not leak the session.
-                    esapi.trsess_set_attributes(
-                        policy, TPMA_SESSION.CONTINUESESSION | TPMA_SESSION.ENCRYPT
-                    )
-                    esapi.policy_pcr(policy, b"", selection)
-                    try:
-                        return bytes(esapi.unseal(sealed, session1=policy))
-                    except TSS2_Exception as exc:
-                        if exc.error == TPM2_RC.POLICY_FAIL:
-                            raise TPMError("unseal refused: PCR values changed") from exc
-                        raise
+            return self._with_flushed(
+                esapi,
+                sealed,
+                lambda: self._in_pcr_policy_session(esapi, selection, unseal_in, "unseal"),
+            )
 
-                return self._with_flushed(esapi, policy, run_policy)
+    # ---------------------------------------------------------------- measured HMAC
 
-            return self._with_flushed(esapi, sealed, open_sealed)
+    def measured_hmac(self, pcr_indices: Sequence[int], message: bytes) -> bytes:
+        if not isinstance(message, bytes) or len(message) > MAX_MEASURED_HMAC_MESSAGE:
+            raise TPMError(f"a measured HMAC message is at most {MAX_MEASURED_HMAC_MESSAGE} bytes")
+        selection = _sha384_selection(_check_pcr_indices(pcr_indices))
+        with self._session("measured HMAC") as esapi:
+            # The primary for the state the PCRs are in now. Should they move
+            # before the HMAC below, the session's PolicyPCR no longer matches
+            # this key's authPolicy and the TPM refuses: a tag is only ever
+            # computed under the key of the state the HMAC ran in.
+            template = _measured_hmac_template(self._current_pcr_policy(esapi, selection))
+            key, _, _, _, _ = esapi.create_primary(
+                TPM2B_SENSITIVE_CREATE(), template, ESYS_TR.OWNER
+            )
+
+            def hmac_in(session: ESYS_TR) -> bytes:
+                return bytes(esapi.hmac(key, message, TPM2_ALG.SHA256, session1=session))
+
+            tag = self._with_flushed(
+                esapi,
+                key,
+                lambda: self._in_pcr_policy_session(esapi, selection, hmac_in, "measured HMAC"),
+            )
+        if len(tag) != MEASURED_HMAC_SIZE:
+            raise TPMError("the TPM returned an HMAC of the wrong size")
+        return tag
 
     # ---------------------------------------------------------------- counters
 

@@ -16,7 +16,14 @@
   current values of the chosen PCRs, so changing any of them (or using another
   TPM) makes unsealing fail. Nonces are synthetic (derived from the RNG
   position and the sealed data), so they stay deterministic without repeating
-  for different data.
+  for different data. :meth:`~SimulatedNitroTPM.owner_seal_to` is the TPM
+  owner's power to seal data of its choosing to PCR values the machine is not
+  in (on a device, ``TPM2_Create`` under a PolicyPCR computed in a trial
+  session from the published values).
+* Measured HMAC: HMAC-SHA256 under a key derived, like the seal key, from the
+  seed secret and the *current* values of the chosen PCRs, so a tag can only
+  be computed for the state the simulated machine is in; nothing, the owner
+  included, can compute one for another state.
 * NV state (monotonic counters, the RNG position) lives in :class:`NvState`,
   which survives :meth:`SimulatedNitroTPM.reboot` and can be handed to a new
   instance to model a node restart on the same machine.
@@ -39,14 +46,19 @@ import enum
 import hashlib
 import hmac
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from actors.seams.clock import WallClock
-from actors.seams.tpm import CounterMismatch, CounterMissing, TPMError
+from actors.seams.tpm import (
+    MAX_MEASURED_HMAC_MESSAGE,
+    CounterMismatch,
+    CounterMissing,
+    TPMError,
+)
 from protocol.attestation import MAX_USER_FIELD_BYTES
 from simulations.nitrotpm._document import encode_payload, nitrotpm_fields, sign_payload
 from simulations.nitrotpm._image import (
@@ -76,6 +88,7 @@ class TpmOp(enum.StrEnum):
     ATTEST = "attest"
     SEAL = "seal"
     UNSEAL = "unseal"
+    MEASURED_HMAC = "measured_hmac"
     COUNTER_DEFINE = "counter_define"
     COUNTER_NAME = "counter_name"
     COUNTER_READ = "counter_read"
@@ -276,32 +289,55 @@ class SimulatedNitroTPM:
 
     # -- sealing -----------------------------------------------------------
 
-    def _seal_key(self, selection: int) -> bytes:
-        values = b"".join(self._pcrs[i] for i in range(PCR_COUNT) if selection >> i & 1)
+    def _selection(self, pcr_indices: Sequence[int]) -> int:
+        selection = 0
+        for index in pcr_indices:
+            self._check_index(index)
+            selection |= 1 << index
+        return selection
+
+    def _selected_values(self, selection: int) -> bytes:
+        return b"".join(self._pcrs[i] for i in range(PCR_COUNT) if selection >> i & 1)
+
+    def _seal_key(self, selection: int, values: bytes) -> bytes:
         return hmac.new(
             self._secret, b"seal/v1\x00" + selection.to_bytes(4, "big") + values, hashlib.sha256
         ).digest()
 
+    def _seal_to(self, data: bytes, selection: int, values: bytes) -> bytes:
+        if len(data) > MAX_SEAL_BYTES:
+            raise TPMError(f"sealed data is at most {MAX_SEAL_BYTES} bytes")
+        header = bytes([_SEAL_VERSION]) + selection.to_bytes(4, "big")
+        # Synthetic nonce: the RNG position repeats when a TPM of the same
+        # seed starts from a fresh NvState, so the nonce also commits to the
+        # sealed data; two different secrets never share a key and nonce.
+        nonce = hmac.new(
+            self._secret,
+            b"seal-nonce/v1\x00" + self._draw(16) + header + data,
+            hashlib.sha256,
+        ).digest()[:_SEAL_NONCE]
+        sealed = AESGCM(self._seal_key(selection, values)).encrypt(nonce, data, header)
+        return header + nonce + sealed
+
     def seal(self, data: bytes, pcr_indices: Sequence[int]) -> bytes:
         with self._lock:
             self._enter(TpmOp.SEAL)
-            if len(data) > MAX_SEAL_BYTES:
-                raise TPMError(f"sealed data is at most {MAX_SEAL_BYTES} bytes")
-            selection = 0
-            for index in pcr_indices:
-                self._check_index(index)
-                selection |= 1 << index
-            header = bytes([_SEAL_VERSION]) + selection.to_bytes(4, "big")
-            # Synthetic nonce: the RNG position repeats when a TPM of the same
-            # seed starts from a fresh NvState, so the nonce also commits to the
-            # sealed data; two different secrets never share a key and nonce.
-            nonce = hmac.new(
-                self._secret,
-                b"seal-nonce/v1\x00" + self._draw(16) + header + data,
-                hashlib.sha256,
-            ).digest()[:_SEAL_NONCE]
-            sealed = AESGCM(self._seal_key(selection)).encrypt(nonce, data, header)
-            return header + nonce + sealed
+            selection = self._selection(pcr_indices)
+            return self._seal_to(data, selection, self._selected_values(selection))
+
+    def owner_seal_to(self, data: bytes, pcr_values: Mapping[int, bytes]) -> bytes:
+        """What the TPM owner can do on any TPM: seal ``data`` of its choosing to
+        PCR values the machine need not be in (``TPM2_Create`` checks no PCR
+        state; the owner computes the PolicyPCR digest from values it read in
+        an attestation document). :meth:`unseal` opens the blob in that state.
+        """
+        with self._lock:
+            selection = self._selection(list(pcr_values))
+            for value in pcr_values.values():
+                if type(value) is not bytes or len(value) != PCR_BYTES:
+                    raise TPMError(f"a PCR value is {PCR_BYTES} bytes")
+            values = b"".join(pcr_values[i] for i in range(PCR_COUNT) if selection >> i & 1)
+            return self._seal_to(data, selection, values)
 
     def unseal(self, blob: bytes) -> bytes:
         with self._lock:
@@ -314,13 +350,34 @@ class SimulatedNitroTPM:
                 raise TPMError("not a sealed blob of this TPM")
             nonce = blob[_SEAL_HEADER : _SEAL_HEADER + _SEAL_NONCE]
             with contextlib.suppress(InvalidTag):
-                return AESGCM(self._seal_key(selection)).decrypt(
+                return AESGCM(self._seal_key(selection, self._selected_values(selection))).decrypt(
                     nonce, blob[_SEAL_HEADER + _SEAL_NONCE :], header
                 )
             # One answer for "PCRs changed", "other TPM" and "tampered":
             # telling them apart would help an attacker probe. Raised outside
             # the handler, as every decoder's refusal is.
             raise TPMError("unseal refused: PCR policy not satisfied")
+
+    def measured_hmac(self, pcr_indices: Sequence[int], message: bytes) -> bytes:
+        with self._lock:
+            self._enter(TpmOp.MEASURED_HMAC)
+            if type(message) is not bytes or len(message) > MAX_MEASURED_HMAC_MESSAGE:
+                raise TPMError(
+                    f"a measured HMAC message is at most {MAX_MEASURED_HMAC_MESSAGE} bytes"
+                )
+            selection = self._selection(pcr_indices)
+            if not selection:
+                raise TPMError("no PCRs selected")
+            # The key of the state the machine is in now: as on a device, there
+            # is no way to name another state's key and use it.
+            key = hmac.new(
+                self._secret,
+                b"measured-hmac/v1\x00"
+                + selection.to_bytes(4, "big")
+                + self._selected_values(selection),
+                hashlib.sha256,
+            ).digest()
+            return hmac.new(key, message, hashlib.sha256).digest()
 
     # -- counters and randomness -------------------------------------------
 

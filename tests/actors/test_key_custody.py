@@ -31,6 +31,7 @@ from actors.key_custody import (
     NodeKeyCustody,
     seal_data_key_import,
 )
+from actors.key_custody import _vault as vault_module
 from actors.seams.tpm import TPMError
 from nodes.boot import BootInputs, measured_boot
 from nodes.model_store import (
@@ -134,7 +135,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         [NitroAuthenticator(TrustAnchor.from_der(pki.root_der), cache=ChainCache())]
     )
     persisted: list[bytes] = []
-    keyring = KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS)
+    keyring = KeyVault.new_keyring(keys_tpm, SystemRandom())
     # The model provider's static key, as the release would name it for MODEL.
     provider = KeyPair.generate(ENVELOPE_PROTOCOL.dh, SystemRandom().token_bytes)
     vault = KeyVault(
@@ -266,6 +267,60 @@ def test_challenges_are_single_use_and_expire(cluster: Cluster) -> None:
     with pytest.raises(KeyReleaseDenied) as caught:
         cluster.vault.release_data_key(replace(stale, nonce=fresh_nonce), peer=peer)
     assert caught.value.attestation_check == "nonce"
+
+
+def test_a_challenge_is_this_vaults_for_this_peer_at_this_time(cluster: Cluster) -> None:
+    seal_weights(cluster, 1)
+    tpm, custody = cluster.node("inference-1")
+    peer = custody.static_public
+    request = cluster.request_key(tpm, custody)
+    # The issue time is covered by the tag: backdating or postdating breaks it.
+    for shifted in (-1, 1):
+        issued = int.from_bytes(request.nonce[:8], "big", signed=True) + shifted
+        nonce = issued.to_bytes(8, "big", signed=True) + request.nonce[8:]
+        with pytest.raises(KeyReleaseDenied) as caught:
+            cluster.vault.release_data_key(replace(request, nonce=nonce), peer=peer)
+        assert caught.value.denial is Denial.UNKNOWN_CHALLENGE
+    # A restarted vault draws a new challenge key: nothing issued before passes.
+    restarted = reopen(cluster, cluster.persisted[-1])
+    with pytest.raises(KeyReleaseDenied) as caught:
+        restarted.release_data_key(request, peer=peer)
+    assert caught.value.denial is Denial.UNKNOWN_CHALLENGE
+    # The original still answers (the refusals above consumed nothing).
+    grant = cluster.vault.release_data_key(request, peer=peer)
+    custody.accept_grant(request, grant, keys_node_static=cluster.keys_custody.static_public)
+
+
+def test_used_challenges_are_remembered_until_they_expire_and_bounded(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vault_module, "MAX_USED_CHALLENGES", 8)
+    seal_weights(cluster, 1)
+    tpm, custody = cluster.node("inference-1")
+    peer = custody.static_public
+    requests = [cluster.request_key(tpm, custody) for _ in range(9)]
+    for request in requests[:8]:
+        cluster.vault.release_data_key(request, peer=peer)
+    # The memory is full: the vault issues nothing more and takes no unused
+    # nonce, rather than forget a used one...
+    with pytest.raises(KeyReleaseDenied) as caught:
+        cluster.vault.issue_challenge(peer)
+    assert caught.value.denial is Denial.TOO_MANY_CHALLENGES
+    with pytest.raises(KeyReleaseDenied) as caught:
+        cluster.vault.release_data_key(requests[8], peer=peer)
+    assert caught.value.denial is Denial.TOO_MANY_CHALLENGES
+    # ...so every used one is still refused.
+    for request in requests[:8]:
+        with pytest.raises(KeyReleaseDenied) as caught:
+            cluster.vault.release_data_key(request, peer=peer)
+        assert caught.value.denial is Denial.UNKNOWN_CHALLENGE
+    # Once they expire they are refused by age, and their room is free again.
+    cluster.wall.advance(61)
+    for request in requests:
+        with pytest.raises(KeyReleaseDenied) as caught:
+            cluster.vault.release_data_key(request, peer=peer)
+        assert caught.value.denial is Denial.EXPIRED_CHALLENGE
+    cluster.fetch(tpm, custody)
 
 
 def test_denied_requests_consume_the_challenge_and_never_unseal(
@@ -558,7 +613,7 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
         ),
         policy_for=lambda model_id: model_policy([cluster.release], model_id),
         provider_static_for=lambda model_id: provider.public if model_id == MODEL else None,
-        keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
+        keyring=KeyVault.new_keyring(keys_tpm, SystemRandom()),
         persist=[].append,
     )
     (tmp_path / "keys.cbor").write_bytes(keys_node.document)
@@ -689,19 +744,15 @@ def test_a_crash_before_the_write_keeps_the_previous_keyring(cluster: Cluster) -
 def test_a_second_first_keyring_on_one_tpm_is_refused(cluster: Cluster) -> None:
     # Losing the keyring file does not let anyone start a fresh one quietly.
     with pytest.raises(CounterRefused) as caught:
-        KeyVault.new_keyring(cluster.keys_tpm, SystemRandom(), APPLICATION_PCRS)
+        KeyVault.new_keyring(cluster.keys_tpm, SystemRandom())
     assert caught.value.check is CounterCheck.BINDING_MISSING
 
 
 def test_a_file_two_writes_ahead_of_the_counter_is_refused(cluster: Cluster) -> None:
     seal_weights(cluster, 1)
     stored = KeyringFile.decode(cluster.persisted[-1])
-    kek = cluster.keys_tpm.unseal(stored.keyring.active_kek.sealed_blob)
     ahead = KeyringFile.seal(
-        stored.keyring,
-        version=stored.version + 2,
-        binding=stored.binding,
-        mac_key=KeyringFile.mac_key([kek]),
+        stored.keyring, version=stored.version + 2, binding=stored.binding, tpm=cluster.keys_tpm
     )
     with pytest.raises(KeyringRefused) as caught:
         reopen(cluster, ahead.encode())

@@ -14,7 +14,7 @@ from nodes.boot import measured_boot
 from nodes.model_store import open_sealed_model, seal_model_file
 from nodes.random import SystemRandom
 from protocol.attestation import AttestationVerifier, NitroAuthenticator, TrustAnchor
-from protocol.measurement import APPLICATION_PCRS, model_policy
+from protocol.measurement import model_policy
 from protocol.release import ArtifactSpec
 from simulations.clock import ManualClock
 from simulations.nitrotpm import SimulatedNitroPKI, SimulatedNitroTPM
@@ -58,7 +58,7 @@ def test_demo_gguf_sealed_released_and_opened_in_memory(tmp_path: Path) -> None:
         policy_for=lambda model_id: model_policy([release], model_id),
         # The data key is added on the keys node itself below: no import is accepted.
         provider_static_for=lambda model_id: None,
-        keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
+        keyring=KeyVault.new_keyring(keys_tpm, SystemRandom()),
         persist=(tmp_path / "keyring").write_bytes,
     )
     data_key = SystemRandom().token_bytes(32)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from actors.counter_guard import CounterBinding
 from actors.key_custody import (
     KEYRING_COUNTER,
+    KEYRING_MAC_PCRS,
     DataKeyState,
     KekState,
     Keyring,
@@ -25,6 +26,8 @@ from actors.key_custody import (
     WrappedDataKey,
 )
 from actors.key_custody._keyring import unwrap_data_key, wrap_data_key
+from simulations.clock import ManualClock
+from simulations.nitrotpm import SimulatedNitroTPM, TpmOp
 
 KEK = bytes(range(32))
 DEK = bytes(range(32, 64))
@@ -131,27 +134,45 @@ def test_extension_types_and_oversize_are_refused() -> None:
 # --- the keyring file ----------------------------------------------------------------------
 
 BINDING = CounterBinding(KEYRING_COUNTER, b"\x00\x0b" + bytes(range(32)))
-MAC_KEY = KeyringFile.mac_key([KEK])
+#: The keys node's TPM, in the state the keyring file was written in.
+TPM = SimulatedNitroTPM.from_seed("keyring-file", clock=ManualClock(0))
 
 
 def stored() -> KeyringFile:
-    return KeyringFile.seal(keyring(), version=7, binding=BINDING, mac_key=MAC_KEY)
+    return KeyringFile.seal(keyring(), version=7, binding=BINDING, tpm=TPM)
 
 
 def test_keyring_file_round_trips_and_authenticates() -> None:
     decoded = KeyringFile.decode(stored().encode())
     assert decoded == stored()
-    decoded.verify(MAC_KEY)
+    decoded.verify(TPM)
     with pytest.raises(KeyringRefused) as caught:
-        decoded.verify(KeyringFile.mac_key([DEK]))
+        decoded.verify(SimulatedNitroTPM.from_seed("another TPM", clock=ManualClock(0)))
     assert caught.value.check is KeyringCheck.UNAUTHENTIC
 
 
-def test_the_mac_key_needs_every_kek() -> None:
-    assert KeyringFile.mac_key([KEK, DEK]) != KeyringFile.mac_key([KEK])
-    assert KeyringFile.mac_key([KEK, DEK]) != KeyringFile.mac_key([DEK, KEK])
+@pytest.mark.parametrize("index", KEYRING_MAC_PCRS)
+def test_the_mac_needs_the_measured_state_of_every_register(index: int) -> None:
+    data = stored().encode()
+    moved = SimulatedNitroTPM.from_seed("keyring-file", clock=ManualClock(0))
+    KeyringFile.decode(data).verify(moved)
+    # A register outside the selection does not matter...
+    moved.pcr_extend(16, bytes(48))
+    KeyringFile.decode(data).verify(moved)
+    # ...each one in it does: the file opens only in the state it was written in.
+    moved.pcr_extend(index, bytes(48))
+    with pytest.raises(KeyringRefused) as caught:
+        KeyringFile.decode(data).verify(moved)
+    assert caught.value.check is KeyringCheck.UNAUTHENTIC
+
+
+def test_a_failed_measured_hmac_is_a_keyring_error() -> None:
+    failing = SimulatedNitroTPM.from_seed("keyring-file", clock=ManualClock(0))
+    failing.inject_failure(TpmOp.MEASURED_HMAC, times=2)
     with pytest.raises(KeyringError):
-        KeyringFile.mac_key([])
+        KeyringFile.seal(keyring(), version=7, binding=BINDING, tpm=failing)
+    with pytest.raises(KeyringError):
+        stored().verify(failing)
 
 
 @settings(max_examples=200)
@@ -170,7 +191,7 @@ def test_every_field_of_a_keyring_file_is_authenticated(data: st.DataObject) -> 
     if decoded == stored():
         return  # the draw reproduced the original value
     with pytest.raises(KeyringRefused):
-        decoded.verify(MAC_KEY)
+        decoded.verify(TPM)
 
 
 @settings(max_examples=300)

@@ -31,11 +31,11 @@ from protocol.attestation import (
     PcrPolicy,
     TrustAnchor,
 )
-from protocol.measurement import APPLICATION_PCRS, model_policy
+from protocol.measurement import MEASURED_PCRS, boot_extends, model_policy
 from protocol.noise import KeyPair
 from protocol.release import VerifiedRelease
 from simulations.clock import ManualClock
-from simulations.nitrotpm import SimulatedNitroPKI, SimulatedNitroTPM
+from simulations.nitrotpm import NodeImage, SimulatedNitroPKI, SimulatedNitroTPM
 
 MODEL = "smol"
 WEIGHTS = b"GGUF" + hashlib.shake_256(b"adversarial weights").digest(4096)
@@ -47,6 +47,11 @@ def new_key_pair() -> KeyPair:
 
 #: The model provider: one party, whose key every test release names for MODEL.
 MODEL_PROVIDER = new_key_pair()
+
+#: An image of the operator's own making (its own kernel and user space).
+OPERATOR_IMAGE = NodeImage(
+    *(hashlib.sha384(b"operator's own image %d" % index).digest() for index in range(3))
+)
 
 
 @dataclass
@@ -82,7 +87,7 @@ class CustodyCloud:
             random=SystemRandom(),
             now=NOW,
         )
-        self.stored.append(KeyVault.new_keyring(self.keys_tpm, SystemRandom(), APPLICATION_PCRS))
+        self.stored.append(KeyVault.new_keyring(self.keys_tpm, SystemRandom()))
         self.vault = self.open_vault(self.stored[-1])
 
     def open_vault(
@@ -117,6 +122,23 @@ class CustodyCloud:
         """The keys node's static key as an inference node verified it (its
         boot document binds it)."""
         return self.keys_node.custody.static_public
+
+    def measured_pcrs(self) -> dict[int, bytes]:
+        """The keys node's measured registers, as any of its attestation documents shows them."""
+        return {index: self.keys_tpm.pcr_read(index) for index in MEASURED_PCRS}
+
+    def operator_boot(self, image: NodeImage = OPERATOR_IMAGE) -> SimulatedNitroTPM:
+        """The keys node's machine (same TPM, same NV state) booted into
+        ``image``, with the application registers extended to the keys node's
+        values: their event digests are published, so anyone can extend them.
+        The simulated TPM object of the genuine boot stays usable, standing for
+        the machine once it boots the released image again."""
+        tpm = SimulatedNitroTPM(
+            seed="keys-node", pki=self.pki, clock=self.wall, nv=self.keys_tpm.nv, image=image
+        )
+        for index, digest in boot_extends(self.keys_node.measurement):
+            tpm.pcr_extend(index, digest)
+        return tpm
 
     def inference_node(self, seed: str) -> tuple[SimulatedNitroTPM, NodeKeyCustody]:
         tpm = SimulatedNitroTPM(seed=seed, pki=self.pki, clock=self.wall)

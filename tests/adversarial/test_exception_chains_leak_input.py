@@ -41,8 +41,12 @@ from hypothesis import strategies as st
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 
 from actors.attestation import EvidenceMessage
-from actors.key_custody import DataKeyImport, KeyringError
+from actors.counter_guard import CounterBinding
+from actors.key_custody import KEYRING_COUNTER, DataKeyImport, KeyringError, KeyringFile
 from actors.key_custody import Keyring as PersistedKeyring
+from actors.key_custody._keyring import KEYRING_FORMAT_VERSION
+from actors.key_custody._keyring_file import KEYRING_FILE_FORMAT
+from actors.key_custody._vault import IMPORT_FORMAT_VERSION
 from actors.lowlevel import NodeHello
 from nodes.model_store import ModelStoreError, SealedModelInfo, read_sealed_header
 from nodes.release import KeyFileError, check_log_proof, load_private_key, load_public_key
@@ -976,6 +980,102 @@ def _import_bytes(model_id: str, envelope: bytes) -> bytes:
 def test_data_key_imports(model_id: str, envelope: bytes, mutation: Mutation) -> None:
     hostile = mutation.apply(_import_bytes(model_id, envelope))
     refused_cleanly(lambda: DataKeyImport.decode(hostile), KeyringError)
+
+
+# The formats as they are written now: the decoders parse these deeper.
+def _current_keyring_bytes(model_id: str) -> bytes:
+    data: bytes = msgpack.packb(
+        [
+            KEYRING_FORMAT_VERSION,
+            [[1, "active", b"blob " + CANARY_BYTES, [12]]],
+            [[model_id, 1, "active", 1, CANARY_BYTES, CANARY_BYTES * 4]],
+            [[model_id, 1]],
+        ],
+        use_bin_type=True,
+    )
+    return data
+
+
+def _keyring_file_bytes(body: bytes) -> bytes:
+    binding = CounterBinding(KEYRING_COUNTER, b"\x00\x0b" + CANARY_BYTES * 2 + bytes(8))
+    data: bytes = msgpack.packb(
+        [KEYRING_FILE_FORMAT, 5, binding.encode(), body, CANARY_BYTES * 2 + bytes(8)],
+        use_bin_type=True,
+    )
+    return data
+
+
+CURRENT_KEYRINGS = (
+    _current_keyring_bytes("m") + CANARY_BYTES,  # ExtraData: holds the whole keyring
+    _current_keyring_bytes(f"m/{ID_CANARY}"),
+    _current_keyring_bytes(f"m/{ID_CANARY}")[:-3],
+    msgpack.packb([KEYRING_FORMAT_VERSION, [], [], [[f"m/{ID_CANARY}", 1]]], use_bin_type=True),
+    msgpack.packb(
+        [KEYRING_FORMAT_VERSION, [[CANARY, CANARY, CANARY, [CANARY]]], [], []], use_bin_type=True
+    ),
+    msgpack.packb(
+        [KEYRING_FORMAT_VERSION, [], [msgpack.ExtType(5, CANARY_BYTES)], []], use_bin_type=True
+    ),
+)
+
+
+@pytest.mark.parametrize("data", CURRENT_KEYRINGS, ids=_numbered(CURRENT_KEYRINGS))
+def test_current_keyrings_and_keyring_files(data: bytes) -> None:
+    refused_cleanly(lambda: PersistedKeyring.decode(data), KeyringError, must_refuse=True)
+    refused_cleanly(
+        lambda: KeyringFile.decode(_keyring_file_bytes(data)), KeyringError, must_refuse=True
+    )
+
+
+@given(
+    model_id=st.just("m") | st.builds(lambda s: f"m/{s}{ID_CANARY}", st.text("abc", max_size=4)),
+    mutation=mutations,
+    where=st.sampled_from(("body", "file")),
+)
+@settings(max_examples=150)
+def test_current_keyrings_and_keyring_files_mutated(
+    model_id: str, mutation: Mutation, where: str
+) -> None:
+    if where == "body":
+        hostile = mutation.apply(_current_keyring_bytes(model_id))
+        refused_cleanly(lambda: PersistedKeyring.decode(hostile), KeyringError)
+    else:
+        hostile = mutation.apply(_keyring_file_bytes(_current_keyring_bytes(model_id)))
+        refused_cleanly(lambda: KeyringFile.decode(hostile), KeyringError)
+
+
+@given(
+    model_id=st.sampled_from((f"m/{ID_CANARY}", f"../{ID_CANARY}", "m")),
+    envelope=canary_bytes,
+    mutation=mutations,
+)
+@example(model_id="m", envelope=CANARY_BYTES, mutation=TRAILING_BYTE)
+@settings(max_examples=150)
+def test_current_data_key_imports(model_id: str, envelope: bytes, mutation: Mutation) -> None:
+    item = [IMPORT_FORMAT_VERSION, model_id, 1, envelope]
+    hostile = mutation.apply(msgpack.packb(item, use_bin_type=True))
+    refused_cleanly(lambda: DataKeyImport.decode(hostile), KeyringError)
+
+
+NOT_BYTES: tuple[object, ...] = (
+    None,
+    12,
+    CANARY,
+    [CANARY],
+    bytearray(_current_keyring_bytes("m")),
+    memoryview(_current_keyring_bytes("m")),
+)
+
+
+@pytest.mark.parametrize("data", NOT_BYTES, ids=_numbered(NOT_BYTES))
+@pytest.mark.parametrize(
+    "decode",
+    [PersistedKeyring.decode, KeyringFile.decode, DataKeyImport.decode],
+    ids=["keyring", "keyring file", "data key import"],
+)
+def test_custody_decoders_take_bytes_only(decode: Callable[[object], object], data: object) -> None:
+    # Every failure is the module's typed error, whatever the caller hands in.
+    refused_cleanly(lambda: decode(data), KeyringError, must_refuse=True)
 
 
 # ----------------------------------------------------------------------------- key files

@@ -30,7 +30,6 @@ from protocol.attestation import (
     noise_key_binding,
 )
 from protocol.measurement import (
-    APPLICATION_PCRS,
     boot_extends,
     cluster_policy,
     model_policy,
@@ -85,7 +84,7 @@ def test_foreign_image_gets_no_key_and_fails_the_client(tmp_path: Path, which: i
         clock=wall,
         verifier=AttestationVerifier([NitroAuthenticator(anchor)]),
         policy_for=lambda model_id: model_policy([release], model_id),
-        keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
+        keyring=KeyVault.new_keyring(keys_tpm, SystemRandom()),
         # No release names a provider key here: the tests add keys directly.
         provider_static_for=lambda model_id: None,
         persist=lambda keyring_file: None,

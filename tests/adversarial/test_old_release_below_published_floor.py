@@ -30,7 +30,7 @@ from protocol.attestation import (
     TrustAnchor,
     noise_key_binding,
 )
-from protocol.measurement import APPLICATION_PCRS, cluster_policy, model_policy
+from protocol.measurement import cluster_policy, model_policy
 from protocol.release import release_log_entry
 from simulations.clock import ManualClock
 from simulations.nitrotpm import SimulatedNitroPKI, SimulatedNitroTPM
@@ -69,7 +69,7 @@ def test_release_below_the_floor_gets_no_key_and_no_prompt(tmp_path: Path) -> No
         clock=wall,
         verifier=AttestationVerifier([NitroAuthenticator(anchor)]),
         policy_for=lambda model_id: model_policy(known, model_id),
-        keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
+        keyring=KeyVault.new_keyring(keys_tpm, SystemRandom()),
         # No release names a provider key here: the tests add keys directly.
         provider_static_for=lambda model_id: None,
         persist=lambda keyring_file: None,

@@ -22,7 +22,6 @@ from nodes.random import SystemRandom
 from protocol import measurement
 from protocol.attestation import AttestationVerifier, NitroAuthenticator, TrustAnchor
 from protocol.measurement import (
-    APPLICATION_PCRS,
     PLATFORM_PCRS,
     MeasurementError,
     MissingPlatformRegisters,
@@ -93,7 +92,7 @@ def test_keys_node_and_boot_refuse_a_release_without_an_image(tmp_path: Path) ->
         clock=wall,
         verifier=AttestationVerifier([NitroAuthenticator(TrustAnchor.from_der(pki.root_der))]),
         policy_for=lambda model_id: model_policy([release], model_id),
-        keyring=KeyVault.new_keyring(keys_tpm, SystemRandom(), APPLICATION_PCRS),
+        keyring=KeyVault.new_keyring(keys_tpm, SystemRandom()),
         # No release names a provider key here: the tests add keys directly.
         provider_static_for=lambda model_id: None,
         persist=lambda keyring_file: None,

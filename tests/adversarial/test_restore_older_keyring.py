@@ -8,11 +8,12 @@ seal binds PCR values, not time) -- "gone for good" was false.
 
 Now the file's version is bound to a TPM NV counter (``KEYRING_COUNTER``)
 that each commit advances, the file records which definition of the counter
-it belongs to, and a MAC derived from every KEK in the keyring authenticates
-it. The test restores each older file (refused: rollback), edits an old
+it belongs to, and a MAC that only the TPM in the keys node's measured state
+computes authenticates it. The test restores each older file (refused: rollback), edits an old
 file's version up to the counter (refused: unauthentic), forges a file that
 pairs a KEK the owner sealed itself with the genuine records (refused:
-unauthentic), and deletes or re-creates the counter as the TPM owner can
+unauthentic; test_keyring_forged_around_owner_sealed_kek.py tries the owner's
+KEK alone), and deletes or re-creates the counter as the TPM owner can
 (refused: missing, recreated) -- on the simulated TPM and on swtpm.
 """
 
@@ -39,7 +40,7 @@ from actors.key_custody import (
     SealedKek,
 )
 from nodes.random import SystemRandom
-from protocol.measurement import APPLICATION_PCRS
+from protocol.measurement import MEASURED_PCRS
 
 
 def history(cloud: CustodyCloud) -> tuple[int, int]:
@@ -110,11 +111,13 @@ def test_a_keyring_forged_around_an_owner_sealed_kek_is_refused(tmp_path: Path) 
     cloud.vault.add_data_key(MODEL, SystemRandom().token_bytes(32))
     genuine = KeyringFile.decode(cloud.stored[-1])
     owner_kek = bytes(range(32))
+    # The owner, on the same machine booted into its own image.
+    owner_tpm = cloud.operator_boot()
     owner_sealed = SealedKek(
         kek_id=9,
         state=KekState.ACTIVE,
-        sealed_blob=cloud.keys_tpm.seal(owner_kek, APPLICATION_PCRS),
-        pcr_indices=tuple(APPLICATION_PCRS),
+        sealed_blob=owner_tpm.owner_seal_to(owner_kek, cloud.measured_pcrs()),
+        pcr_indices=MEASURED_PCRS,
     )
     # The genuine KEK demoted to pending, the genuine wrapped records kept: the
     # vault would unwrap the real data key and could reseal weights under a
@@ -124,10 +127,7 @@ def test_a_keyring_forged_around_an_owner_sealed_kek_is_refused(tmp_path: Path) 
         keks=(replace(genuine.keyring.active_kek, state=KekState.PENDING), owner_sealed),
     )
     forged = KeyringFile.seal(
-        forged_ring,
-        version=genuine.version,
-        binding=genuine.binding,
-        mac_key=KeyringFile.mac_key([owner_kek]),
+        forged_ring, version=genuine.version, binding=genuine.binding, tpm=owner_tpm
     )
     with pytest.raises(KeyringRefused) as caught:
         cloud.open_vault(forged.encode())
@@ -177,7 +177,7 @@ def test_on_a_tpm_device_older_files_and_owner_counter_tricks_are_refused(
     swtpm.start()
     try:
         device = TpmDeviceBackend(swtpm.tcti)
-        stored = [KeyVault.new_keyring(device, SystemRandom(), APPLICATION_PCRS)]
+        stored = [KeyVault.new_keyring(device, SystemRandom())]
         vault = cloud.open_vault(stored[0], tpm=device, persist=stored.append)
         vault.add_data_key(MODEL, SystemRandom().token_bytes(32))
         vault.activate_data_key(MODEL, vault.begin_data_key_rotation(MODEL))

@@ -18,6 +18,7 @@ import pytest
 from _swtpm import (
     Swtpm,
     owner_define_counter,
+    owner_measured_hmac,
     owner_undefine,
     read_nv_public,
     require_swtpm,
@@ -317,6 +318,62 @@ def test_seal_and_unseal_refuse_bad_input(tpm: TpmDeviceBackend) -> None:
     corrupt = blob[:-5] + bytes([blob[-5] ^ 1]) + blob[-4:]
     with pytest.raises(TPMError):
         tpm.unseal(corrupt)
+
+
+# --------------------------------------------------------------------------- measured HMAC
+
+
+def test_measured_hmac_is_fixed_by_the_state_and_refused_outside_it(tmp_path: Path) -> None:
+    """The same state gives the same tag across restarts and another state
+    another; the owner derives the key of a state it is not in, and the TPM
+    will not use it."""
+    from tpm2_pytss import TSS2_Exception
+
+    from nodes.tpm import TpmDeviceBackend
+
+    selection = (8, 13)
+    state = {8: sha384(b"release"), 13: sha384(b"model")}
+    instance = Swtpm(tmp_path / "swtpm")
+    instance.start()
+    try:
+        device = TpmDeviceBackend(instance.tcti)
+        for index, digest in state.items():
+            device.pcr_extend(index, digest)
+        measured = device.pcr_read_many(selection)
+        tag = device.measured_hmac(selection, b"message")
+        assert len(tag) == 32
+        assert device.measured_hmac(list(reversed(selection)), b"message") == tag
+        assert device.measured_hmac(selection, b"other") != tag
+        assert device.measured_hmac((8, 13, 14), b"message") != tag
+        device.pcr_extend(14, sha384(b"outside the selection"))
+        assert device.measured_hmac(selection, b"message") == tag
+        device.close()
+        # The owner's HMAC with the key derived for the current state is the
+        # node's tag (the owner helper derives the very same key) ...
+        assert owner_measured_hmac(instance.tcti, measured, b"message") == tag
+        instance.stop()
+
+        instance.start()  # a restart: PCRs at reset, seeds kept
+        device = TpmDeviceBackend(instance.tcti)
+        assert device.measured_hmac(selection, b"message") != tag
+        device.close()
+        # ... and the TPM refuses to use that key outside the state.
+        with pytest.raises(TSS2_Exception):
+            owner_measured_hmac(instance.tcti, measured, b"message")
+        device = TpmDeviceBackend(instance.tcti)
+        for index, digest in state.items():
+            device.pcr_extend(index, digest)
+        assert device.measured_hmac(selection, b"message") == tag
+        device.close()
+    finally:
+        instance.stop()
+
+
+def test_measured_hmac_refuses_bad_input(tpm: TpmDeviceBackend) -> None:
+    for selection, message in (((), b"m"), ((24,), b"m"), ((8,), bytes(1025)), ((8,), "m")):
+        with pytest.raises(TPMError):
+            tpm.measured_hmac(selection, message)  # type: ignore[arg-type]
+    assert len(tpm.measured_hmac((8,), bytes(1024))) == 32
 
 
 # --------------------------------------------------------------------------- counters and restarts

@@ -19,6 +19,7 @@ from protocol.attestation import (
     TrustAnchor,
     noise_key_binding,
 )
+from protocol.measurement import pcr_extend_value
 from simulations.clock import ManualClock
 from simulations.nitrotpm import (
     FIRMWARE_MEASUREMENT,
@@ -124,6 +125,57 @@ def test_sealed_data_is_bound_to_its_tpm_and_tamper_evident() -> None:
             tpm.unseal(bytes(tampered))
     with pytest.raises(TPMError):
         tpm.unseal(b"short")
+
+
+def test_the_owner_seals_to_values_the_machine_is_not_in() -> None:
+    # What a TPM owner can do on any TPM: a blob for a state the machine is not in...
+    tpm = _tpm("a")
+    digest = hashlib.sha384(b"a release").digest()
+    target = {0: tpm.pcr_read(0), 11: pcr_extend_value(tpm.pcr_read(11), digest)}
+    blob = tpm.owner_seal_to(b"owner's secret", target)
+    with pytest.raises(TPMError):
+        tpm.unseal(blob)
+    # ...that opens once the machine gets there.
+    tpm.pcr_extend(11, digest)
+    assert tpm.unseal(blob) == b"owner's secret"
+    with pytest.raises(TPMError):
+        tpm.owner_seal_to(b"x", {11: b"short"})
+
+
+def test_measured_hmac_is_keyed_by_the_tpm_and_the_selected_registers_now() -> None:
+    release = hashlib.sha384(b"a release").digest()
+
+    def booted(seed: str) -> SimulatedNitroTPM:
+        tpm = _tpm(seed)
+        tpm.pcr_extend(8, release)
+        return tpm
+
+    tpm = booted("a")
+    tag = tpm.measured_hmac([4, 8], b"message")
+    assert len(tag) == 32
+    assert tpm.measured_hmac([8, 4], b"message") == tag  # a selection, not a sequence
+    assert booted("a").measured_hmac([4, 8], b"message") == tag  # across restarts
+    assert booted("b").measured_hmac([4, 8], b"message") != tag  # another TPM
+    assert tpm.measured_hmac([4, 8], b"other") != tag
+    assert tpm.measured_hmac([4, 8, 9], b"message") != tag  # another selection
+    tpm.pcr_extend(9, b"\x01" * 48)  # outside the selection
+    assert tpm.measured_hmac([4, 8], b"message") == tag
+    tpm.pcr_extend(8, b"\x01" * 48)  # inside it: another state, another key
+    assert tpm.measured_hmac([4, 8], b"message") != tag
+    tpm.reboot()  # at reset: not the state either...
+    assert tpm.measured_hmac([4, 8], b"message") != tag
+    tpm.pcr_extend(8, release)  # ...until the same release is measured again
+    assert tpm.measured_hmac([4, 8], b"message") == tag
+    with pytest.raises(TPMError):
+        tpm.measured_hmac([], b"message")
+    with pytest.raises(TPMError):
+        tpm.measured_hmac([24], b"message")
+    with pytest.raises(TPMError):
+        tpm.measured_hmac([4], bytes(1025))
+    assert len(tpm.measured_hmac([4], bytes(1024))) == 32
+    tpm.inject_failure(TpmOp.MEASURED_HMAC)
+    with pytest.raises(TPMError):
+        tpm.measured_hmac([4], b"message")
 
 
 def test_seal_nonces_do_not_repeat_when_nv_state_starts_over() -> None:
