@@ -645,7 +645,14 @@ class KeyVault:
                 kind=request.evidence_kind,
                 expectations=Expectations(
                     pcr_policy=policy,
-                    max_age_ms=self._max_evidence_age_ms,
+                    # Freshness is the single-use, short-lived challenge. A
+                    # document that carries a time is also held to a maximum
+                    # age; a TPM 2.0 quote carries none, and its nonce is enough.
+                    max_age_ms=(
+                        None
+                        if request.evidence_kind is DocumentKind.TPM2_QUOTE
+                        else self._max_evidence_age_ms
+                    ),
                     expected_nonce=request.nonce,
                     expected_public_key=noise_key_binding(request.static_public),
                 ),

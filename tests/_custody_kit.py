@@ -97,6 +97,7 @@ class CustodyCloud:
         tpm: TPM | None = None,
         persist: Callable[[bytes], None] | None = None,
         policy_for: Callable[[str], PcrPolicy | None] | None = None,
+        verifier: AttestationVerifier | None = None,
     ) -> KeyVault:
         """The keys node's vault (re)started on ``keyring_file`` (on ``tpm`` and
         storing into ``persist``; by default the keys node's simulated TPM and
@@ -106,7 +107,9 @@ class CustodyCloud:
             tpm=tpm if tpm is not None else self.keys_tpm,
             random=SystemRandom(),
             clock=self.wall,
-            verifier=AttestationVerifier(
+            verifier=verifier
+            if verifier is not None
+            else AttestationVerifier(
                 [NitroAuthenticator(TrustAnchor.from_der(self.pki.root_der), cache=ChainCache())]
             ),
             policy_for=policy_for
