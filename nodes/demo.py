@@ -67,6 +67,7 @@ from actors.channel import (
     ChannelAttestation,
     ConnectionHandler,
     SecureChannel,
+    TransportBroken,
     connect_secure,
     serve_secure,
 )
@@ -148,6 +149,10 @@ from simulations.nitrotpm import (
 )
 
 MODEL_ID = "smollm2-135m-instruct"
+#: How long a client that completed the handshake has to send its request.
+#: An idle channel holds a descriptor and one of the server's channels
+#: (``serve_secure``'s ``max_channels``); after this it gives them back.
+FIRST_REQUEST_TIMEOUT_S = 10.0
 DEFAULT_PROMPT = "In two sentences, why should an AI service never let its operators read prompts?"
 LOOPBACK = "127.0.0.1"
 
@@ -378,9 +383,18 @@ def _generate_into_channel(
     )
 
 
-def inference_handler(engine: Engine | None) -> ConnectionHandler:
+def inference_handler(
+    engine: Engine | None, *, first_request_timeout: float = FIRST_REQUEST_TIMEOUT_S
+) -> ConnectionHandler:
+    """Serve one generation request per channel. A client that sends none
+    within ``first_request_timeout`` is cut off (``TimeoutError``, which
+    ``serve_secure`` logs by type and answers by closing the channel)."""
+    if not first_request_timeout > 0:
+        raise ValueError("the first-request deadline must be positive")
+
     async def handle(channel: SecureChannel) -> None:
-        envelope = await channel.receive_message()
+        with anyio.fail_after(first_request_timeout):
+            envelope = await channel.receive_message()
         body = envelope.body
         if engine is None or not isinstance(body, GenerateRequest) or body.model != MODEL_ID:
             code = ErrorCode.UNAVAILABLE if engine is None else ErrorCode.BAD_REQUEST
@@ -394,8 +408,8 @@ def inference_handler(engine: Engine | None) -> ConnectionHandler:
             await anyio.to_thread.run_sync(
                 _generate_into_channel, engine, body, channel, envelope.request_id
             )
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            raise  # the client went away: nobody is left to answer
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, TransportBroken):
+            raise  # the client went away or stopped reading: nobody is left to answer
         except Exception:
             # I7: an accepted request ends with an answer or an explicit error.
             # The error carries a code only; the exception is logged by type
@@ -585,8 +599,14 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
             for index, digest in boot_extends(forged):
                 impostor_tpm.pcr_extend(index, hashlib.sha384(b"patched " + digest).digest())
             impostor = NodeKeyCustody(random=random)
-            attest_inference = _attestation_service(inference_tpm, custody, clock).attest
-            attest_impostor = _attestation_service(impostor_tpm, impostor, clock).attest
+            # These nodes serve customers' clients: their proofs take the
+            # service's bounded path, behind any node link's (actors.attestation).
+            attest_inference = _attestation_service(
+                inference_tpm, custody, clock
+            ).attest_client_channel
+            attest_impostor = _attestation_service(
+                impostor_tpm, impostor, clock
+            ).attest_client_channel
 
             # The client's own trust: the pins it loads, never the bundle's root.
             client_pins = load_pins(pins_dir)
