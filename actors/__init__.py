@@ -64,6 +64,7 @@ parentheses is where a class is imported from, when not here)::
         │                                 its subclasses are drawn there)
         ├── HandshakeTimeout             (actors.channel)
         ├── HandshakeEvicted             (actors.channel)
+        ├── ChannelLimitReached          (actors.channel)
         ├── LocalAttestationFailed       (actors.channel)
         └── TransportBroken              (actors.channel)
 

@@ -33,29 +33,85 @@ session is refused, and freshness needs no timestamp (so TPM 2.0 quotes pass).
 
 The TPM is asked only after ``verify_peer`` accepted the peer's static key,
 so on a node link an unauthenticated connection never costs a TPM command.
-This side's evidence goes out before the peer's is verified: it is no secret
-(it only says what this node runs), and sending first is what lets both sides
-exchange in one round trip. The first payload is held to
-:data:`~actors.attestation.MAX_EVIDENCE_MESSAGE_BYTES`, and the handshake
-deadline covers the exchange.
+Between two nodes each side sends its evidence before the peer's is verified:
+it is no secret (it only says what this node runs), and sending first is what
+lets both sides exchange in one round trip. Where the peer proves nothing (a
+customer's client: ``require`` is :data:`NOT_ATTESTED`), this side waits for
+the peer's (empty) evidence message *before* it proves: a connection that
+completes the handshake and then stays silent costs no TPM command, and each
+proof answers a client that spoke. (Were both ends to wait, neither would
+send; that needs both to take the other for a customer, and ends at the
+handshake deadline.) Such client-channel proofs should come from
+``AttestationService.attest_client_channel``, which bounds how many run at
+once and yields to node links and re-attestation answers. The first payload
+is held to :data:`~actors.attestation.MAX_EVIDENCE_MESSAGE_BYTES`, and the
+handshake deadline covers the exchange.
+
+Writing
+-------
+A write to the stream has a deadline (``write_timeout``): a peer that stops
+reading fills the socket buffers, and a write that does not complete in time
+aborts the channel (:class:`TransportBroken`, ``transport.write_timeout``)
+instead of holding the sender, and whatever waits behind it, for good. The
+deadline is kept by a watchdog, :meth:`SecureChannel.enforce_write_deadline`,
+which :func:`serve_secure` runs for every channel it serves and a node link
+(``nodes.tcp_transport``) for its channel; a caller of :func:`connect_secure`
+or :func:`accept_secure` runs it itself where a stalled peer could hold it.
+Each write only notes when it began. A cancel scope around every write would
+keep the deadline without a watchdog, but costs every write a deadline
+registration (10-20 us on trio, several percent of a remote ask).
 
 Serving
 -------
-:func:`serve_secure` runs at most ``max_concurrent_handshakes`` handshakes
-(with their exchange) at once. When a connection arrives at the cap, the
-*oldest* handshake in progress is cut (:class:`HandshakeEvicted`) and the
-newcomer admitted. Refusing the newcomer instead, or queueing it, would let a
-flood of stalled connections lock honest peers out for as long as the flood
-lasts; evicting the oldest bounds memory and tasks and means an attacker must
-open ``max_concurrent_handshakes`` connections while one honest handshake is
-in flight (a few milliseconds) to displace it, and even then the honest peer
-just redials. Limits per source address are not used: the adversary owns the
+:func:`serve_secure` runs its own accept loop. ``accept()`` failing for want
+of resources (``EMFILE``, ``ENFILE``, ``ENOBUFS``, ``ENOMEM``) is logged by
+its errno name and retried after a short pause, as ``trio.serve_listeners``
+does: running out of file descriptors is a state a flood can put the process
+in, and the server must come back when it passes, not end.
+
+At most ``max_channels`` established channels are served at once. A
+connection arriving when they are all taken is closed at once, before its
+handshake (no Noise or TPM work), and one whose exchange completes while
+they are all taken is closed then (:class:`ChannelLimitReached`). Refusing
+the newest, rather than closing an older channel, is deliberate: the older
+ones carry answers in progress, a newcomer has lost nothing yet and can
+redial, and the handlers' own deadlines (the demo's first-request deadline,
+every write's deadline) decide when an idle or stalled channel gives its
+place up. Together with the handshake cap this bounds the descriptors a
+server holds to ``max_channels + max_concurrent_handshakes``.
+
+At most ``max_concurrent_handshakes`` handshakes (with their exchange) run at
+once. When a connection arrives at the cap, one handshake in progress is cut
+(:class:`HandshakeEvicted`) and the newcomer admitted. Which one is cut
+follows how far each got, the least advanced first and the oldest among
+equals:
+
+1. connections whose Noise handshake is not complete (nothing authenticated:
+   a flood of silent or trickling connections only ever displaces its own);
+2. customers' connections whose handshake completed but whose evidence
+   message has not arrived;
+3. customers' connections waiting for this side's proof;
+4. never: a connection whose peer ``verify_peer`` accepted on a server that
+   requires its peers' attestation. Such a server serves nodes, and its
+   ``verify_peer`` admits only configured nodes' keys (a node link's does),
+   which no attacker holds; if every slot is held by one of these, the
+   newcomer is refused instead.
+
+Refusing newcomers instead, or queueing them, would let a flood of stalled
+connections lock honest peers out for as long as the flood lasts; evicting
+by stage bounds memory and tasks, and a flood of connections that never
+finish the Noise handshake displaces only its own kind: an honest peer is
+exposed to it only during its own Noise handshake (one round trip), no longer
+while this side's TPM proves (100-350 ms on real hardware), and an attacker
+must open as many connections as there are handshakes in stage 1 within that
+round trip. Limits per source address are not used: the adversary owns the
 network, and addresses are cheap for it. Every handshake is also cut at its
 deadline (``handshake_timeout``, :class:`HandshakeTimeout`).
 
 Every failure is a typed :class:`protocol.framing.SessionError` (plus
 :class:`HandshakeTimeout`, :class:`HandshakeEvicted`,
-:class:`LocalAttestationFailed` and :class:`TransportBroken` from here), after
+:class:`ChannelLimitReached`, :class:`LocalAttestationFailed` and
+:class:`TransportBroken` from here), after
 which the channel and its stream are closed. A clean end of the peer's stream
 (its CLOSE) surfaces as :class:`anyio.EndOfStream` from
 :meth:`SecureChannel.receive`, which also ends ``async for`` over the channel.
@@ -66,10 +122,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import errno
 import functools
 import inspect
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Final, TypeAlias
 
 import anyio
@@ -113,8 +170,20 @@ NODE_LINK_PROLOGUE: Final = b"mantle/1 node-link"
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 #: Handshakes serve_secure runs at once (see "Serving" above).
 DEFAULT_MAX_CONCURRENT_HANDSHAKES: Final = 64
+#: Established channels serve_secure serves at once (see "Serving" above).
+DEFAULT_MAX_CHANNELS: Final = 256
+#: How long one write to the stream may take before the channel is aborted
+#: (see "Writing" above): a peer that reads keeps up far faster than this.
+DEFAULT_WRITE_TIMEOUT: Final = 10.0
 #: How long aclose() waits to hand the CLOSE frame to a peer that is not reading.
 DEFAULT_CLOSE_TIMEOUT: Final = 5.0
+
+#: accept() errors that mean "out of resources for now", which the accept
+#: loop waits out; the set and the pause are trio.serve_listeners'.
+_ACCEPT_RESOURCE_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+)
+_ACCEPT_RETRY_S: Final = 0.1
 
 # One read takes at most one maximal frame; the decoder never buffers more
 # than one incomplete frame on top of it.
@@ -137,7 +206,12 @@ class TransportBroken(SessionError):
 
 
 class HandshakeEvicted(SessionError):
-    """Cut to admit a newer connection: the server was at its handshake cap."""
+    """Cut to admit a newer connection, or refused at once: the server was at
+    its handshake cap (see "Serving" in the module docstring)."""
+
+
+class ChannelLimitReached(SessionError):
+    """Refused: the server already serves its maximum of established channels."""
 
 
 class LocalAttestationFailed(SessionError):
@@ -194,10 +268,13 @@ class SecureChannel:
         session: SecureSession,
         *,
         initiator: bool,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         if session.state is not SessionState.OPEN or session.remote_static is None:
             raise ValueError("a SecureChannel needs a session whose handshake is complete")
+        if not write_timeout > 0:
+            raise ValueError("the write deadline must be positive")
         self._stream = stream
         self._session = session
         self._initiator = initiator
@@ -207,11 +284,18 @@ class SecureChannel:
         self._peer_payload = session.peer_handshake_payload or b""
         self._send_lock = anyio.Lock()
         self._receive_lock = anyio.Lock()
+        self._write_timeout = write_timeout
         self._close_timeout = close_timeout
         self._closed = False
         # Set when a write may have been cut short: the byte stream is then
         # misaligned and nothing more may be written, not even CLOSE.
         self._write_broken = False
+        # When the write in progress began (None: none is), for the watchdog
+        # (enforce_write_deadline), and whether it cut one.
+        self._write_began: float | None = None
+        self._write_timed_out = False
+        # Set once the channel is closed, so that the watchdog ends with it.
+        self._closed_event = anyio.Event()
 
     # -- identity ---------------------------------------------------------------------
 
@@ -318,6 +402,7 @@ class SecureChannel:
         if self._closed:
             return
         self._closed = True
+        self._closed_event.set()
         try:
             if not self._write_broken and self._session.state in (
                 SessionState.OPEN,
@@ -352,20 +437,54 @@ class SecureChannel:
             raise anyio.ClosedResourceError
 
     async def _write(self, data: bytes) -> None:
+        # A timestamp, not a cancel scope: a scope per write would cost every
+        # write (see "Writing" in the module docstring); the watchdog reads it.
+        self._write_began = anyio.current_time()
         try:
             await self._stream.send(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self._write_broken = True
-            await self._abort()
-            raise TransportBroken(SessionCheck.TRANSPORT_WRITE) from None
+            broken = True
         except BaseException:
             # Cancelled mid-write: part of a frame may be on the wire.
             self._write_broken = True
             await self._abort()
             raise
+        else:
+            broken = False
+        finally:
+            self._write_began = None
+        if broken:
+            self._write_broken = True
+            await self._abort()
+            if self._write_timed_out:
+                # The peer stopped reading; whatever it has not read is lost
+                # with the channel, which the watchdog closed under this write.
+                raise TransportBroken(
+                    SessionCheck.TRANSPORT_WRITE_TIMEOUT, f"after {self._write_timeout} s"
+                )
+            raise TransportBroken(SessionCheck.TRANSPORT_WRITE)
+
+    async def enforce_write_deadline(self) -> None:
+        """Abort the channel once a write has been pending ``write_timeout``
+        (the peer stopped reading): the blocked write then raises
+        :class:`TransportBroken` (``transport.write_timeout``). Run it beside
+        the channel's users until the channel is closed, when it returns;
+        :func:`serve_secure` does for every channel it serves, and so does a
+        node link. It looks four times per ``write_timeout``, so a write is
+        cut between one and one and a quarter deadlines after it began."""
+        period = self._write_timeout / 4
+        while not self._closed:
+            with anyio.move_on_after(period):
+                await self._closed_event.wait()
+            began = self._write_began
+            if began is not None and anyio.current_time() - began >= self._write_timeout:
+                self._write_timed_out = True
+                self._write_broken = True
+                await self._abort()
 
     async def _abort(self) -> None:
         self._closed = True
+        self._closed_event.set()
         await anyio.aclose_forcefully(self._stream)
 
 
@@ -382,6 +501,7 @@ async def connect_secure(
     prologue: bytes = NODE_LINK_PROLOGUE,
     handshake_payload: bytes = b"",
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
 ) -> SecureChannel:
     """Run the initiator side of the handshake and the attestation exchange over ``stream``.
@@ -391,6 +511,8 @@ async def connect_secure(
     :class:`PeerRejected` (``verify_peer`` or the attestation check refused;
     chained to the refusal), :class:`HandshakeTimeout`, :class:`HandshakeFailed`,
     :class:`TruncatedStream`, :class:`LocalAttestationFailed`.
+    ``write_timeout`` is the deadline the channel's watchdog
+    (:meth:`SecureChannel.enforce_write_deadline`) keeps for each write.
     """
     return await _establish(
         stream,
@@ -402,6 +524,7 @@ async def connect_secure(
         prologue=prologue,
         handshake_payload=handshake_payload,
         handshake_timeout=handshake_timeout,
+        write_timeout=write_timeout,
         max_payload=max_payload,
     )
 
@@ -416,6 +539,7 @@ async def accept_secure(
     prologue: bytes = NODE_LINK_PROLOGUE,
     handshake_payload: bytes = b"",
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
 ) -> SecureChannel:
     """Run the responder side of the handshake and exchange (see :func:`connect_secure`)."""
@@ -429,8 +553,30 @@ async def accept_secure(
         prologue=prologue,
         handshake_payload=handshake_payload,
         handshake_timeout=handshake_timeout,
+        write_timeout=write_timeout,
         max_payload=max_payload,
     )
+
+
+class _Stage(enum.IntEnum):
+    """How far a connection served by :func:`serve_secure` got; the handshake
+    cap evicts the lowest stage first ("Serving" in the module docstring)."""
+
+    #: The Noise handshake is not complete: nothing about the peer is known.
+    CONNECTED = 0
+    #: A customer completed the handshake; its evidence message has not arrived.
+    CUSTOMER = 1
+    #: The customer's evidence message arrived; this side is proving.
+    CUSTOMER_SPOKE = 2
+    #: ``verify_peer`` accepted a peer that must attest: a configured node.
+    NODE = 3
+
+
+_Advance: TypeAlias = Callable[[_Stage], None]
+
+
+def _stay(stage: _Stage) -> None:
+    """The progress report of a channel nobody tracks (connect/accept_secure)."""
 
 
 async def _establish(
@@ -444,7 +590,9 @@ async def _establish(
     prologue: bytes,
     handshake_payload: bytes,
     handshake_timeout: float,
+    write_timeout: float,
     max_payload: int,
+    advance: _Advance = _stay,
 ) -> SecureChannel:
     if not isinstance(attestation, ChannelAttestation):
         # Checked before any byte moves: a channel states what each side proves.
@@ -458,8 +606,11 @@ async def _establish(
         )
         with anyio.fail_after(handshake_timeout):
             await _handshake(stream, session, verify_peer)
-            channel = SecureChannel(stream, session, initiator=initiator)
-            await _exchange_attestation(channel, session, attestation)
+            advance(_Stage.CUSTOMER if attestation.require is NOT_ATTESTED else _Stage.NODE)
+            channel = SecureChannel(
+                stream, session, initiator=initiator, write_timeout=write_timeout
+            )
+            await _exchange_attestation(channel, session, attestation, advance)
     except TimeoutError:
         await anyio.aclose_forcefully(stream)
         raise HandshakeTimeout(
@@ -500,44 +651,26 @@ async def _handshake(
 
 
 async def _exchange_attestation(
-    channel: SecureChannel, session: SecureSession, attestation: ChannelAttestation
+    channel: SecureChannel,
+    session: SecureSession,
+    attestation: ChannelAttestation,
+    advance: _Advance,
 ) -> None:
-    """Send this side's evidence, then receive and check the peer's (module docstring)."""
+    """Exchange evidence and check the peer's (module docstring): where the
+    peer proves nothing, receive its message first and prove after it."""
     configured = session.max_payload
     session.max_payload = MAX_EVIDENCE_MESSAGE_BYTES
-    own: Evidence | None = None
-    if attestation.prove is not NOT_ATTESTED:
-        try:
-            own = await attestation.prove(channel.attestation_nonce(ours=True))
-        except AttestationUnavailable as error:
-            unavailable: str | None = error.check
-        else:
-            unavailable = None
-        if unavailable is not None:
-            raise LocalAttestationFailed(SessionCheck.ATTESTATION_UNAVAILABLE, unavailable)
-        if not isinstance(own, Evidence):
-            raise TypeError("prove must return Evidence")
-    await channel.send(encode_control(EvidenceMessage.of(own)))
-
-    try:
-        payload: bytes | None = await channel.receive()
-    except anyio.EndOfStream:
-        payload = None
-    if payload is None:
-        raise PeerRejected(SessionCheck.ATTESTATION_MISSING, "the peer closed before its evidence")
-    try:
-        body = decode_control(payload)
-    except MessageDecodeError as error:
-        malformed: str | None = error.check
-    else:
-        malformed = None if isinstance(body, EvidenceMessage) else "attest.unexpected_type"
-    if malformed is not None:
-        raise PeerRejected(SessionCheck.ATTESTATION_MALFORMED, malformed)
-    assert isinstance(body, EvidenceMessage)
-    session.max_payload = configured
-
     if attestation.require is NOT_ATTESTED:
-        return  # a customer: whatever it sent is not looked at
+        # A customer: whatever it sent is not looked at, but it has to have
+        # spoken before this side's TPM works for it.
+        await _receive_evidence(channel)
+        advance(_Stage.CUSTOMER_SPOKE)
+        await _send_evidence(channel, attestation.prove)
+        session.max_payload = configured
+        return
+    await _send_evidence(channel, attestation.prove)
+    body = await _receive_evidence(channel)
+    session.max_payload = configured
     evidence = body.evidence()
     if evidence is None:
         raise PeerRejected(SessionCheck.ATTESTATION_MISSING, "the peer sent no evidence")
@@ -554,6 +687,44 @@ async def _exchange_attestation(
     channel._peer_evidence = evidence
 
 
+async def _send_evidence(channel: SecureChannel, prove: Attest | NotAttested) -> None:
+    """This side's evidence message: its document over this channel's nonce,
+    or the empty message where it proves nothing."""
+    own: Evidence | None = None
+    if prove is not NOT_ATTESTED:
+        try:
+            own = await prove(channel.attestation_nonce(ours=True))
+        except AttestationUnavailable as error:
+            unavailable: str | None = error.check
+        else:
+            unavailable = None
+        if unavailable is not None:
+            raise LocalAttestationFailed(SessionCheck.ATTESTATION_UNAVAILABLE, unavailable)
+        if not isinstance(own, Evidence):
+            raise TypeError("prove must return Evidence")
+    await channel.send(encode_control(EvidenceMessage.of(own)))
+
+
+async def _receive_evidence(channel: SecureChannel) -> EvidenceMessage:
+    """The peer's first payload, which must be an evidence message (empty or not)."""
+    try:
+        payload: bytes | None = await channel.receive()
+    except anyio.EndOfStream:
+        payload = None
+    if payload is None:
+        raise PeerRejected(SessionCheck.ATTESTATION_MISSING, "the peer closed before its evidence")
+    try:
+        body = decode_control(payload)
+    except MessageDecodeError as error:
+        malformed: str | None = error.check
+    else:
+        malformed = None if isinstance(body, EvidenceMessage) else "attest.unexpected_type"
+    if malformed is not None:
+        raise PeerRejected(SessionCheck.ATTESTATION_MALFORMED, malformed)
+    assert isinstance(body, EvidenceMessage)
+    return body
+
+
 # -- serving --------------------------------------------------------------------------------
 
 ConnectionHandler: TypeAlias = Callable[[SecureChannel], Awaitable[None]]
@@ -561,26 +732,87 @@ ConnectionHandler: TypeAlias = Callable[[SecureChannel], Awaitable[None]]
 
 class _HandshakeSlots:
     """At most ``limit`` handshakes at once; a newcomer at the cap evicts the
-    oldest (see "Serving" in the module docstring)."""
+    least advanced, oldest one, never a configured node's (see "Serving" in
+    the module docstring)."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError("max_concurrent_handshakes must be at least 1")
         self._limit = limit
-        self._active: OrderedDict[object, anyio.CancelScope] = OrderedDict()
+        # The evictable handshakes by stage, each in the order it reached that
+        # stage; and how many have reached _Stage.NODE, which are never cut.
+        self._evictable: dict[_Stage, OrderedDict[object, anyio.CancelScope]] = {
+            stage: OrderedDict() for stage in _Stage if stage is not _Stage.NODE
+        }
+        self._nodes = 0
+
+    def __len__(self) -> int:
+        return self._nodes + sum(len(held) for held in self._evictable.values())
 
     @contextlib.contextmanager
-    def admit(self) -> Iterator[anyio.CancelScope]:
-        """A cancel scope to run one handshake in; cancelled if it is evicted."""
-        while len(self._active) >= self._limit:
-            _, oldest = self._active.popitem(last=False)
-            oldest.cancel()
+    def admit(self) -> Iterator[tuple[anyio.CancelScope, _Advance]]:
+        """A cancel scope to run one handshake in, cancelled if it is evicted
+        (at once if no slot can be freed), and the report of its progress."""
+        scope = anyio.CancelScope()
         token = object()
-        scope = self._active[token] = anyio.CancelScope()
+        stage = _Stage.CONNECTED
+        if len(self) >= self._limit and not self._evict_one():
+            # Every slot holds a configured node's handshake: the newcomer is
+            # refused (its scope cancelled before it starts) and holds none.
+            scope.cancel()
+        else:
+            self._evictable[stage][token] = scope
+
+        def advance(to: _Stage) -> None:
+            nonlocal stage
+            if to <= stage or token not in self._evictable[stage]:
+                return  # no step back, and an evicted or refused handshake holds no slot
+            self._evictable[stage].pop(token, None)
+            stage = to
+            if to is _Stage.NODE:
+                self._nodes += 1
+            else:
+                self._evictable[to][token] = scope
+
         try:
-            yield scope
+            yield scope, advance
         finally:
-            self._active.pop(token, None)
+            if stage is _Stage.NODE:
+                self._nodes -= 1
+            else:
+                self._evictable[stage].pop(token, None)
+
+    def _evict_one(self) -> bool:
+        for held in self._evictable.values():  # from the least advanced stage up
+            if held:
+                _, oldest = held.popitem(last=False)
+                oldest.cancel()
+                return True
+        return False
+
+
+class _ChannelCount:
+    """Established channels of one server, at most ``limit`` of them."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("max_channels must be at least 1")
+        self.limit = limit
+        self.open = 0
+
+    @property
+    def full(self) -> bool:
+        return self.open >= self.limit
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        if self.full:
+            raise ChannelLimitReached(SessionCheck.CHANNEL_LIMIT, f"{self.limit} channels")
+        self.open += 1
+        try:
+            yield
+        finally:
+            self.open -= 1
 
 
 async def serve_secure(
@@ -596,6 +828,8 @@ async def serve_secure(
     handshake_payload: bytes = b"",
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_concurrent_handshakes: int = DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+    max_channels: int = DEFAULT_MAX_CHANNELS,
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
     on_error: Callable[[Exception], None] | None = None,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
@@ -603,61 +837,116 @@ async def serve_secure(
     """Accept TCP connections on ``host:port`` and run ``handler`` on each secure channel.
 
     Connections are served concurrently; at most ``max_concurrent_handshakes``
-    of them are in their handshake at once, the oldest evicted to admit a
-    newcomer, and each handshake is cut after ``handshake_timeout``. A
-    connection whose handshake or handler fails is logged (by error type and
-    check, never content), reported to ``on_error`` and closed; the server
-    and the other connections carry on. The channel ends with CLOSE when the
-    handler returns, and without it when the handler raises, so the peer sees
-    a truncated stream. ``task_status.started`` receives the bound port
-    (useful with ``port=0``).
+    of them are in their handshake at once (the least advanced evicted to
+    admit a newcomer), at most ``max_channels`` are established at once (a
+    newcomer beyond them refused), and each handshake is cut after
+    ``handshake_timeout``. A connection whose handshake or handler fails, or
+    that is refused, is logged (by error type and check, never content),
+    reported to ``on_error`` and closed; the server and the other connections
+    carry on, and so does the accept loop when the process runs out of file
+    descriptors for a while. The channel ends with CLOSE when the handler
+    returns, and without it when the handler raises, so the peer sees a
+    truncated stream. ``task_status.started`` receives the bound port (useful
+    with ``port=0``).
     """
     if not isinstance(attestation, ChannelAttestation):
         raise TypeError("a secure server needs a ChannelAttestation")
     slots = _HandshakeSlots(max_concurrent_handshakes)
+    channels = _ChannelCount(max_channels)
+    options: dict[str, Any] = {
+        "initiator": False,
+        "static": static,
+        "entropy": entropy,
+        "verify_peer": verify_peer,
+        "attestation": attestation,
+        "prologue": prologue,
+        "handshake_payload": handshake_payload,
+        "handshake_timeout": handshake_timeout,
+        "write_timeout": write_timeout,
+        "max_payload": max_payload,
+    }
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-    async with listener:
-        bound_port: int = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio, not Django
-        task_status.started(bound_port)
-        await listener.serve(
-            functools.partial(
-                _serve_connection,
-                handler=handler,
-                on_error=on_error,
-                slots=slots,
-                options={
-                    "static": static,
-                    "entropy": entropy,
-                    "verify_peer": verify_peer,
-                    "attestation": attestation,
-                    "prologue": prologue,
-                    "handshake_payload": handshake_payload,
-                    "handshake_timeout": handshake_timeout,
-                    "max_payload": max_payload,
-                },
-            )
+    async with listener, anyio.create_task_group() as group:
+        serve_one = functools.partial(
+            _serve_connection,
+            handler=handler,
+            on_error=on_error,
+            slots=slots,
+            channels=channels,
+            group=group,
+            options=options,
         )
+        bound_port: int = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio, not Django
+        for one in listener.listeners:
+            group.start_soon(_accept_forever, one, group, serve_one)
+        task_status.started(bound_port)
+
+
+async def _accept_forever(
+    listener: anyio.abc.Listener[anyio.abc.SocketStream],
+    group: anyio.abc.TaskGroup,
+    serve_one: Callable[[anyio.abc.SocketStream], Coroutine[Any, Any, None]],
+) -> None:
+    """Accept connections and serve each in ``group``; wait out a shortage of
+    descriptors or memory instead of ending (see "Serving" above)."""
+    assert isinstance(listener, anyio.abc.SocketListener)  # what create_tcp_listener makes
+    while True:
+        try:
+            stream = await listener.accept()
+        except (OSError, anyio.BrokenResourceError) as error:
+            # trio's backend reports the OSError as the cause of a
+            # BrokenResourceError, asyncio's raises it as it is.
+            shortage = _resource_shortage(error)
+            if shortage is None:
+                raise
+        else:
+            group.start_soon(serve_one, stream)
+            continue
+        _log.warning(
+            "secure_channel.accept_failed", reason=shortage, duration_ms=_ACCEPT_RETRY_S * 1000
+        )
+        await anyio.sleep(_ACCEPT_RETRY_S)
+
+
+def _resource_shortage(error: BaseException) -> str | None:
+    """The errno name if ``error`` is accept() running out of resources."""
+    cause = error if isinstance(error, OSError) else error.__cause__
+    if isinstance(cause, OSError) and cause.errno in _ACCEPT_RESOURCE_ERRNOS:
+        return errno.errorcode[cause.errno]
+    return None
 
 
 async def _serve_connection(
-    stream: anyio.abc.ByteStream,
+    stream: anyio.abc.SocketStream,
     *,
     handler: ConnectionHandler,
     on_error: Callable[[Exception], None] | None,
     slots: _HandshakeSlots,
+    channels: _ChannelCount,
+    group: anyio.abc.TaskGroup,
     options: dict[str, Any],
 ) -> None:
-    stage = "handshake"
+    stage = "accept"
     try:
+        if channels.full:
+            # Refused before any handshake work: the newest connection is the
+            # one that waits (see "Serving" in the module docstring).
+            await anyio.aclose_forcefully(stream)
+            raise ChannelLimitReached(SessionCheck.CHANNEL_LIMIT, f"{channels.limit} channels")
+        stage = "handshake"
         channel: SecureChannel | None = None
-        with slots.admit() as scope, scope:
-            channel = await accept_secure(stream, **options)
+        with slots.admit() as (scope, advance), scope:
+            channel = await _establish(stream, advance=advance, **options)
         if channel is None:
-            # Evicted: accept_secure has closed the stream on its way out.
+            # Evicted: _establish has closed the stream on its way out.
             raise HandshakeEvicted(SessionCheck.HANDSHAKE_EVICTED, "the handshake cap was reached")
-        stage = "handler"
+        stage = "established"
         async with channel:
-            await handler(channel)
+            with channels.hold():
+                stage = "handler"
+                # Ends by itself once the channel is closed.
+                group.start_soon(channel.enforce_write_deadline)
+                await handler(channel)
     except Exception as exc:
         # Catch-all by design: one connection's failure must never reach the
         # listener's task group, which would take every other connection down.

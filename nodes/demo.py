@@ -386,8 +386,14 @@ async def run_demo(prompt: str, say: TextIO, *, model: Path, max_tokens: int = 9
             for index, digest in boot_extends(forged):
                 impostor_tpm.pcr_extend(index, hashlib.sha384(b"patched " + digest).digest())
             impostor = NodeKeyCustody(random=random)
-            attest_inference = _attestation_service(inference_tpm, custody, clock).attest
-            attest_impostor = _attestation_service(impostor_tpm, impostor, clock).attest
+            # These nodes serve customers' clients: their proofs take the
+            # service's bounded path, behind any node link's (actors.attestation).
+            attest_inference = _attestation_service(
+                inference_tpm, custody, clock
+            ).attest_client_channel
+            attest_impostor = _attestation_service(
+                impostor_tpm, impostor, clock
+            ).attest_client_channel
 
             # The client's own trust: the pins it loads, never the bundle's root.
             client_pins = load_pins(pins_dir)

@@ -9,16 +9,22 @@ refused before any frame is read.
 
 Attestation, on every link, with no way to leave it out: a transport is built
 with this node's attestation source (``attest``, normally
-``AttestationService.attest``) and a verifier for its peers
-(``verify_attestation``, normally a ``PeerAttestationVerifier``); both are
-required. After the handshake each side proves itself with a document whose
-nonce is derived from the channel's handshake hash, and the other side
-verifies it against that nonce and the peer's static key before the link is
-adopted (``actors.channel``). While the link is up, each side re-attests its
-peer every ``reattest_interval`` (Clock seam) with a fresh challenge
+``AttestationService.attest``, the service's priority path) and a verifier
+for its peers (``verify_attestation``), which must be a
+:class:`~actors.attestation.PeerAttestationVerifier`: any other callable,
+``lambda *a: None`` included, is refused with :class:`TypeError`, so a
+fail-open check is not one argument away. After the handshake each side
+proves itself with a document whose nonce is derived from the channel's
+handshake hash, and the other side verifies it against that nonce and the
+peer's static key before the link is adopted (``actors.channel``). While
+the link is up, each side re-attests its peer every ``reattest_interval``
+(Clock seam) with a fresh challenge
 (:class:`~actors.attestation.Reattestation`); a refused or late answer, or a
 peer that breaks the exchange, closes the link: ``peer_down`` fires and the
-redial has to pass attestation again.
+redial has to pass attestation again. A peer that stops reading cannot hold
+a link open either: every write on it has a deadline (``write_timeout``,
+kept by the channel's watchdog, ``actors.channel``), and a challenge that
+cannot be sent in time lapses.
 
 Payloads on a link after the exchange carry one leading byte: ``0x00`` a
 runtime frame (handed to ``frame_received``), ``0x01`` a control message of
@@ -55,12 +61,13 @@ from actors.attestation import (
     DEFAULT_REATTEST_INTERVAL_S,
     DEFAULT_REATTEST_TIMEOUT_S,
     Attest,
+    PeerAttestationVerifier,
     Reattestation,
     ReattestationFailed,
-    VerifyAttestation,
 )
 from actors.channel import (
     DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+    DEFAULT_WRITE_TIMEOUT,
     ChannelAttestation,
     SecureChannel,
     connect_secure,
@@ -144,13 +151,14 @@ class TcpNoiseTransport:
         random: Random,
         peers: Mapping[str, PeerAddress],
         attest: Attest,
-        verify_attestation: VerifyAttestation,
+        verify_attestation: PeerAttestationVerifier,
         listen_host: str = "127.0.0.1",
         listen_port: int = 0,
         backoff: Backoff | None = None,
         clock: Clock | None = None,
         queue_limit: int = 4096,
         handshake_timeout: float = 10.0,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
         max_concurrent_handshakes: int = DEFAULT_MAX_CONCURRENT_HANDSHAKES,
         reattest_interval: float = DEFAULT_REATTEST_INTERVAL_S,
         reattest_timeout: float = DEFAULT_REATTEST_TIMEOUT_S,
@@ -159,8 +167,10 @@ class TcpNoiseTransport:
         # No default and no way around: a node link is always mutually attested.
         if not callable(attest):
             raise TypeError("a node link needs this node's attestation source")
-        if not callable(verify_attestation):
-            raise TypeError("a node link needs a verifier for its peers' attestation")
+        if not isinstance(verify_attestation, PeerAttestationVerifier):
+            # Not any callable: a stand-in that accepts everything would link
+            # up with nodes running anything (see the module docstring).
+            raise TypeError("a node link verifies its peers with a PeerAttestationVerifier")
         self._node = node
         self._static = static
         self._random = random
@@ -175,6 +185,7 @@ class TcpNoiseTransport:
         self._clock = clock if clock is not None else TrioClock()
         self._queue_limit = queue_limit
         self._handshake_timeout = handshake_timeout
+        self._write_timeout = write_timeout
         self._max_concurrent_handshakes = max_concurrent_handshakes
         self._reattest_interval = reattest_interval
         self._reattest_timeout = reattest_timeout
@@ -231,6 +242,7 @@ class TcpNoiseTransport:
                         attestation=self._attestation,
                         handshake_payload=self._hello,
                         handshake_timeout=self._handshake_timeout,
+                        write_timeout=self._write_timeout,
                         max_concurrent_handshakes=self._max_concurrent_handshakes,
                         max_payload=_LINK_MAX_PAYLOAD,
                     )
@@ -301,6 +313,7 @@ class TcpNoiseTransport:
             attestation=self._attestation,
             handshake_payload=self._hello,
             handshake_timeout=self._handshake_timeout,
+            write_timeout=self._write_timeout,
             max_payload=_LINK_MAX_PAYLOAD,
         )
 
@@ -377,6 +390,7 @@ class TcpNoiseTransport:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._keep_attested, link, reattestation, nursery.cancel_scope)
+                nursery.start_soon(channel.enforce_write_deadline)
                 await self._read(link, channel, reattestation)
                 nursery.cancel_scope.cancel()
         finally:
@@ -456,5 +470,17 @@ class TcpNoiseTransport:
             frame = link.queue.popleft()
             try:
                 await channel.send(_RUNTIME_FRAME + frame)
-            except _LINK_ERRORS:
+            except _LINK_ERRORS as error:
+                failed: BaseException | None = error
+            else:
+                failed = None
+            if failed is not None:
+                # Logged by type and check: a write deadline here means the
+                # peer stopped reading (actors.channel).
+                get_logger("actors.remote").info(
+                    "node_link_write_failed",
+                    peer=link.peer,
+                    error_type=type(failed).__name__,
+                    check=getattr(failed, "check", None),
+                )
                 self._lost(link, channel)

@@ -66,7 +66,7 @@ Errors
 Every failure is a :class:`SessionError`; its ``check``, a
 :class:`SessionCheck`, names the rule that failed. The whole tree, with the
 checks each class carries (``actors.channel``, which drives a session over a
-stream, adds the last two)::
+stream, adds the last five)::
 
     SessionError                 nonce.exhausted
     ├── FrameTooLarge            frame.length
@@ -87,8 +87,9 @@ stream, adds the last two)::
     ├── SessionFailed            session.failed, frame.failed
     ├── HandshakeTimeout         handshake.timeout (actors.channel)
     ├── HandshakeEvicted         handshake.evicted (actors.channel)
+    ├── ChannelLimitReached      channel.limit (actors.channel)
     ├── LocalAttestationFailed   attestation.unavailable (actors.channel)
-    └── TransportBroken          transport.write (actors.channel)
+    └── TransportBroken          transport.write, transport.write_timeout (actors.channel)
 """
 
 from __future__ import annotations
@@ -204,9 +205,14 @@ class SessionCheck(enum.StrEnum):
     ATTESTATION_UNAVAILABLE = "attestation.unavailable"
     #: A stalled handshake was dropped to admit a newer one (the handshake cap).
     HANDSHAKE_EVICTED = "handshake.evicted"
+    #: A server already held its maximum of established channels (raised by ``actors.channel``).
+    CHANNEL_LIMIT = "channel.limit"
     # The stream under a channel.
     #: Writing to the underlying stream failed (raised by ``actors.channel``).
     TRANSPORT_WRITE = "transport.write"
+    #: A write did not complete within the write deadline: the peer stopped
+    #: reading (raised by ``actors.channel``).
+    TRANSPORT_WRITE_TIMEOUT = "transport.write_timeout"
 
 
 class SessionError(Exception):

@@ -6,6 +6,9 @@ booted and measured nothing else (so any later extend leaves the policy).
 :meth:`Cloud.node` gives one node's attestation service (on a fresh
 SimulatedNitroTPM of that cloud) and its verifier of peers.
 
+:class:`SlowTpm` gives a node's TPM the latency of real hardware (one
+command at a time, each taking a while), where a test is about TPM cost.
+
 Also what an attacker on the network runs (:func:`raw_handshake`: the real
 Noise XX handshake with a key it holds, then whatever it chooses to send),
 and :class:`LogCapture` to read the refusals a node logs.
@@ -16,6 +19,8 @@ from __future__ import annotations
 import io
 import json
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 
 import anyio.abc
@@ -89,19 +94,46 @@ class Cloud:
             verifier=self.attestation_verifier, policy=self.policy, clock=self.clock
         )
 
-    def node(self, name: str) -> NodeAttestation:
+    def node(self, name: str, *, tpm_latency_s: float = 0.0) -> NodeAttestation:
+        """A node on a fresh TPM of this cloud; ``tpm_latency_s`` makes each
+        of its attestations take that long, one at a time (:class:`SlowTpm`)."""
         self._count += 1
         tpm = self.tpm(f"{name}/{self._count}")
         # The node's key is born in its custody, as at boot: the one its documents bind.
         custody = NodeKeyCustody(random=SystemRandom())
         service = AttestationService(
-            tpm=tpm,
+            tpm=SlowTpm(tpm, tpm_latency_s) if tpm_latency_s else tpm,
             custody=custody,
             kind=DocumentKind.NITRO,
             clock=self.clock,
             run_blocking=trio.to_thread.run_sync,
         )
         return NodeAttestation(tpm, custody, service, self.peer_verifier())
+
+
+class SlowTpm:
+    """A simulated TPM whose attest command takes ``latency_s`` (a NitroTPM or
+    a discrete TPM takes 100-350 ms) and, like any TPM, runs one command at a
+    time: callers queue on its lock. Everything else is the TPM's own."""
+
+    def __init__(self, tpm: SimulatedNitroTPM, latency_s: float) -> None:
+        self._tpm = tpm
+        self._latency_s = latency_s
+        self._lock = threading.Lock()
+
+    def attest(
+        self,
+        *,
+        nonce: bytes | None = None,
+        public_key: bytes | None = None,
+        user_data: bytes | None = None,
+    ) -> bytes:
+        with self._lock:
+            time.sleep(self._latency_s)  # runs in a worker thread (run_blocking)
+            return self._tpm.attest(nonce=nonce, public_key=public_key, user_data=user_data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._tpm, name)
 
 
 class RecordingEvents:

@@ -87,9 +87,11 @@ class Reattestation:
     """Keeps the peer of one open channel attested, and answers its challenges.
 
     Every ``interval_s`` (Clock seam) this side draws a 32-byte challenge,
-    sends it, and waits ``timeout_s`` for the peer's document, whose nonce
-    must be ``channel_attestation_nonce(handshake_hash, peer's role,
-    challenge)``, verified like the first one (``verify``): same policy, same
+    sends it and waits for the peer's document, the two within one deadline
+    of ``timeout_s``: a send that does not complete in time (the peer stopped
+    reading) lapses like a missing answer. The document's nonce must be
+    ``channel_attestation_nonce(handshake_hash, peer's role, challenge)``,
+    and it is verified like the first one (``verify``): same policy, same
     bound key. The peer's challenges are answered with :func:`prove` over the
     nonce derived the same way for this side, at most one at a time and at
     most once per ``min_answer_interval_s``.
@@ -198,8 +200,14 @@ class Reattestation:
             self._answer = None
             self._answer_arrived = anyio.Event()
             self._outstanding = challenge
-            await self._send_control(ChallengeMessage(challenge))
-            answered = await self._within(self._timeout_s, self._answer_arrived.wait)
+
+            async def ask(challenge: bytes = challenge) -> None:
+                await self._send_control(ChallengeMessage(challenge))
+                await self._answer_arrived.wait()
+
+            # One deadline over both: the send alone may block for good on a
+            # peer that stops reading, and its frames keep arriving meanwhile.
+            answered = await self._within(self._timeout_s, ask)
             answer, self._answer, self._outstanding = self._answer, None, None
             if not answered or answer is None:
                 raise ReattestationFailed(ReattestCheck.LAPSED)
@@ -263,9 +271,12 @@ class Reattestation:
         if gone:
             raise ReattestationFailed(ReattestCheck.CHANNEL_CLOSED)
 
-    async def _within(self, seconds: float, wait: Callable[[], Awaitable[object]]) -> bool:
-        """Whether ``wait`` finished within ``seconds`` of the Clock seam."""
+    async def _within(self, seconds: float, work: Callable[[], Awaitable[object]]) -> bool:
+        """Whether ``work`` finished within ``seconds`` of the Clock seam (it
+        is cancelled at the deadline); its :class:`ReattestationFailed` is
+        raised as it is."""
         finished = False
+        failure: ReattestationFailed | None = None
         async with anyio.create_task_group() as group:
 
             async def deadline() -> None:
@@ -273,7 +284,13 @@ class Reattestation:
                 group.cancel_scope.cancel()
 
             group.start_soon(deadline)
-            await wait()
-            finished = True
+            try:
+                await work()
+            except ReattestationFailed as error:
+                failure = error  # raised below, outside the task group
+            else:
+                finished = True
             group.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         return finished

@@ -6,6 +6,8 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol, TypeVar
 
+import anyio
+
 from actors.attestation._evidence import AttestationUnavailable, Evidence, UnavailableCheck
 from actors.key_custody import NodeKeyCustody
 from actors.log import get_logger
@@ -22,6 +24,10 @@ DEFAULT_MAX_AGE_MS: Final = 5 * 60 * 1000
 #: NitroTPM document's ``nonce`` field holds comfortably in one TPM2 quote digest.
 MIN_NONCE_BYTES: Final = 16
 MAX_NONCE_BYTES: Final = 64
+#: Client-channel proofs (:meth:`AttestationService.attest_client_channel`)
+#: at the TPM at once. A TPM runs one command at a time, so more would only
+#: queue inside it, where node links' answers would queue behind them.
+DEFAULT_MAX_CLIENT_PROOFS: Final = 1
 #: After a failed refresh, try again this soon (the cache is still within its window).
 _RETRY_AFTER_S: Final = 5.0
 
@@ -47,7 +53,16 @@ class AttestationService:
 
     * :meth:`attest` answers an attest request: a fresh document over the
       current PCRs binding this node's Noise key and the requester's nonce.
-      Channels call it with a nonce derived from their handshake hash.
+      Channels call it with a nonce derived from their handshake hash. It is
+      the priority path, for node links and re-attestation answers: it never
+      waits for client-channel proofs to drain.
+    * :meth:`attest_client_channel` is the same for channels to customers'
+      clients, which anyone can open: at most ``max_concurrent_client_proofs``
+      of them run at once (the rest wait their turn, first come first
+      served), and none starts while a priority request is in flight. A
+      flood of anonymous clients therefore delays this node's own links by
+      at most the client proofs already at the TPM (one, by default), never
+      by the queue: their re-attestation answers cannot lapse because of it.
     * :meth:`cached` hands out a document without a nonce (freshness by
       timestamp alone, for a reader that cannot send a nonce), never older
       than ``max_age_ms - refresh_interval_s``; :meth:`run` re-attests it on
@@ -70,6 +85,7 @@ class AttestationService:
         run_blocking: RunBlocking,
         max_age_ms: int = DEFAULT_MAX_AGE_MS,
         refresh_interval_s: float | None = None,
+        max_concurrent_client_proofs: int = DEFAULT_MAX_CLIENT_PROOFS,
     ) -> None:
         if not isinstance(kind, DocumentKind):
             raise TypeError("kind must be a DocumentKind")
@@ -78,6 +94,8 @@ class AttestationService:
         interval = refresh_interval_s if refresh_interval_s is not None else max_age_ms / 3000
         if not 0 < interval * 1000 < max_age_ms:
             raise ValueError("the refresh interval must lie within the freshness window")
+        if max_concurrent_client_proofs < 1:
+            raise ValueError("at least one client-channel proof must be able to run")
         self._tpm = tpm
         self._custody = custody
         self._kind = kind
@@ -87,6 +105,10 @@ class AttestationService:
         self._refresh_interval_s = interval
         self._cached: Evidence | None = None
         self._cached_at_ms = 0
+        self._client_proofs = anyio.Semaphore(max_concurrent_client_proofs)
+        # Priority requests in flight, and an event set whenever there are none.
+        self._priority_active = 0
+        self._priority_idle: anyio.Event | None = None
         self.attestations = 0  # documents produced (each is one TPM command)
 
     @property
@@ -102,10 +124,28 @@ class AttestationService:
         return self._refresh_interval_s
 
     async def attest(self, nonce: bytes) -> Evidence:
-        """A fresh document binding this node's key and ``nonce``."""
-        if not isinstance(nonce, bytes) or not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:
-            raise ValueError(f"a nonce is {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes")
-        return await self._attest(nonce)
+        """A fresh document binding this node's key and ``nonce``; the
+        priority path (node links, re-attestation answers)."""
+        _check_nonce(nonce)
+        self._priority_active += 1
+        try:
+            return await self._attest(nonce)
+        finally:
+            self._priority_active -= 1
+            if self._priority_active == 0 and self._priority_idle is not None:
+                self._priority_idle.set()
+                self._priority_idle = None
+
+    async def attest_client_channel(self, nonce: bytes) -> Evidence:
+        """Like :meth:`attest`, for a channel to a customer's client: bounded,
+        and behind every priority request (see the class docstring)."""
+        _check_nonce(nonce)
+        async with self._client_proofs:
+            while self._priority_active:
+                if self._priority_idle is None:
+                    self._priority_idle = anyio.Event()
+                await self._priority_idle.wait()
+            return await self._attest(nonce)
 
     async def _attest(self, nonce: bytes | None) -> Evidence:
         call = functools.partial(self._custody.attest, self._tpm, nonce=nonce)
@@ -151,3 +191,8 @@ class AttestationService:
                 await self._clock.sleep(min(_RETRY_AFTER_S, self._refresh_interval_s))
                 continue
             await self._clock.sleep(self._refresh_interval_s)
+
+
+def _check_nonce(nonce: bytes) -> None:
+    if not isinstance(nonce, bytes) or not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:
+        raise ValueError(f"a nonce is {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes")

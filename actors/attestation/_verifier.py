@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import final
 
 from actors.attestation._evidence import Evidence
 from actors.attestation._service import MIN_NONCE_BYTES
@@ -17,6 +18,7 @@ from protocol.attestation import (
 from protocol.measurement import require_measured
 
 
+@final
 class PeerAttestationVerifier:
     """A channel's ``VerifyAttestation``: the peer's document must
 
@@ -29,7 +31,12 @@ class PeerAttestationVerifier:
       authenticated;
     * show PCRs that the policy allows. ``policy`` is a policy or a function
       returning the current one (releases change while links stay open); it
-      cannot be ``None``.
+      cannot be ``None``, and a policy that does not pin the platform and
+      application registers is refused (``require_measured``).
+
+    Final, and the only verifier a node link takes
+    (``nodes.tcp_transport``): peers are checked by this code, not by a
+    stand-in.
     """
 
     def __init__(

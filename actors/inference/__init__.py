@@ -37,9 +37,10 @@ to wire.
 """
 
 from actors.inference._actor import Generate, InferenceActor, Reply, ReplySink
-from actors.inference._channel import serve_inference
+from actors.inference._channel import FIRST_REQUEST_TIMEOUT_S, serve_inference
 
 __all__ = [
+    "FIRST_REQUEST_TIMEOUT_S",
     "Generate",
     "InferenceActor",
     "Reply",

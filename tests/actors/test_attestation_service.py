@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
 from actors import Actor, ActorSystem, Context
 from actors.attestation import (
@@ -164,3 +166,69 @@ def test_the_timer_keeps_the_cached_document_fresh(
     attestations, fails_closed = run_actors(scenario)
     assert attestations >= 4
     assert fails_closed
+
+
+# -- client-channel proofs ---------------------------------------------------------------
+
+
+class _GatedTpm:
+    """A TPM whose attest commands block until the test releases them, and
+    which records how many ran at once and in which order they were asked."""
+
+    def __init__(self, tpm: SimulatedNitroTPM) -> None:
+        self._tpm = tpm
+        self.running = 0
+        self.most_at_once = 0
+        self.order: list[bytes | None] = []
+        self.release = trio.Event()
+
+    async def run_blocking(self, function: Callable[[], Any]) -> Any:
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            await self.release.wait()
+            return function()
+        finally:
+            self.running -= 1
+
+    def attest(self, **fields: Any) -> bytes:
+        self.order.append(fields["nonce"])
+        return self._tpm.attest(**fields)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._tpm, name)
+
+
+@pytest.mark.anyio
+async def test_client_channel_proofs_run_one_at_a_time_behind_priority_requests() -> None:
+    clock = ManualClock(START_MS)
+    gated = _GatedTpm(SimulatedNitroTPM(seed="service", pki=PKI, clock=clock))
+    service = AttestationService(
+        tpm=gated,  # type: ignore[arg-type]
+        custody=NodeKeyCustody(random=SystemRandom()),
+        kind=DocumentKind.NITRO,
+        clock=clock,
+        run_blocking=gated.run_blocking,
+    )
+    clients = [bytes([index]) * 32 for index in range(4)]
+    link = b"\xff" * 32
+    async with trio.open_nursery() as nursery:
+        for nonce in clients:
+            nursery.start_soon(service.attest_client_channel, nonce)
+        await trio.testing.wait_all_tasks_blocked()
+        assert gated.running == 1  # one client proof at the TPM, the rest wait
+        nursery.start_soon(service.attest, link)
+        await trio.testing.wait_all_tasks_blocked()
+        assert gated.running == 2  # the priority request does not wait for them
+        gated.release.set()
+    assert gated.most_at_once == 2
+    # The link's proof went ahead of every client proof still queued: only the
+    # one already at the TPM may have run before it.
+    assert gated.order.index(link) <= 1
+    assert sorted(gated.order) == sorted([*clients, link])
+    assert service.attestations == 5
+
+
+def test_at_least_one_client_proof_can_run() -> None:
+    with pytest.raises(ValueError):
+        _service(ManualClock(START_MS), max_concurrent_client_proofs=0)

@@ -408,6 +408,45 @@ async def test_sender_refuses_payloads_above_its_own_limit() -> None:
             assert await channel.receive() == b"x" * 1000
 
 
+async def test_a_write_the_peer_does_not_read_is_cut_at_its_deadline() -> None:
+    a, b = memory_byte_stream_pair(max_buffer_size=4)
+    channels: dict[str, SecureChannel] = {}
+
+    async def server() -> None:
+        channels["server"] = await accept_secure(
+            b,
+            static=SERVER_KEY,
+            entropy=RANDOM.token_bytes,
+            attestation=SERVED,
+            verify_peer=allow(CLIENT_KEY),
+        )
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server)
+            client = await connect_secure(
+                a,
+                static=CLIENT_KEY,
+                entropy=RANDOM.token_bytes,
+                attestation=CLIENT,
+                verify_peer=allow(SERVER_KEY),
+                write_timeout=0.2,
+            )
+        # The server never reads: the stream's buffer fills, a write blocks,
+        # and the watchdog cuts it.
+        started = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.enforce_write_deadline)  # returns once the channel is closed
+            with pytest.raises(TransportBroken) as broken:
+                for _ in range(8):
+                    await client.send(b"x" * 1000)
+        assert broken.value.check == "transport.write_timeout"
+        assert anyio.current_time() - started < 0.2 * 1.25 + 0.5
+        with pytest.raises(anyio.ClosedResourceError):
+            await client.send(b"after the cut")
+        await channels["server"].aclose()
+
+
 async def test_handshake_timeout_on_the_server_while_others_are_served() -> None:
     with anyio.fail_after(10):
         async with running_server(handshake_timeout=1.0) as server:

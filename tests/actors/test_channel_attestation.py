@@ -1,5 +1,5 @@
 """The attestation exchange after every handshake, re-attestation over an open
-channel, and serve_secure's handshake cap.
+channel, and serve_secure's handshake cap (which handshake it evicts).
 
 The attacks on these (an unattested peer, a replayed document, a stale link,
 a handshake flood) are in tests/adversarial/; here are the mechanics.
@@ -7,6 +7,7 @@ a handshake flood) are in tests/adversarial/; here are the mechanics.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,8 @@ from actors.channel import (
     HandshakeEvicted,
     LocalAttestationFailed,
     SecureChannel,
+    _HandshakeSlots,
+    _Stage,
     accept_secure,
     connect_secure,
     memory_byte_stream_pair,
@@ -342,3 +345,35 @@ async def test_at_the_cap_the_oldest_handshake_is_evicted() -> None:
         for stream in stalled:
             await stream.aclose()
         group.cancel_scope.cancel()
+
+
+async def test_the_cap_evicts_the_least_advanced_handshake_and_never_a_nodes() -> None:
+    slots = _HandshakeSlots(3)
+    with contextlib.ExitStack() as held:
+        (silent, _), (customer, advance_customer), (node, advance_node) = (
+            held.enter_context(slots.admit()) for _ in range(3)
+        )
+        advance_customer(_Stage.CUSTOMER_SPOKE)
+        advance_node(_Stage.NODE)
+        # A newcomer evicts the connection that never finished its Noise
+        # handshake, although it is not the oldest...
+        newcomer, advance_newcomer = held.enter_context(slots.admit())
+        assert silent.cancel_called and not customer.cancel_called
+        advance_newcomer(_Stage.CUSTOMER)
+        # ...then the customer that has not spoken, before the one that has...
+        second, advance_second = held.enter_context(slots.admit())
+        assert newcomer.cancel_called and not customer.cancel_called
+        # ...and among equals the oldest.
+        advance_second(_Stage.CUSTOMER_SPOKE)
+        held.enter_context(slots.admit())
+        assert customer.cancel_called and not second.cancel_called
+        assert not node.cancel_called
+    # ...and a configured node's handshake is never cut: at a cap full of
+    # them, the newcomer is refused instead.
+    slots = _HandshakeSlots(1)
+    with slots.admit() as (node, advance_node):
+        advance_node(_Stage.NODE)
+        with slots.admit() as (refused, _):
+            assert refused.cancel_called and not node.cancel_called
+        assert len(slots) == 1
+    assert len(slots) == 0

@@ -21,6 +21,7 @@ module's typed error, and walking ``str()``, ``repr()``, ``args``, notes,
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import random
@@ -30,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import _node_attestation
 import cbor2
 import msgpack
 import pytest
@@ -40,7 +42,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 
-from actors.attestation import EvidenceMessage
+from actors.attestation import (
+    ChallengeMessage,
+    EvidenceMessage,
+    Reattestation,
+    ReattestationFailed,
+    encode_control,
+)
+from actors.channel import NOT_ATTESTED, ChannelAttestation, accept_secure, memory_byte_stream_pair
 from actors.counter_guard import CounterBinding
 from actors.key_custody import KEYRING_COUNTER, DataKeyImport, KeyringError, KeyringFile
 from actors.key_custody import Keyring as PersistedKeyring
@@ -49,8 +58,10 @@ from actors.key_custody._keyring_file import KEYRING_FILE_FORMAT
 from actors.key_custody._vault import IMPORT_FORMAT_VERSION
 from actors.lowlevel import NodeHello
 from nodes.model_store import ModelStoreError, SealedModelInfo, read_sealed_header
+from nodes.random import SystemRandom
 from nodes.release import KeyFileError, check_log_proof, load_private_key, load_public_key
 from nodes.store import SqliteStore
+from nodes.tcp_transport import PeerAddress, PeerNotAllowed, TcpNoiseTransport
 from nodes.tlog import TlogHttpApp, TransparencyLog, load_log_public_key
 from nodes.tpm._nsm import NsmError, decode_nsm_response
 from protocol.attestation import (
@@ -1137,3 +1148,113 @@ def test_secure_session_handshake_input(hostile: bytes, mutation: Mutation) -> N
             pass
 
     refused_cleanly(feed, SessionError)
+
+
+# ----------------------------------------------------------------------------- node links
+
+
+_LINK_CLOUD = _node_attestation.Cloud("leak-links")
+_LINK_NODE = _LINK_CLOUD.node("a")
+
+
+def _link_transport() -> TcpNoiseTransport:
+    return TcpNoiseTransport(
+        "a",
+        static=_LINK_NODE.static,
+        random=SystemRandom(),
+        peers={f"node-{CANARY}": PeerAddress("127.0.0.1", 1, bytes(32))},
+        attest=_LINK_NODE.service.attest,
+        verify_attestation=_LINK_NODE.verifier,
+    )
+
+
+class _Channel:
+    handshake_hash = bytes(32)
+    remote_static = bytes(32)
+    is_initiator = True
+
+
+async def _send_nowhere(message: bytes) -> None:
+    raise AssertionError("nothing is sent")
+
+
+def _control_messages(text: bytes) -> tuple[bytes, ...]:
+    return (
+        encode_control(EvidenceMessage(DocumentKind.NITRO, b"document " + text)),
+        encode_control(ChallengeMessage((text * 32)[:32])),
+        encode_envelope(Envelope.wrap(NodeHello(f"node-{CANARY}"))),
+    )
+
+
+@given(text=canary_bytes, mutation=mutations)
+@example(text=CANARY_BYTES, mutation=TRAILING_BYTE)
+@settings(max_examples=150)
+def test_node_hellos_and_control_messages(text: bytes, mutation: Mutation) -> None:
+    # The handshake payload a node link checks, and the control messages of
+    # re-attestation; the hello names a configured node whose key differs.
+    transport = _link_transport()
+    for encoded in _control_messages(text):
+        hostile = mutation.apply(encoded)
+        refused_cleanly(
+            lambda hostile=hostile: transport._verify(None, bytes(32), hostile), PeerNotAllowed
+        )
+        reattestation = Reattestation(
+            _Channel(),
+            prove=_LINK_NODE.service.attest,
+            verify=_LINK_NODE.verifier,
+            send=_send_nowhere,
+            clock=_LINK_CLOUD.clock,
+            random=SystemRandom(),
+        )
+        refused_cleanly(
+            lambda hostile=hostile, r=reattestation: r.control_received(hostile),
+            ReattestationFailed,
+        )
+
+
+_FIRST_PAYLOADS = (
+    *_control_messages(CANARY_BYTES),
+    encode_control(EvidenceMessage(DocumentKind.NITRO, CANARY_BYTES * 10)) + b"\x00",
+    encode_control(EvidenceMessage(DocumentKind.NITRO, cbor2.dumps([CANARY_BYTES] * 4))),
+    encode_control(EvidenceMessage(DocumentKind.TPM2_QUOTE, cbor2.dumps({"a": CANARY}))),
+    msgpack.packb((1, CANARY, 0, ())),
+)
+
+
+@pytest.mark.parametrize("payload", _FIRST_PAYLOADS, ids=_numbered(_FIRST_PAYLOADS))
+@pytest.mark.parametrize("peer_attests", [True, False], ids=["node-link", "customer"])
+def test_a_channels_first_payload(payload: bytes, peer_attests: bool) -> None:
+    """What the attestation exchange raises at the side that receives it."""
+    require = _LINK_NODE.verifier if peer_attests else NOT_ATTESTED
+    served = ChannelAttestation(prove=_LINK_NODE.service.attest, require=require)
+
+    async def exchange() -> None:
+        client, server = memory_byte_stream_pair()
+
+        async def hostile_peer() -> None:
+            session = await _node_attestation.raw_handshake(
+                client, _node_attestation.new_key(), b""
+            )
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await client.send(session.send(payload))
+
+        failure: SessionError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hostile_peer)
+            try:
+                channel = await accept_secure(
+                    server,
+                    static=_LINK_NODE.static,
+                    entropy=SystemRandom().token_bytes,
+                    verify_peer=lambda static, hello: None,
+                    attestation=served,
+                    handshake_timeout=5.0,
+                )
+            except SessionError as error:
+                failure = error  # raised below, as accept_secure raised it
+            else:
+                await channel.aclose()
+        if failure is not None:
+            raise failure
+
+    refused_cleanly(lambda: trio.run(exchange), SessionError)
