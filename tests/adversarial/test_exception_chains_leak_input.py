@@ -42,11 +42,7 @@ from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 
 from actors.attestation import EvidenceMessage
 from actors.counter_guard import CounterBinding
-from actors.key_custody import KEYRING_COUNTER, DataKeyImport, KeyringError, KeyringFile
-from actors.key_custody import Keyring as PersistedKeyring
-from actors.key_custody._keyring import KEYRING_FORMAT_VERSION
-from actors.key_custody._keyring_file import KEYRING_FILE_FORMAT
-from actors.key_custody._vault import IMPORT_FORMAT_VERSION
+from actors.key_custody import KEYRING_COUNTER, KeyringError
 from actors.lowlevel import NodeHello
 from nodes.model_store import ModelStoreError, SealedModelInfo, read_sealed_header
 from nodes.release import KeyFileError, check_log_proof, load_private_key, load_public_key
@@ -70,6 +66,14 @@ from protocol.attestation._cose import parse_cose_sign1
 from protocol.customer_data import CustomerData
 from protocol.framing import NEED_DATA, SecureSession, SessionError
 from protocol.inference import ChatTurn, GenerateChunk, GenerateRequest, Role
+from protocol.key_custody import (
+    IMPORT_FORMAT_VERSION,
+    KEYRING_FILE_FORMAT,
+    KEYRING_FORMAT_VERSION,
+    DataKeyImport,
+    KeyringFile,
+)
+from protocol.key_custody import Keyring as PersistedKeyring
 from protocol.messages import (
     Envelope,
     MessageDecodeError,
