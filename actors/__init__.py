@@ -46,14 +46,15 @@ parentheses is where a class is imported from, when not here)::
     │   ├── PeerUnavailable
     │   └── NotSendable
     ├── SupervisorStartError
-    ├── KeyCustodyError                  (actors.key_custody)
-    │   ├── KeyringError
-    │   │   ├── KeyringRefused           .check: KeyringCheck (rollback, unauthentic, ahead)
-    │   │   ├── UnmeasuredKekSelection   a KEK sealed to less than the measured state
-    │   │   └── CommitInterrupted        a commit stopped after its write: reopen first
-    │   ├── KeyReleaseDenied             .denial: Denial
-    │   └── EnvelopeError                .denial: Denial
-    ├── CounterRefused                   (actors.counter_guard; .check: CounterCheck)
+    ├── KeyCustodyError                  (protocol.key_custody, re-exported by actors.key_custody)
+    │   ├── KeyringError                 (protocol.key_custody)
+    │   │   ├── KeyringRefused           (protocol.key_custody; .check: KeyringCheck)
+    │   │   ├── UnmeasuredKekSelection   (actors.key_custody) a KEK sealed to too few PCRs
+    │   │   └── CommitInterrupted        (actors.key_custody) a commit stopped: reopen first
+    │   ├── KeyReleaseDenied             (actors.key_custody; .denial: Denial)
+    │   └── EnvelopeError                (protocol.key_custody; .denial: Denial)
+    ├── CounterRefused                   (protocol.counter_binding, re-exported by
+    │                                     actors.counter_guard; .check: CounterCheck)
     ├── AttestationUnavailable           (actors.attestation; .check: UnavailableCheck)
     ├── ReattestationFailed              (actors.attestation; .check: ReattestCheck)
     ├── StoreError                       (actors.seams)

@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from actors.key_custody import ENVELOPE_PROTOCOL, KeyCustodyError, seal_data_key_import
+from actors.key_custody import KeyCustodyError
 from mantle.commands import MAX_SECONDS, IntegerIn
 from nodes.clock import TrioClock
 from nodes.model_store import (
@@ -58,6 +58,7 @@ from protocol.attestation import (
     aws_nitro_root,
     noise_key_binding,
 )
+from protocol.key_custody import ENVELOPE_PROTOCOL, seal_data_key_import
 from protocol.measurement import MissingPlatformRegisters, model_artifact_name, require_measured
 from protocol.noise import KeyPair
 from protocol.sealed_model import (
@@ -161,7 +162,7 @@ def _model_add(args: argparse.Namespace) -> int:
         args.model_id,
         data_key,
         keys_static,
-        random,
+        random.token_bytes,
         provider=provider,
         key_version=args.key_version,
     )

@@ -1,6 +1,6 @@
 """Counter bindings on disk: which definition of a TPM counter this node made.
 
-The file holds one :class:`actors.counter_guard.CounterBinding` in its
+The file holds one :class:`protocol.counter_binding.CounterBinding` in its
 canonical encoding. It is a memory, not a credential: root on the host can
 read, delete or rewrite it, and the guard's checks (and the TPM's counter
 rules) are what make that visible; see :mod:`actors.counter_guard`.

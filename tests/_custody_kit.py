@@ -14,13 +14,7 @@ from pathlib import Path
 
 from _release_kit import NOW, ReleaseKit
 
-from actors.key_custody import (
-    ENVELOPE_PROTOCOL,
-    DataKeyGrant,
-    DataKeyRequest,
-    KeyVault,
-    NodeKeyCustody,
-)
+from actors.key_custody import KeyVault, NodeKeyCustody
 from actors.seams.tpm import TPM
 from nodes.boot import BootedNode, measured_boot
 from nodes.random import SystemRandom
@@ -31,6 +25,7 @@ from protocol.attestation import (
     PcrPolicy,
     TrustAnchor,
 )
+from protocol.key_custody import ENVELOPE_PROTOCOL, DataKeyGrant, DataKeyRequest
 from protocol.measurement import MEASURED_PCRS, boot_extends, model_policy
 from protocol.noise import KeyPair
 from protocol.release import VerifiedRelease

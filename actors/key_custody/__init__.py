@@ -2,82 +2,71 @@
 and on ``keys`` nodes the model KEKs sealed to the TPM's measured state (in a
 keyring bound to a TPM counter, so an older copy of it is refused, and MACed
 by the TPM in that state, so nobody else can write one), data key imports from
-model providers only, and the release of data keys to attested peers only."""
+model providers only, and the release of data keys to attested peers only.
 
-from actors.key_custody._envelope import (
-    ENVELOPE_PROTOCOL,
-    open_envelope,
-    seal_envelope,
+The room holds the state -- :class:`NodeKeyCustody` (the static key and the
+data keys granted), :class:`KeyVault` (the TPM, the keyring, the challenges,
+the policy and provider lookups) -- and :class:`KeyCustodyActor`, which serves
+a vault's messages under supervision. The formats it reads and writes (key
+envelopes, the keyring and its file, the ``keys.*`` messages) are
+:mod:`protocol.key_custody`'s; the format errors and :class:`Denial` are
+re-exported here because the room raises them.
+"""
+
+from actors.key_custody._actor import (
+    CustodyReply,
+    FromPeer,
+    KeyCustodyActor,
+    OpenVault,
 )
 from actors.key_custody._errors import (
     CommitInterrupted,
-    Denial,
-    EnvelopeError,
-    KeyCustodyError,
     KeyReleaseDenied,
-    KeyringError,
     UnmeasuredKekSelection,
-)
-from actors.key_custody._keyring import (
-    SERVABLE_DATA_KEY_STATES,
-    DataKeyEvent,
-    DataKeyState,
-    KekEvent,
-    KekState,
-    Keyring,
-    SealedKek,
-    WrappedDataKey,
 )
 from actors.key_custody._keyring_file import (
     KEYRING_COUNTER,
     KEYRING_MAC_PCRS,
-    KeyringCheck,
-    KeyringFile,
-    KeyringRefused,
+    seal_keyring_file,
+    verify_keyring_file,
 )
 from actors.key_custody._node import NodeKeyCustody
 from actors.key_custody._vault import (
     KEK_PCRS,
     MAX_USED_CHALLENGES,
-    DataKeyGrant,
-    DataKeyImport,
-    DataKeyRequest,
     KeyVault,
     ProviderKeyLookup,
-    seal_data_key_import,
+)
+from protocol.key_custody import (
+    Denial,
+    EnvelopeError,
+    KeyCustodyError,
+    KeyringCheck,
+    KeyringError,
+    KeyringRefused,
 )
 
 __all__ = [
-    "ENVELOPE_PROTOCOL",
     "KEK_PCRS",
     "KEYRING_COUNTER",
     "KEYRING_MAC_PCRS",
     "MAX_USED_CHALLENGES",
-    "SERVABLE_DATA_KEY_STATES",
     "CommitInterrupted",
-    "DataKeyEvent",
-    "DataKeyGrant",
-    "DataKeyImport",
-    "DataKeyRequest",
-    "DataKeyState",
+    "CustodyReply",
     "Denial",
     "EnvelopeError",
-    "KekEvent",
-    "KekState",
+    "FromPeer",
+    "KeyCustodyActor",
     "KeyCustodyError",
     "KeyReleaseDenied",
     "KeyVault",
-    "Keyring",
     "KeyringCheck",
     "KeyringError",
-    "KeyringFile",
     "KeyringRefused",
     "NodeKeyCustody",
+    "OpenVault",
     "ProviderKeyLookup",
-    "SealedKek",
     "UnmeasuredKekSelection",
-    "WrappedDataKey",
-    "open_envelope",
-    "seal_data_key_import",
-    "seal_envelope",
+    "seal_keyring_file",
+    "verify_keyring_file",
 ]

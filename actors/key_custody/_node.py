@@ -18,13 +18,20 @@ caller verified in the keys node's attestation document.
 
 from __future__ import annotations
 
-from actors.key_custody._envelope import new_static_key, open_envelope
-from actors.key_custody._errors import Denial, EnvelopeError, KeyringError
-from actors.key_custody._vault import DataKeyGrant, DataKeyRequest, grant_prologue
 from actors.seams.random import Random
 from actors.seams.tpm import TPM
 from protocol.attestation import DocumentKind
 from protocol.attestation.binding import noise_key_binding
+from protocol.key_custody import (
+    DataKeyGrant,
+    DataKeyRequest,
+    Denial,
+    EnvelopeError,
+    KeyringError,
+    grant_prologue,
+    new_static_key,
+    open_envelope,
+)
 from protocol.noise import KeyPair
 from protocol.sealed_model import DATA_KEY_SIZE, SealedModelHeader, validate_model_id
 

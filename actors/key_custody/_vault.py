@@ -1,9 +1,11 @@
 """The keys role: KEKs sealed to this node's PCRs, DEKs released only to attested peers.
 
-:class:`KeyVault` is the logic of the ``key_custody`` actor on a ``keys`` node.
-It is synchronous (TPM commands are blocking device I/O; the actor runs calls
-in a worker thread) and single-threaded: the actor's mailbox serialises calls,
-so a rotation step and a release never interleave inside one call, and the
+:class:`KeyVault` is the state of the ``key_custody`` actor on a ``keys`` node
+(:class:`~actors.key_custody.KeyCustodyActor`, which turns the ``keys.*``
+messages of :mod:`protocol.key_custody` into calls here). It is synchronous
+(TPM commands are blocking device I/O; the actor runs calls in a worker
+thread) and single-threaded: the actor's mailbox serialises calls, so a
+rotation step and a release never interleave inside one call, and the
 rotation protocol is designed so that any interleaving *between* calls keeps
 every servable key servable -- that is what "no downtime" means here.
 
@@ -64,7 +66,8 @@ image that extends their published digests.
 
 The keyring lives in a file bound to the TPM counter :data:`KEYRING_COUNTER`
 and authenticated by the TPM's measured HMAC over the same registers
-(:mod:`actors.key_custody._keyring_file`), a MAC only this keys node's code,
+(:mod:`actors.key_custody._keyring_file`; the file's format is
+:class:`protocol.key_custody.KeyringFile`), a MAC only this keys node's code,
 in its measured state on this TPM, can compute: :meth:`KeyVault.new_keyring`
 defines the counter and makes the first file, the constructor opens only the
 newest file (an older copy, a counter the owner deleted or re-created, an
@@ -97,40 +100,18 @@ import hashlib
 import heapq
 import hmac
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-import msgpack
-
 from actors.counter_guard import advance_counter, open_counter
-from actors.key_custody._envelope import envelope_prologue, open_envelope, seal_envelope
 from actors.key_custody._errors import (
     CommitInterrupted,
-    Denial,
-    EnvelopeError,
     KeyReleaseDenied,
-    KeyringError,
     UnmeasuredKekSelection,
-)
-from actors.key_custody._keyring import (
-    KEK_SIZE,
-    SERVABLE_DATA_KEY_STATES,
-    WRAP_NONCE_SIZE,
-    DataKeyEvent,
-    DataKeyState,
-    KekEvent,
-    KekState,
-    Keyring,
-    SealedKek,
-    WrappedDataKey,
-    unwrap_data_key,
-    wrap_data_key,
 )
 from actors.key_custody._keyring_file import (
     KEYRING_COUNTER,
-    KeyringCheck,
-    KeyringFile,
-    KeyringRefused,
+    seal_keyring_file,
+    verify_keyring_file,
 )
 from actors.seams.clock import Clock
 from actors.seams.random import Random
@@ -143,6 +124,34 @@ from protocol.attestation import (
     PcrPolicy,
 )
 from protocol.attestation.binding import noise_key_binding
+from protocol.key_custody import (
+    CHALLENGE_SIZE,
+    KEK_SIZE,
+    SERVABLE_DATA_KEY_STATES,
+    WRAP_NONCE_SIZE,
+    DataKeyEvent,
+    DataKeyGrant,
+    DataKeyImport,
+    DataKeyRequest,
+    DataKeyState,
+    Denial,
+    EnvelopeError,
+    KekEvent,
+    KekState,
+    Keyring,
+    KeyringCheck,
+    KeyringError,
+    KeyringFile,
+    KeyringRefused,
+    SealedKek,
+    WrappedDataKey,
+    grant_prologue,
+    import_prologue,
+    open_envelope,
+    seal_envelope,
+    unwrap_data_key,
+    wrap_data_key,
+)
 from protocol.measurement import (
     MEASURED_PCRS,
     MeasurementError,
@@ -154,7 +163,6 @@ from protocol.sealed_model import (
     DATA_KEY_SIZE,
     DEFAULT_CHUNK_SIZE,
     NONCE_PREFIX_SIZE,
-    SealedModelFormatError,
     SealedModelHeader,
     open_stream,
     seal_stream,
@@ -164,7 +172,6 @@ from protocol.sealed_model import (
 if TYPE_CHECKING:
     from actors.key_custody._node import NodeKeyCustody
 
-CHALLENGE_SIZE: Final = 32
 DEFAULT_CHALLENGE_TTL_S: Final = 60.0
 #: Used challenges the vault remembers at once (each until it expires). Filling
 #: it takes this many release requests within one TTL -- about 1 100 a second
@@ -185,12 +192,6 @@ KEK_PCRS: Final = MEASURED_PCRS
 # Evidence older than this is refused even with the right nonce.
 DEFAULT_MAX_EVIDENCE_AGE_MS: Final = 60_000
 
-# 2: the envelope is a Noise K message from the model provider's key (1 was an
-# anonymous N message, which nothing accepts any more).
-IMPORT_FORMAT_VERSION: Final = 2
-GRANT_PURPOSE: Final = "data-key-grant"
-IMPORT_PURPOSE: Final = "data-key-import"
-
 PolicyLookup = Callable[[str], PcrPolicy | None]
 #: model id -> the model provider's 32-byte X25519 static public key named for it
 #: in the verified release (``VerifiedRelease.model_provider_static``), or None.
@@ -198,86 +199,6 @@ ProviderKeyLookup = Callable[[str], bytes | None]
 #: Stores a keyring file durably (atomically replacing the previous one) before
 #: returning; the vault uses the new keyring only after it returned.
 KeyringSink = Callable[[bytes], None]
-
-
-@dataclass(frozen=True)
-class DataKeyRequest:
-    """A peer asks for a model's data key, proving who it is.
-
-    ``key_version`` ``None`` asks for the active version. ``evidence`` was
-    produced for ``nonce`` (from :meth:`KeyVault.issue_challenge`) and binds
-    ``noise_key_binding(static_public)``.
-    """
-
-    model_id: str
-    key_version: int | None
-    nonce: bytes
-    evidence: bytes
-    static_public: bytes
-    evidence_kind: DocumentKind = DocumentKind.NITRO
-
-
-@dataclass(frozen=True)
-class DataKeyGrant:
-    """A data key in an envelope only the requester's attested key opens."""
-
-    model_id: str
-    key_version: int
-    envelope: bytes
-
-
-@dataclass(frozen=True)
-class DataKeyImport:
-    """A model provider's new data key, in an envelope from the provider's static
-    key to the keys node's attested key.
-
-    ``key_version`` is the version the provider sealed the model file under.
-    """
-
-    model_id: str
-    key_version: int
-    envelope: bytes
-
-    def encode(self) -> bytes:
-        encoded: bytes = msgpack.packb(
-            [IMPORT_FORMAT_VERSION, self.model_id, self.key_version, self.envelope],
-            use_bin_type=True,
-        )
-        return encoded
-
-    @classmethod
-    def decode(cls, data: bytes) -> DataKeyImport:
-        if type(data) is not bytes:
-            raise KeyringError("a data key import is bytes")
-        if len(data) > 4096:
-            raise KeyringError("data key import is too large")
-        failure: str | None = None
-        try:
-            item = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=4096)
-        except Exception as error:  # msgpack raises several unrelated types
-            failure = type(error).__name__
-        if failure is not None:
-            # Outside the handler: msgpack's ExtraData holds the decoded import.
-            raise KeyringError(f"data key import is not msgpack ({failure})")
-        if not isinstance(item, list) or len(item) != 4 or item[0] != IMPORT_FORMAT_VERSION:
-            raise KeyringError("data key import has the wrong shape or version")
-        _, model_id, key_version, envelope = item
-        if not isinstance(model_id, str) or type(envelope) is not bytes:
-            raise KeyringError("data key import fields have the wrong types")
-        if type(key_version) is not int or not 1 <= key_version < 1 << 32:
-            raise KeyringError("data key import version out of range")
-        # A malformed id must fail as this module's error, not the sealed-model one.
-        with contextlib.suppress(SealedModelFormatError):
-            return cls(validate_model_id(model_id), key_version, envelope)
-        raise KeyringError("data key import names a malformed model id")
-
-
-def grant_prologue(nonce: bytes, model_id: str, key_version: int) -> bytes:
-    return envelope_prologue(GRANT_PURPOSE, nonce, model_id, key_version)
-
-
-def import_prologue(model_id: str, key_version: int, recipient_binding: bytes) -> bytes:
-    return envelope_prologue(IMPORT_PURPOSE, model_id, key_version, recipient_binding)
 
 
 class KeyVault:
@@ -351,7 +272,7 @@ class KeyVault:
         # the vault that opens it advances the counter to it, so its history
         # starts with its own increment and needs no copy first (see _commit).
         # No other file can carry this version: this counter was just defined.
-        return KeyringFile.seal(
+        return seal_keyring_file(
             Keyring(keks=(kek,)), version=counter + 1, binding=binding, tpm=tpm
         ).encode()
 
@@ -362,7 +283,7 @@ class KeyVault:
         stored = KeyringFile.decode(data)
         # Nothing in the file is used before the MAC verified: only this keys
         # node, in this measured state on this TPM, can have computed it.
-        stored.verify(self._tpm)
+        verify_keyring_file(stored, self._tpm)
         counter, binding = open_counter(self._tpm, KEYRING_COUNTER, stored.binding)
         if stored.version < counter:
             raise KeyringRefused(
@@ -458,10 +379,10 @@ class KeyVault:
 
     def _write_and_advance(self, keyring: Keyring) -> None:
         target = self._version + 1
-        stored = KeyringFile.seal(keyring, version=target, binding=self._binding, tpm=self._tpm)
+        stored = seal_keyring_file(keyring, version=target, binding=self._binding, tpm=self._tpm)
         unmoved = False
         with contextlib.suppress(KeyringRefused):
-            self._stored.verify(self._tpm)
+            verify_keyring_file(self._stored, self._tpm)
             unmoved = True
         if not unmoved:
             raise KeyringError(
@@ -833,28 +754,3 @@ def _is_measured(policy: PcrPolicy) -> bool:
 def _check_peer(peer: object) -> None:
     if type(peer) is not bytes or len(peer) != PEER_ID_SIZE:
         raise KeyReleaseDenied(Denial.MALFORMED, "a peer is named by its 32-byte static key")
-
-
-def seal_data_key_import(
-    model_id: str,
-    data_key: bytes,
-    keys_node_static_public: bytes,
-    random: Random,
-    *,
-    provider: KeyPair,
-    key_version: int = 1,
-) -> DataKeyImport:
-    """The model provider's import envelope, from ``provider`` (the static key the
-    release names for ``model_id``) to a keys node whose attested key is given.
-
-    The caller must have verified the keys node's attestation document, with
-    ``noise_key_binding(keys_node_static_public)`` as its bound key.
-    """
-    validate_model_id(model_id)
-    if len(data_key) != DATA_KEY_SIZE:
-        raise KeyringError("a data key is 32 bytes")
-    prologue = import_prologue(model_id, key_version, noise_key_binding(keys_node_static_public))
-    envelope = seal_envelope(
-        provider, keys_node_static_public, prologue, data_key, random.token_bytes
-    )
-    return DataKeyImport(model_id=model_id, key_version=key_version, envelope=envelope)

@@ -13,23 +13,16 @@ from _release_kit import NOW, ReleaseFiles, ReleaseKit
 
 from actors.counter_guard import CounterCheck, CounterRefused
 from actors.key_custody import (
-    ENVELOPE_PROTOCOL,
     KEYRING_COUNTER,
-    DataKeyEvent,
-    DataKeyRequest,
-    DataKeyState,
     Denial,
     EnvelopeError,
-    KekState,
     KeyReleaseDenied,
-    Keyring,
     KeyringCheck,
     KeyringError,
-    KeyringFile,
     KeyringRefused,
     KeyVault,
     NodeKeyCustody,
-    seal_data_key_import,
+    seal_keyring_file,
 )
 from actors.key_custody import _vault as vault_module
 from actors.seams.tpm import TPMError
@@ -44,6 +37,16 @@ from nodes.model_store import (
 )
 from nodes.random import SystemRandom
 from protocol.attestation import AttestationVerifier, ChainCache, NitroAuthenticator, TrustAnchor
+from protocol.key_custody import (
+    ENVELOPE_PROTOCOL,
+    DataKeyEvent,
+    DataKeyRequest,
+    DataKeyState,
+    KekState,
+    Keyring,
+    KeyringFile,
+    seal_data_key_import,
+)
 from protocol.measurement import (
     APPLICATION_PCRS,
     RELEASE_PCR,
@@ -554,13 +557,21 @@ def test_tampered_or_substituted_sealed_file_does_not_load(cluster: Cluster) -> 
 def test_provider_import_is_opened_only_by_the_keys_node(cluster: Cluster) -> None:
     data_key = SystemRandom().token_bytes(32)
     envelope = seal_data_key_import(
-        MODEL, data_key, cluster.vault.static_public, SystemRandom(), provider=cluster.provider
+        MODEL,
+        data_key,
+        cluster.vault.static_public,
+        SystemRandom().token_bytes,
+        provider=cluster.provider,
     )
     version = cluster.vault.import_data_key(envelope)
     assert cluster.vault._data_key(cluster.vault.keyring.data_key(MODEL, version)) == data_key  # type: ignore[arg-type]
     elsewhere = NodeKeyCustody(random=SystemRandom())
     misaddressed = seal_data_key_import(
-        MODEL, data_key, elsewhere.static_public, SystemRandom(), provider=cluster.provider
+        MODEL,
+        data_key,
+        elsewhere.static_public,
+        SystemRandom().token_bytes,
+        provider=cluster.provider,
     )
     with pytest.raises(EnvelopeError):
         cluster.vault.import_data_key(misaddressed)
@@ -572,8 +583,8 @@ def test_provider_import_is_opened_only_by_the_keys_node(cluster: Cluster) -> No
         cluster.vault.import_data_key(envelope)
     renumbered = replace(
         seal_data_key_import(
-            MODEL, data_key, cluster.vault.static_public, SystemRandom(), provider=cluster.provider,
-            key_version=2,
+            MODEL, data_key, cluster.vault.static_public, SystemRandom().token_bytes,
+            provider=cluster.provider, key_version=2,
         ),
         key_version=3,
     )  # fmt: skip
@@ -586,8 +597,8 @@ def test_model_add_cli_registers_a_key_only_an_attested_keys_node_opens(
 ) -> None:
     import time
 
-    from actors.key_custody import DataKeyImport
     from nodes.cli import main
+    from protocol.key_custody import DataKeyImport
     from protocol.measurement import cluster_policy
 
     # The provider checks the keys node's document as of the real time.
@@ -751,7 +762,7 @@ def test_a_second_first_keyring_on_one_tpm_is_refused(cluster: Cluster) -> None:
 def test_a_file_two_writes_ahead_of_the_counter_is_refused(cluster: Cluster) -> None:
     seal_weights(cluster, 1)
     stored = KeyringFile.decode(cluster.persisted[-1])
-    ahead = KeyringFile.seal(
+    ahead = seal_keyring_file(
         stored.keyring, version=stored.version + 2, binding=stored.binding, tpm=cluster.keys_tpm
     )
     with pytest.raises(KeyringRefused) as caught:
@@ -764,7 +775,7 @@ def test_retired_versions_are_never_numbered_again(cluster: Cluster) -> None:
     # An abandoned rotation: v2 staged, then retired.
     data_key = SystemRandom().token_bytes(32)
     staged = seal_data_key_import(
-        MODEL, data_key, cluster.vault.static_public, SystemRandom(),
+        MODEL, data_key, cluster.vault.static_public, SystemRandom().token_bytes,
         provider=cluster.provider, key_version=2,
     )  # fmt: skip
     assert cluster.vault.import_data_key(staged) == 2

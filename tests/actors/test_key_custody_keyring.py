@@ -15,17 +15,22 @@ from actors.counter_guard import CounterBinding
 from actors.key_custody import (
     KEYRING_COUNTER,
     KEYRING_MAC_PCRS,
+    KeyringCheck,
+    KeyringError,
+    KeyringRefused,
+    seal_keyring_file,
+    verify_keyring_file,
+)
+from protocol.key_custody import (
     DataKeyState,
     KekState,
     Keyring,
-    KeyringCheck,
-    KeyringError,
     KeyringFile,
-    KeyringRefused,
     SealedKek,
     WrappedDataKey,
+    unwrap_data_key,
+    wrap_data_key,
 )
-from actors.key_custody._keyring import unwrap_data_key, wrap_data_key
 from simulations.clock import ManualClock
 from simulations.nitrotpm import SimulatedNitroTPM, TpmOp
 
@@ -139,15 +144,17 @@ TPM = SimulatedNitroTPM.from_seed("keyring-file", clock=ManualClock(0))
 
 
 def stored() -> KeyringFile:
-    return KeyringFile.seal(keyring(), version=7, binding=BINDING, tpm=TPM)
+    return seal_keyring_file(keyring(), version=7, binding=BINDING, tpm=TPM)
 
 
 def test_keyring_file_round_trips_and_authenticates() -> None:
     decoded = KeyringFile.decode(stored().encode())
     assert decoded == stored()
-    decoded.verify(TPM)
+    verify_keyring_file(decoded, TPM)
     with pytest.raises(KeyringRefused) as caught:
-        decoded.verify(SimulatedNitroTPM.from_seed("another TPM", clock=ManualClock(0)))
+        verify_keyring_file(
+            decoded, SimulatedNitroTPM.from_seed("another TPM", clock=ManualClock(0))
+        )
     assert caught.value.check is KeyringCheck.UNAUTHENTIC
 
 
@@ -155,14 +162,14 @@ def test_keyring_file_round_trips_and_authenticates() -> None:
 def test_the_mac_needs_the_measured_state_of_every_register(index: int) -> None:
     data = stored().encode()
     moved = SimulatedNitroTPM.from_seed("keyring-file", clock=ManualClock(0))
-    KeyringFile.decode(data).verify(moved)
+    verify_keyring_file(KeyringFile.decode(data), moved)
     # A register outside the selection does not matter...
     moved.pcr_extend(16, bytes(48))
-    KeyringFile.decode(data).verify(moved)
+    verify_keyring_file(KeyringFile.decode(data), moved)
     # ...each one in it does: the file opens only in the state it was written in.
     moved.pcr_extend(index, bytes(48))
     with pytest.raises(KeyringRefused) as caught:
-        KeyringFile.decode(data).verify(moved)
+        verify_keyring_file(KeyringFile.decode(data), moved)
     assert caught.value.check is KeyringCheck.UNAUTHENTIC
 
 
@@ -170,9 +177,9 @@ def test_a_failed_measured_hmac_is_a_keyring_error() -> None:
     failing = SimulatedNitroTPM.from_seed("keyring-file", clock=ManualClock(0))
     failing.inject_failure(TpmOp.MEASURED_HMAC, times=2)
     with pytest.raises(KeyringError):
-        KeyringFile.seal(keyring(), version=7, binding=BINDING, tpm=failing)
+        seal_keyring_file(keyring(), version=7, binding=BINDING, tpm=failing)
     with pytest.raises(KeyringError):
-        stored().verify(failing)
+        verify_keyring_file(stored(), failing)
 
 
 @settings(max_examples=200)
@@ -191,7 +198,7 @@ def test_every_field_of_a_keyring_file_is_authenticated(data: st.DataObject) -> 
     if decoded == stored():
         return  # the draw reproduced the original value
     with pytest.raises(KeyringRefused):
-        decoded.verify(TPM)
+        verify_keyring_file(decoded, TPM)
 
 
 @settings(max_examples=300)

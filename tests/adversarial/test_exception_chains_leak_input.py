@@ -51,11 +51,7 @@ from actors.attestation import (
 )
 from actors.channel import NOT_ATTESTED, ChannelAttestation, accept_secure, memory_byte_stream_pair
 from actors.counter_guard import CounterBinding
-from actors.key_custody import KEYRING_COUNTER, DataKeyImport, KeyringError, KeyringFile
-from actors.key_custody import Keyring as PersistedKeyring
-from actors.key_custody._keyring import KEYRING_FORMAT_VERSION
-from actors.key_custody._keyring_file import KEYRING_FILE_FORMAT
-from actors.key_custody._vault import IMPORT_FORMAT_VERSION
+from actors.key_custody import KEYRING_COUNTER, KeyringError
 from actors.lowlevel import NodeHello
 from nodes.model_store import ModelStoreError, SealedModelInfo, read_sealed_header
 from nodes.random import SystemRandom
@@ -81,6 +77,14 @@ from protocol.attestation._cose import parse_cose_sign1
 from protocol.customer_data import CustomerData
 from protocol.framing import NEED_DATA, SecureSession, SessionError
 from protocol.inference import ChatTurn, GenerateChunk, GenerateRequest, Role
+from protocol.key_custody import (
+    IMPORT_FORMAT_VERSION,
+    KEYRING_FILE_FORMAT,
+    KEYRING_FORMAT_VERSION,
+    DataKeyImport,
+    KeyringFile,
+)
+from protocol.key_custody import Keyring as PersistedKeyring
 from protocol.messages import (
     Envelope,
     MessageDecodeError,

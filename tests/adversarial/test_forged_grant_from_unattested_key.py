@@ -23,16 +23,9 @@ from pathlib import Path
 import pytest
 from _custody_kit import MODEL, CustodyCloud, new_key_pair
 
-from actors.key_custody import (
-    DataKeyGrant,
-    DataKeyRequest,
-    Denial,
-    EnvelopeError,
-    NodeKeyCustody,
-)
-from actors.key_custody._envelope import seal_envelope
-from actors.key_custody._vault import grant_prologue
+from actors.key_custody import Denial, EnvelopeError, NodeKeyCustody
 from nodes.random import SystemRandom
+from protocol.key_custody import DataKeyGrant, DataKeyRequest, grant_prologue, seal_envelope
 from protocol.noise import HandshakeState, KeyPair, NoiseProtocol
 
 ATTACKER_KEY = bytes(range(32))

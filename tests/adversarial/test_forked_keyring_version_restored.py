@@ -30,11 +30,11 @@ from actors.key_custody import (
     KeyCustodyError,
     KeyReleaseDenied,
     KeyringCheck,
-    KeyringFile,
     KeyringRefused,
     KeyVault,
 )
 from nodes.random import SystemRandom
+from protocol.key_custody import KeyringFile
 from simulations.nitrotpm import TpmOp
 
 

@@ -21,14 +21,10 @@ from pathlib import Path
 import pytest
 from _custody_kit import MODEL, CustodyCloud
 
-from actors.key_custody import (
-    KeyringFile,
-    KeyVault,
-    UnmeasuredKekSelection,
-)
-from actors.key_custody._keyring import unwrap_data_key
+from actors.key_custody import KeyVault, UnmeasuredKekSelection
 from actors.seams.tpm import TPMError
 from nodes.random import SystemRandom
+from protocol.key_custody import KeyringFile, unwrap_data_key
 from protocol.measurement import APPLICATION_PCRS, MEASURED_PCRS, PLATFORM_PCRS
 from simulations.nitrotpm import SimulatedNitroTPM
 

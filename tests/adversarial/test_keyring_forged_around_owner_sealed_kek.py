@@ -37,19 +37,22 @@ from _swtpm import (
 )
 
 from actors.key_custody import (
-    KekState,
-    Keyring,
     KeyringCheck,
     KeyringError,
-    KeyringFile,
     KeyringRefused,
     KeyVault,
-    SealedKek,
-    seal_data_key_import,
+    seal_keyring_file,
 )
-from actors.key_custody._keyring import unwrap_data_key
 from actors.seams.tpm import TPM, TPMError
 from nodes.random import SystemRandom
+from protocol.key_custody import (
+    KekState,
+    Keyring,
+    KeyringFile,
+    SealedKek,
+    seal_data_key_import,
+    unwrap_data_key,
+)
 from protocol.measurement import APPLICATION_PCRS, MEASURED_PCRS, RELEASE_PCR
 from simulations.nitrotpm import running_image
 
@@ -65,7 +68,7 @@ def forged_keyring(genuine: KeyringFile, owner_blob: bytes, owner_tpm: TPM) -> b
     owner_kek = SealedKek(
         kek_id=1, state=KekState.ACTIVE, sealed_blob=owner_blob, pcr_indices=MEASURED_PCRS
     )
-    return KeyringFile.seal(
+    return seal_keyring_file(
         Keyring(keks=(owner_kek,)),
         version=genuine.version,
         binding=genuine.binding,
@@ -91,7 +94,7 @@ def test_a_keyring_of_an_owner_sealed_kek_alone_is_refused(tmp_path: Path) -> No
     provider_key = random.token_bytes(32)
     cloud.vault.import_data_key(
         seal_data_key_import(
-            MODEL, provider_key, cloud.keys_static, random, provider=cloud.provider
+            MODEL, provider_key, cloud.keys_static, random.token_bytes, provider=cloud.provider
         )
     )
     genuine = KeyringFile.decode(cloud.stored[-1])
@@ -115,7 +118,12 @@ def test_a_keyring_of_an_owner_sealed_kek_alone_is_refused(tmp_path: Path) -> No
     # version) lands under the genuine KEK, which the owner cannot read.
     cloud.vault = cloud.open_vault(cloud.stored[-1])
     again = seal_data_key_import(
-        MODEL, provider_key, cloud.keys_static, random, provider=cloud.provider, key_version=2
+        MODEL,
+        provider_key,
+        cloud.keys_static,
+        random.token_bytes,
+        provider=cloud.provider,
+        key_version=2,
     )
     cloud.vault.import_data_key(again)
     tpm, node = cloud.inference_node("inference-1")
@@ -153,7 +161,7 @@ def test_on_a_tpm_device_the_owner_cannot_write_a_keyring_the_node_opens(
         provider_key = random.token_bytes(32)
         vault.import_data_key(
             seal_data_key_import(
-                MODEL, provider_key, cloud.keys_static, random, provider=cloud.provider
+                MODEL, provider_key, cloud.keys_static, random.token_bytes, provider=cloud.provider
             )
         )
         genuine = KeyringFile.decode(stored[-1])
@@ -191,7 +199,7 @@ def test_on_a_tpm_device_the_owner_cannot_write_a_keyring_the_node_opens(
         vault = cloud.open_vault(stored[-1], tpm=device, persist=stored.append)
         vault.import_data_key(
             seal_data_key_import(
-                MODEL, provider_key, cloud.keys_static, random, provider=cloud.provider,
+                MODEL, provider_key, cloud.keys_static, random.token_bytes, provider=cloud.provider,
                 key_version=2,
             )
         )  # fmt: skip

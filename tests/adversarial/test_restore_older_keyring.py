@@ -31,15 +31,14 @@ from actors.counter_guard import CounterBinding, CounterCheck, CounterRefused
 from actors.key_custody import (
     KEYRING_COUNTER,
     Denial,
-    KekState,
     KeyReleaseDenied,
     KeyringCheck,
-    KeyringFile,
     KeyringRefused,
     KeyVault,
-    SealedKek,
+    seal_keyring_file,
 )
 from nodes.random import SystemRandom
+from protocol.key_custody import KekState, KeyringFile, SealedKek
 from protocol.measurement import MEASURED_PCRS
 
 
@@ -126,7 +125,7 @@ def test_a_keyring_forged_around_an_owner_sealed_kek_is_refused(tmp_path: Path) 
         genuine.keyring,
         keks=(replace(genuine.keyring.active_kek, state=KekState.PENDING), owner_sealed),
     )
-    forged = KeyringFile.seal(
+    forged = seal_keyring_file(
         forged_ring, version=genuine.version, binding=genuine.binding, tpm=owner_tpm
     )
     with pytest.raises(KeyringRefused) as caught:

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from _custody_kit import MODEL, CustodyCloud
 
-from actors.key_custody import DataKeyRequest, Denial, KeyReleaseDenied
+from actors.key_custody import Denial, KeyReleaseDenied
 from nodes.random import SystemRandom
+from protocol.key_custody import DataKeyRequest
 from protocol.sealed_model import DATA_KEY_SIZE
 
 #: The old table's size: this many identities filled it.

@@ -22,15 +22,10 @@ from pathlib import Path
 import pytest
 from _custody_kit import MODEL, WEIGHTS, CustodyCloud, new_key_pair
 
-from actors.key_custody import (
-    DataKeyImport,
-    Denial,
-    EnvelopeError,
-    seal_data_key_import,
-)
-from actors.key_custody._vault import import_prologue
+from actors.key_custody import Denial, EnvelopeError
 from nodes.random import SystemRandom
 from protocol.attestation.binding import noise_key_binding
+from protocol.key_custody import DataKeyImport, import_prologue, seal_data_key_import
 from protocol.noise import HandshakeState, NoiseProtocol
 from protocol.sealed_model import (
     NONCE_PREFIX_SIZE,
@@ -77,7 +72,7 @@ def test_imports_not_sealed_by_the_model_provider_are_refused(tmp_path: Path) ->
     forged = [
         anonymous_import(cloud, 2),
         seal_data_key_import(
-            MODEL, ATTACKER_KEY, cloud.vault.static_public, SystemRandom(),
+            MODEL, ATTACKER_KEY, cloud.vault.static_public, SystemRandom().token_bytes,
             provider=attacker, key_version=2,
         ),
     ]  # fmt: skip
@@ -90,8 +85,8 @@ def test_imports_not_sealed_by_the_model_provider_are_refused(tmp_path: Path) ->
     with pytest.raises(EnvelopeError) as caught:
         cloud.vault.import_data_key(
             seal_data_key_import(
-                "unlisted-model", ATTACKER_KEY, cloud.vault.static_public, SystemRandom(),
-                provider=cloud.provider,
+                "unlisted-model", ATTACKER_KEY, cloud.vault.static_public,
+                SystemRandom().token_bytes, provider=cloud.provider,
             )
         )  # fmt: skip
     assert caught.value.denial is Denial.NO_PROVIDER_KEY
@@ -118,7 +113,7 @@ def test_imports_not_sealed_by_the_model_provider_are_refused(tmp_path: Path) ->
     # The real provider still imports its next key.
     provider_key = SystemRandom().token_bytes(32)
     genuine = seal_data_key_import(
-        MODEL, provider_key, cloud.vault.static_public, SystemRandom(),
+        MODEL, provider_key, cloud.vault.static_public, SystemRandom().token_bytes,
         provider=cloud.provider, key_version=3,
     )  # fmt: skip
     assert cloud.vault.import_data_key(genuine) == 3

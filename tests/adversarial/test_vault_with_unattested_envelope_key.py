@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from _custody_kit import MODEL, CustodyCloud, new_key_pair
 
-from actors.key_custody import KeyVault, NodeKeyCustody, seal_data_key_import
+from actors.key_custody import KeyVault, NodeKeyCustody
 from nodes.random import SystemRandom
 from protocol.attestation import (
     AttestationVerifier,
@@ -27,6 +27,7 @@ from protocol.attestation import (
     TrustAnchor,
 )
 from protocol.attestation.binding import noise_key_binding
+from protocol.key_custody import seal_data_key_import
 from protocol.measurement import cluster_policy, model_policy
 
 
@@ -70,7 +71,7 @@ def test_the_vault_key_is_the_key_the_keys_node_document_binds(tmp_path: Path) -
     # And an import sealed to that attested key is the one the vault opens.
     data_key = SystemRandom().token_bytes(32)
     envelope = seal_data_key_import(
-        MODEL, data_key, cloud.keys_node.custody.static_public, SystemRandom(),
+        MODEL, data_key, cloud.keys_node.custody.static_public, SystemRandom().token_bytes,
         provider=cloud.provider,
     )  # fmt: skip
     assert cloud.vault.import_data_key(envelope) == 1

@@ -25,7 +25,7 @@ The keyring is an immutable value; every change returns a new keyring, which
 the owner persists before using (so a crash never loses a key that a sealed
 model file already depends on). Its encoding here is strict msgpack; on disk
 it travels inside an authenticated, counter-bound keyring file
-(:mod:`actors.key_custody._keyring_file`).
+(:class:`~protocol.key_custody.KeyringFile`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from actors.key_custody._errors import KeyringError
+from protocol.key_custody._errors import KeyringError
 from protocol.sealed_model import DATA_KEY_SIZE, SealedModelFormatError, validate_model_id
 
 KEK_SIZE: Final = 32

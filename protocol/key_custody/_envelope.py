@@ -27,6 +27,9 @@ The prologue carries everything the envelope is about (purpose, request nonce,
 model id, key version), so an envelope opened in any other context fails
 authentication instead of yielding a key for the wrong request. Reusing the
 project's Noise implementation keeps one audited handshake code path.
+
+Sans-IO: the caller brings the keys and, to seal, the entropy (the Random
+seam's ``token_bytes``); nothing here draws randomness or touches a device.
 """
 
 from __future__ import annotations
@@ -35,18 +38,30 @@ from typing import Final
 
 import msgpack
 
-from actors.key_custody._errors import Denial, EnvelopeError
+from protocol.key_custody._errors import Denial, EnvelopeError
 from protocol.noise import Entropy as Entropy
 from protocol.noise import HandshakeState, KeyPair, NoiseError, NoiseProtocol
 
 ENVELOPE_PROTOCOL: Final = NoiseProtocol.from_name("Noise_K_25519_ChaChaPoly_BLAKE2s")
 _PROLOGUE_DOMAIN: Final = b"mantle/key-envelope/v2\x00"
+GRANT_PURPOSE: Final = "data-key-grant"
+IMPORT_PURPOSE: Final = "data-key-import"
 
 
 def envelope_prologue(purpose: str, *context: bytes | str | int) -> bytes:
     """The prologue binding an envelope to its purpose and request context."""
     packed: bytes = msgpack.packb([purpose, *context], use_bin_type=True)
     return _PROLOGUE_DOMAIN + packed
+
+
+def grant_prologue(nonce: bytes, model_id: str, key_version: int) -> bytes:
+    """A grant's context: the requester's challenge, the model and the key version."""
+    return envelope_prologue(GRANT_PURPOSE, nonce, model_id, key_version)
+
+
+def import_prologue(model_id: str, key_version: int, recipient_binding: bytes) -> bytes:
+    """An import's context: the model, the key version and the keys node's key binding."""
+    return envelope_prologue(IMPORT_PURPOSE, model_id, key_version, recipient_binding)
 
 
 def seal_envelope(
