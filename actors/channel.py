@@ -54,7 +54,7 @@ reading fills the socket buffers, and a write that does not complete in time
 aborts the channel (:class:`TransportBroken`, ``transport.write_timeout``)
 instead of holding the sender, and whatever waits behind it, for good. The
 deadline is kept by a watchdog, :meth:`SecureChannel.enforce_write_deadline`,
-which :func:`serve_secure` runs for every channel it serves and a node link
+which :class:`SecureServer` runs for every channel it serves and a node link
 (``nodes.tcp_transport``) for its channel; a caller of :func:`connect_secure`
 or :func:`accept_secure` runs it itself where a stalled peer could hold it.
 Each write only notes when it began. A cancel scope around every write would
@@ -63,11 +63,10 @@ registration (10-20 us on trio, several percent of a remote ask).
 
 Serving
 -------
-:func:`serve_secure` runs its own accept loop. ``accept()`` failing for want
-of resources (``EMFILE``, ``ENFILE``, ``ENOBUFS``, ``ENOMEM``) is logged by
-its errno name and retried after a short pause, as ``trio.serve_listeners``
-does: running out of file descriptors is a state a flood can put the process
-in, and the server must come back when it passes, not end.
+:class:`SecureServer` serves the connections a listener accepts; the
+listener is the transport's (``nodes.tcp.serve_secure`` listens on TCP and
+runs an accept loop that waits out a shortage of descriptors instead of
+ending).
 
 At most ``max_channels`` established channels are served at once. A
 connection arriving when they are all taken is closed at once, before its
@@ -122,16 +121,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
-import errno
-import functools
 import inspect
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Final, TypeAlias
 
 import anyio
 import anyio.abc
-from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.attestation import (
@@ -168,22 +164,15 @@ from protocol.noise import HandshakeState, KeyPair, NoiseProtocol
 NODE_LINK_PROTOCOL: Final = "Noise_XX_25519_ChaChaPoly_BLAKE2s"
 NODE_LINK_PROLOGUE: Final = b"mantle/1 node-link"
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
-#: Handshakes serve_secure runs at once (see "Serving" above).
+#: Handshakes a SecureServer runs at once (see "Serving" above).
 DEFAULT_MAX_CONCURRENT_HANDSHAKES: Final = 64
-#: Established channels serve_secure serves at once (see "Serving" above).
+#: Established channels a SecureServer serves at once (see "Serving" above).
 DEFAULT_MAX_CHANNELS: Final = 256
 #: How long one write to the stream may take before the channel is aborted
 #: (see "Writing" above): a peer that reads keeps up far faster than this.
 DEFAULT_WRITE_TIMEOUT: Final = 10.0
 #: How long aclose() waits to hand the CLOSE frame to a peer that is not reading.
 DEFAULT_CLOSE_TIMEOUT: Final = 5.0
-
-#: accept() errors that mean "out of resources for now", which the accept
-#: loop waits out; the set and the pause are trio.serve_listeners'.
-_ACCEPT_RESOURCE_ERRNOS: Final = frozenset(
-    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-)
-_ACCEPT_RETRY_S: Final = 0.1
 
 # One read takes at most one maximal frame; the decoder never buffers more
 # than one incomplete frame on top of it.
@@ -469,7 +458,7 @@ class SecureChannel:
         (the peer stopped reading): the blocked write then raises
         :class:`TransportBroken` (``transport.write_timeout``). Run it beside
         the channel's users until the channel is closed, when it returns;
-        :func:`serve_secure` does for every channel it serves, and so does a
+        :class:`SecureServer` does for every channel it serves, and so does a
         node link. It looks four times per ``write_timeout``, so a write is
         cut between one and one and a quarter deadlines after it began."""
         period = self._write_timeout / 4
@@ -559,7 +548,7 @@ async def accept_secure(
 
 
 class _Stage(enum.IntEnum):
-    """How far a connection served by :func:`serve_secure` got; the handshake
+    """How far a connection served by :class:`SecureServer` got; the handshake
     cap evicts the lowest stage first ("Serving" in the module docstring)."""
 
     #: The Noise handshake is not complete: nothing about the peer is known.
@@ -815,109 +804,72 @@ class _ChannelCount:
             self.open -= 1
 
 
-async def serve_secure(
-    host: str,
-    port: int,
-    handler: ConnectionHandler,
-    *,
-    static: KeyPair,
-    entropy: Entropy,
-    verify_peer: VerifyPeer,
-    attestation: ChannelAttestation,
-    prologue: bytes = NODE_LINK_PROLOGUE,
-    handshake_payload: bytes = b"",
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-    max_concurrent_handshakes: int = DEFAULT_MAX_CONCURRENT_HANDSHAKES,
-    max_channels: int = DEFAULT_MAX_CHANNELS,
-    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
-    max_payload: int = DEFAULT_MAX_PAYLOAD,
-    on_error: Callable[[Exception], None] | None = None,
-    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Accept TCP connections on ``host:port`` and run ``handler`` on each secure channel.
+class SecureServer:
+    """Serves secure channels on the byte streams a listener accepts.
 
-    Connections are served concurrently; at most ``max_concurrent_handshakes``
-    of them are in their handshake at once (the least advanced evicted to
-    admit a newcomer), at most ``max_channels`` are established at once (a
-    newcomer beyond them refused), and each handshake is cut after
-    ``handshake_timeout``. A connection whose handshake or handler fails, or
-    that is refused, is logged (by error type and check, never content),
-    reported to ``on_error`` and closed; the server and the other connections
-    carry on, and so does the accept loop when the process runs out of file
-    descriptors for a while. The channel ends with CLOSE when the handler
+    The listener and its accept loop are the transport's (``nodes.tcp``
+    serves TCP); this holds what every connection shares: the handshake cap,
+    the channel cap and the options each handshake runs with. See "Serving"
+    in the module docstring for the caps' rules. A connection whose handshake
+    or handler fails, or that is refused, is logged (by error type and check,
+    never content), reported to ``on_error`` and closed; the other
+    connections carry on. The channel ends with CLOSE when the handler
     returns, and without it when the handler raises, so the peer sees a
-    truncated stream. ``task_status.started`` receives the bound port (useful
-    with ``port=0``).
+    truncated stream.
     """
-    if not isinstance(attestation, ChannelAttestation):
-        raise TypeError("a secure server needs a ChannelAttestation")
-    slots = _HandshakeSlots(max_concurrent_handshakes)
-    channels = _ChannelCount(max_channels)
-    options: dict[str, Any] = {
-        "initiator": False,
-        "static": static,
-        "entropy": entropy,
-        "verify_peer": verify_peer,
-        "attestation": attestation,
-        "prologue": prologue,
-        "handshake_payload": handshake_payload,
-        "handshake_timeout": handshake_timeout,
-        "write_timeout": write_timeout,
-        "max_payload": max_payload,
-    }
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-    async with listener, anyio.create_task_group() as group:
-        serve_one = functools.partial(
-            _serve_connection,
-            handler=handler,
-            on_error=on_error,
-            slots=slots,
-            channels=channels,
+
+    def __init__(
+        self,
+        handler: ConnectionHandler,
+        *,
+        static: KeyPair,
+        entropy: Entropy,
+        verify_peer: VerifyPeer,
+        attestation: ChannelAttestation,
+        prologue: bytes = NODE_LINK_PROLOGUE,
+        handshake_payload: bytes = b"",
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_concurrent_handshakes: int = DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+        max_channels: int = DEFAULT_MAX_CHANNELS,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        if not isinstance(attestation, ChannelAttestation):
+            raise TypeError("a secure server needs a ChannelAttestation")
+        self._handler = handler
+        self._on_error = on_error
+        self._slots = _HandshakeSlots(max_concurrent_handshakes)
+        self._channels = _ChannelCount(max_channels)
+        self._options: dict[str, Any] = {
+            "initiator": False,
+            "static": static,
+            "entropy": entropy,
+            "verify_peer": verify_peer,
+            "attestation": attestation,
+            "prologue": prologue,
+            "handshake_payload": handshake_payload,
+            "handshake_timeout": handshake_timeout,
+            "write_timeout": write_timeout,
+            "max_payload": max_payload,
+        }
+
+    async def serve(self, stream: anyio.abc.ByteStream, group: anyio.abc.TaskGroup) -> None:
+        """Serve one accepted connection; ``group`` is the listener's task group
+        (the channel's write watchdog runs there). Never raises."""
+        await _serve_connection(
+            stream,
+            handler=self._handler,
+            on_error=self._on_error,
+            slots=self._slots,
+            channels=self._channels,
             group=group,
-            options=options,
+            options=self._options,
         )
-        bound_port: int = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio, not Django
-        for one in listener.listeners:
-            group.start_soon(_accept_forever, one, group, serve_one)
-        task_status.started(bound_port)
-
-
-async def _accept_forever(
-    listener: anyio.abc.Listener[anyio.abc.SocketStream],
-    group: anyio.abc.TaskGroup,
-    serve_one: Callable[[anyio.abc.SocketStream], Coroutine[Any, Any, None]],
-) -> None:
-    """Accept connections and serve each in ``group``; wait out a shortage of
-    descriptors or memory instead of ending (see "Serving" above)."""
-    assert isinstance(listener, anyio.abc.SocketListener)  # what create_tcp_listener makes
-    while True:
-        try:
-            stream = await listener.accept()
-        except (OSError, anyio.BrokenResourceError) as error:
-            # trio's backend reports the OSError as the cause of a
-            # BrokenResourceError, asyncio's raises it as it is.
-            shortage = _resource_shortage(error)
-            if shortage is None:
-                raise
-        else:
-            group.start_soon(serve_one, stream)
-            continue
-        _log.warning(
-            "secure_channel.accept_failed", reason=shortage, duration_ms=_ACCEPT_RETRY_S * 1000
-        )
-        await anyio.sleep(_ACCEPT_RETRY_S)
-
-
-def _resource_shortage(error: BaseException) -> str | None:
-    """The errno name if ``error`` is accept() running out of resources."""
-    cause = error if isinstance(error, OSError) else error.__cause__
-    if isinstance(cause, OSError) and cause.errno in _ACCEPT_RESOURCE_ERRNOS:
-        return errno.errorcode[cause.errno]
-    return None
 
 
 async def _serve_connection(
-    stream: anyio.abc.SocketStream,
+    stream: anyio.abc.ByteStream,
     *,
     handler: ConnectionHandler,
     on_error: Callable[[Exception], None] | None,

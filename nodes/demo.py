@@ -62,7 +62,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from actors.attestation import Attest, AttestationService
-from actors.channel import NOT_ATTESTED, ChannelAttestation, ConnectionHandler, serve_secure
+from actors.channel import NOT_ATTESTED, ChannelAttestation, ConnectionHandler
 from actors.inference import InferenceActor, serve_inference
 from actors.key_custody import KeyVault, NodeKeyCustody
 from actors.log import configure_logging
@@ -92,6 +92,7 @@ from nodes.release import (
     write_new_file,
 )
 from nodes.store import SqliteStore
+from nodes.tcp import serve_secure
 from nodes.tlog import TransparencyLog
 from protocol.attestation import (
     AttestationError,

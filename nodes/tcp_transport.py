@@ -71,7 +71,6 @@ from actors.channel import (
     ChannelAttestation,
     SecureChannel,
     connect_secure,
-    serve_secure,
 )
 from actors.log import get_logger
 from actors.lowlevel import Backoff, NodeHello
@@ -79,6 +78,7 @@ from actors.seams.clock import Clock
 from actors.seams.random import Random
 from actors.seams.transport import TransportEvents
 from nodes.clock import TrioClock
+from nodes.tcp import serve_secure
 from protocol.framing import DEFAULT_MAX_PAYLOAD, SessionError
 from protocol.messages import REGISTRY, Envelope, MessageDecodeError
 from protocol.noise import KeyPair

@@ -27,9 +27,9 @@ from actors.channel import (
     accept_secure,
     connect_secure,
     memory_byte_stream_pair,
-    serve_secure,
 )
 from nodes.random import SystemRandom
+from nodes.tcp import serve_secure
 from protocol.framing import (
     DecryptFailed,
     HandshakeFailed,

@@ -36,9 +36,9 @@ from actors.channel import (
     accept_secure,
     connect_secure,
     memory_byte_stream_pair,
-    serve_secure,
 )
 from nodes.random import SystemRandom
+from nodes.tcp import serve_secure
 from protocol.attestation import Check, StaleEvidence, unverified_payload
 from protocol.framing import PayloadTooLarge, PeerRejected
 from protocol.noise import KeyPair

@@ -33,9 +33,10 @@ from _node_attestation import (
 )
 
 from actors.attestation import Attest, EvidenceMessage, encode_control
-from actors.channel import NOT_ATTESTED, ChannelAttestation, SecureChannel, serve_secure
+from actors.channel import NOT_ATTESTED, ChannelAttestation, SecureChannel
 from actors.lowlevel import Backoff
 from nodes.random import SystemRandom
+from nodes.tcp import serve_secure
 from nodes.tcp_transport import PeerAddress, TcpNoiseTransport
 
 pytestmark = pytest.mark.anyio

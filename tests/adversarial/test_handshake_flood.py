@@ -27,9 +27,9 @@ from actors.channel import (
     HandshakeTimeout,
     SecureChannel,
     connect_secure,
-    serve_secure,
 )
 from nodes.random import SystemRandom
+from nodes.tcp import serve_secure
 from protocol.framing import SessionError
 
 pytestmark = pytest.mark.anyio

@@ -39,10 +39,10 @@ from actors.channel import (
     ChannelLimitReached,
     SecureChannel,
     connect_secure,
-    serve_secure,
 )
 from actors.inference import InferenceActor, serve_inference
 from nodes.random import SystemRandom
+from nodes.tcp import serve_secure
 from protocol.framing import SessionError
 
 pytestmark = pytest.mark.anyio
@@ -66,7 +66,8 @@ _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, ({CHILD_FD_LIMIT}, hard))
 import anyio, functools
 from _node_attestation import Cloud
-from actors.channel import NOT_ATTESTED, ChannelAttestation, serve_secure
+from actors.channel import NOT_ATTESTED, ChannelAttestation
+from nodes.tcp import serve_secure
 from actors.log import configure_logging
 from nodes.random import SystemRandom
 

@@ -33,10 +33,10 @@ from actors.channel import (
     HandshakeEvicted,
     SecureChannel,
     connect_secure,
-    serve_secure,
 )
 from actors.lowlevel import Backoff
 from nodes.random import SystemRandom
+from nodes.tcp import serve_secure
 from nodes.tcp_transport import PeerAddress, TcpNoiseTransport
 from protocol.framing import SessionError
 

@@ -19,17 +19,12 @@ import pytest
 from _release_kit import NOW, ReleaseKit
 
 from actors.attestation import AttestationService
-from actors.channel import (
-    NOT_ATTESTED,
-    ChannelAttestation,
-    ConnectionHandler,
-    SecureChannel,
-    serve_secure,
-)
+from actors.channel import NOT_ATTESTED, ChannelAttestation, ConnectionHandler, SecureChannel
 from actors.inference import InferenceActor, serve_inference
 from mantle import NodeVerifier, UnexpectedAnswer, ask_node
 from nodes.boot import measured_boot
 from nodes.random import SystemRandom
+from nodes.tcp import serve_secure
 from protocol.attestation import (
     AttestationVerifier,
     DocumentKind,

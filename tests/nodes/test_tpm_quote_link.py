@@ -24,16 +24,11 @@ from _node_attestation import Cloud, LogCapture, RecordingEvents, new_key
 from _swtpm import Swtpm, require_swtpm
 
 from actors.attestation import AttestationService, Evidence, PeerAttestationVerifier
-from actors.channel import (
-    NOT_ATTESTED,
-    ChannelAttestation,
-    SecureChannel,
-    connect_secure,
-    serve_secure,
-)
+from actors.channel import NOT_ATTESTED, ChannelAttestation, SecureChannel, connect_secure
 from actors.key_custody import NodeKeyCustody
 from actors.lowlevel import Backoff
 from nodes.random import SystemRandom
+from nodes.tcp import serve_secure
 from nodes.tcp_transport import PeerAddress, TcpNoiseTransport
 from protocol.attestation import (
     AttestationVerifier,
