@@ -21,8 +21,8 @@ def serve_inference(
     inference: InferenceActor, *, first_request_timeout: float = FIRST_REQUEST_TIMEOUT_S
 ) -> ConnectionHandler:
     """A :class:`~actors.channel.SecureServer` handler (``nodes.tcp.serve_secure``
-    serves one on TCP): the channel's first message is a :class:`~protocol.inference.GenerateRequest`, answered by
-    ``inference`` with chunks and then ``inference.done`` or ``core.error``,
+    serves one on TCP): the channel's first message is a
+    :class:`~protocol.inference.GenerateRequest`, answered by ``inference`` with chunks and then ``inference.done`` or ``core.error``,
     each reply carrying the request's id. Anything else is answered
     ``BAD_REQUEST``.
 
