@@ -22,14 +22,14 @@ def serve_inference(
 ) -> ConnectionHandler:
     """A :class:`~actors.channel.SecureServer` handler (``nodes.tcp.serve_secure``
     serves one on TCP): the channel's first message is a
-    :class:`~protocol.inference.GenerateRequest`, answered by ``inference`` with chunks and then ``inference.done`` or ``core.error``,
-    each reply carrying the request's id. Anything else is answered
-    ``BAD_REQUEST``.
+    :class:`~protocol.inference.GenerateRequest`, answered by ``inference``
+    with chunks and then ``inference.done`` or ``core.error``, each reply
+    carrying the request's id. Anything else is answered ``BAD_REQUEST``.
 
     The actor holds no per-request state, so each connection runs
     :meth:`InferenceActor.generate` in its own task, and a failure raised
     from it (after the actor's explicit error) ends this connection only:
-    ``serve_secure`` logs it by type and closes the channel. A client that
+    the server logs it by type and closes the channel. A client that
     sends no request within ``first_request_timeout`` is cut off the same way
     (``TimeoutError``).
     """
