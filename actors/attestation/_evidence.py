@@ -8,7 +8,14 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Final, TypeAlias
 
 from protocol.attestation import CHALLENGE_BYTES, MAX_EVIDENCE_BYTES, DocumentKind
-from protocol.messages import REGISTRY, Envelope, MaxLen, MessageDecodeError, message
+from protocol.messages import (
+    REGISTRY,
+    Envelope,
+    MaxLen,
+    MessageCheck,
+    MessageDecodeError,
+    message,
+)
 
 #: Largest encoded :class:`EvidenceMessage` (document plus envelope overhead);
 #: the first payload of a channel is held to this before it is parsed.
@@ -104,5 +111,5 @@ def decode_control(data: bytes | memoryview) -> EvidenceMessage | ChallengeMessa
     """One evidence or challenge message; :class:`MessageDecodeError` otherwise."""
     body = REGISTRY.decode(data, max_size=MAX_EVIDENCE_MESSAGE_BYTES).body
     if not isinstance(body, (EvidenceMessage, ChallengeMessage)):
-        raise MessageDecodeError("attest.unexpected_type")
+        raise MessageDecodeError(MessageCheck.MESSAGE_UNEXPECTED_TYPE)
     return body

@@ -47,6 +47,7 @@ that form and nothing else:
 
 from protocol.messages._core import ErrorCode, ErrorReply, Ping, Pong
 from protocol.messages._errors import (
+    MessageCheck,
     MessageDecodeError,
     MessageDefinitionError,
     MessageEncodeError,
@@ -121,6 +122,7 @@ __all__ = [
     "IntRange",
     "IntSpec",
     "MaxLen",
+    "MessageCheck",
     "MessageDecodeError",
     "MessageDefinitionError",
     "MessageEncodeError",

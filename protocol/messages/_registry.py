@@ -12,6 +12,7 @@ from typing import Final, NoReturn, TypeVar
 import msgpack
 
 from protocol.messages._errors import (
+    MessageCheck,
     MessageDecodeError,
     MessageDefinitionError,
     MessageEncodeError,
@@ -120,15 +121,17 @@ class MessageRegistry:
         """Add ``message_type`` under ``tag``; both must be new to this registry."""
         if not isinstance(tag, str) or len(tag) > MAX_TAG_LEN or not _TAG_PATTERN.fullmatch(tag):
             raise MessageDefinitionError(
-                "registry.tag_syntax", getattr(message_type, "__qualname__", "")
+                MessageCheck.REGISTRY_TAG_SYNTAX, getattr(message_type, "__qualname__", "")
             )
         if tag in self._by_tag:
-            raise MessageDefinitionError("registry.duplicate_tag", tag)
+            raise MessageDefinitionError(MessageCheck.REGISTRY_DUPLICATE_TAG, tag)
         if message_type in self._by_type:
-            raise MessageDefinitionError("registry.duplicate_type", message_type.__qualname__)
+            raise MessageDefinitionError(
+                MessageCheck.REGISTRY_DUPLICATE_TYPE, message_type.__qualname__
+            )
         spec = record_spec(message_type)
         if 1 + spec_depth(spec) > MAX_NESTING_DEPTH:
-            raise MessageDefinitionError("schema.depth", message_type.__qualname__)
+            raise MessageDefinitionError(MessageCheck.SCHEMA_DEPTH, message_type.__qualname__)
         entry = _Entry(tag, message_type, compile_codec(spec))
         self._by_tag[tag] = entry
         self._by_type[message_type] = entry
@@ -147,7 +150,9 @@ class MessageRegistry:
     def tag_of(self, message_type: type) -> str:
         entry = self._by_type.get(message_type)
         if entry is None:
-            raise MessageEncodeError("envelope.body_type", detail="not a registered message type")
+            raise MessageEncodeError(
+                MessageCheck.ENVELOPE_BODY_TYPE, detail="not a registered message type"
+            )
         return entry.tag
 
     def type_of(self, tag: str) -> type:
@@ -173,18 +178,22 @@ class MessageRegistry:
     def encode(self, envelope: Envelope, *, max_size: int = MAX_ENVELOPE_SIZE) -> bytes:
         """The canonical wire form of ``envelope`` (see the package docstring)."""
         if type(envelope) is not Envelope:
-            raise MessageEncodeError("envelope.type", detail="expected Envelope")
+            raise MessageEncodeError(MessageCheck.ENVELOPE_TYPE, detail="expected Envelope")
         if type(envelope.version) is not int or envelope.version not in SUPPORTED_VERSIONS:
-            raise MessageEncodeError("envelope.version")
+            raise MessageEncodeError(MessageCheck.ENVELOPE_VERSION)
         request_id = envelope.request_id
         if type(request_id) is not int or not 0 <= request_id <= UINT64_MAX:
-            raise MessageEncodeError("envelope.request_id", detail="expected int in [0, 2**64-1]")
+            raise MessageEncodeError(
+                MessageCheck.ENVELOPE_REQUEST_ID, detail="expected int in [0, 2**64-1]"
+            )
         entry = self._by_type.get(type(envelope.body))
         if entry is None:
-            raise MessageEncodeError("envelope.body_type", detail="not a registered message type")
+            raise MessageEncodeError(
+                MessageCheck.ENVELOPE_BODY_TYPE, detail="not a registered message type"
+            )
         if envelope.tag != entry.tag:
             raise MessageEncodeError(
-                "envelope.tag_mismatch", detail="tag is not the body's registered tag"
+                MessageCheck.ENVELOPE_TAG_MISMATCH, detail="tag is not the body's registered tag"
             )
         failure: _Fail | None = None
         try:
@@ -202,9 +211,11 @@ class MessageRegistry:
             # UnicodeEncodeError holds the whole string (perhaps a prompt).
             data = None
         if data is None:
-            raise MessageEncodeError("msgpack.pack")
+            raise MessageEncodeError(MessageCheck.MSGPACK_PACK)
         if len(data) > max_size:
-            raise MessageEncodeError("envelope.size", detail=f"larger than {max_size} bytes")
+            raise MessageEncodeError(
+                MessageCheck.ENVELOPE_SIZE, detail=f"larger than {max_size} bytes"
+            )
         return data
 
     def decode(
@@ -216,13 +227,15 @@ class MessageRegistry:
         that is not exactly the canonical encoding of a valid envelope.
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise MessageDecodeError("input.type", detail="expected bytes")
+            raise MessageDecodeError(MessageCheck.INPUT_TYPE, detail="expected bytes")
         # Size first: nothing below allocates more than a bounded multiple of it.
         # (A memoryview's len() counts items, which may be wider than a byte.)
         size = data.nbytes if isinstance(data, memoryview) else len(data)
         if size > max_size:
-            raise MessageDecodeError("envelope.size", detail=f"larger than {max_size} bytes")
-        syntax: str | None = None
+            raise MessageDecodeError(
+                MessageCheck.ENVELOPE_SIZE, detail=f"larger than {max_size} bytes"
+            )
+        syntax: MessageCheck | None = None
         try:
             obj = msgpack.unpackb(
                 data,
@@ -237,11 +250,11 @@ class MessageRegistry:
                 max_ext_len=0,
             )
         except msgpack.StackError:
-            syntax = "msgpack.depth"
+            syntax = MessageCheck.MSGPACK_DEPTH
         except Exception:
             # Truncated input, trailing bytes, reserved byte 0xc1, invalid UTF-8,
             # ext types, limits.
-            syntax = "msgpack.syntax"
+            syntax = MessageCheck.MSGPACK_SYNTAX
         if syntax is not None:
             # Raised outside the handler: msgpack's exceptions hold what they
             # read (ExtraData keeps the whole decoded envelope, prompt and all),
@@ -249,23 +262,27 @@ class MessageRegistry:
             # even with ``from None``.
             raise MessageDecodeError(syntax)
         if type(obj) is not tuple or len(obj) != 4:
-            raise MessageDecodeError("envelope.shape", detail="expected a 4-element array")
+            raise MessageDecodeError(
+                MessageCheck.ENVELOPE_SHAPE, detail="expected a 4-element array"
+            )
         version, tag, request_id, body = obj
         if type(version) is not int or version not in SUPPORTED_VERSIONS:
-            raise MessageDecodeError("envelope.version", detail="unsupported version")
+            raise MessageDecodeError(MessageCheck.ENVELOPE_VERSION, detail="unsupported version")
         if type(tag) is not str:
-            raise MessageDecodeError("envelope.tag", detail="expected str")
+            raise MessageDecodeError(MessageCheck.ENVELOPE_TAG, detail="expected str")
         entry = self._by_tag.get(tag)
         if entry is None:
-            raise MessageDecodeError("envelope.unknown_tag")
+            raise MessageDecodeError(MessageCheck.ENVELOPE_UNKNOWN_TAG)
         if type(request_id) is not int or not 0 <= request_id <= UINT64_MAX:
-            raise MessageDecodeError("envelope.request_id", detail="expected int in [0, 2**64-1]")
+            raise MessageDecodeError(
+                MessageCheck.ENVELOPE_REQUEST_ID, detail="expected int in [0, 2**64-1]"
+            )
         # One value, one encoding: re-encoding what we parsed must give the
         # input back, which rejects over-long ints and lengths, float32 and
         # other malleable forms (so hashes and signatures over encodings, and
         # duplicate detection, see one byte string per message).
         if _pack(obj) != data:
-            raise MessageDecodeError("envelope.non_canonical")
+            raise MessageDecodeError(MessageCheck.ENVELOPE_NON_CANONICAL)
         failure: _Fail | None = None
         try:
             value = entry.codec.decode(body)

@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Final, TypeAlias
 
 from protocol.customer_data import CustomerData
-from protocol.messages._errors import MessageDefinitionError
+from protocol.messages._errors import MessageCheck, MessageDefinitionError
 
 INT64_MIN: Final = -(1 << 63)
 INT64_MAX: Final = (1 << 63) - 1
@@ -73,7 +73,9 @@ class IntRange:
 
     def __post_init__(self) -> None:
         if not INT64_MIN <= self.lo <= self.hi <= UINT64_MAX:
-            raise MessageDefinitionError("schema.int_range", detail="bounds outside msgpack ints")
+            raise MessageDefinitionError(
+                MessageCheck.SCHEMA_INT_RANGE, detail="bounds outside msgpack ints"
+            )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -84,7 +86,7 @@ class MaxLen:
 
     def __post_init__(self) -> None:
         if self.limit < 0:
-            raise MessageDefinitionError("schema.max_len", detail="negative limit")
+            raise MessageDefinitionError(MessageCheck.SCHEMA_MAX_LEN, detail="negative limit")
 
 
 U8: TypeAlias = Annotated[int, IntRange(0, 0xFF)]
@@ -190,19 +192,21 @@ def record_spec(cls: type, _in_progress: frozenset[type] = frozenset()) -> Recor
     """The schema of a frozen dataclass, from its resolved annotations."""
     where = cls.__qualname__
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-        raise MessageDefinitionError("schema.not_dataclass", where)
+        raise MessageDefinitionError(MessageCheck.SCHEMA_NOT_DATACLASS, where)
     if not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
-        raise MessageDefinitionError("schema.not_frozen", where)
+        raise MessageDefinitionError(MessageCheck.SCHEMA_NOT_FROZEN, where)
     if cls in _in_progress:
-        raise MessageDefinitionError("schema.recursive", where)
+        raise MessageDefinitionError(MessageCheck.SCHEMA_RECURSIVE, where)
     try:
         hints = typing.get_type_hints(cls, include_extras=True)
     except Exception as exc:  # unresolvable forward references and the like
-        raise MessageDefinitionError("schema.annotations", where, type(exc).__name__) from None
+        raise MessageDefinitionError(
+            MessageCheck.SCHEMA_ANNOTATIONS, where, type(exc).__name__
+        ) from None
     fields: list[FieldSpec] = []
     for f in dataclasses.fields(cls):
         if not f.init:
-            raise MessageDefinitionError("schema.field_not_in_init", f"{where}.{f.name}")
+            raise MessageDefinitionError(MessageCheck.SCHEMA_FIELD_NOT_IN_INIT, f"{where}.{f.name}")
         spec = _spec_for(hints[f.name], (), f"{where}.{f.name}", _in_progress | {cls})
         fields.append(FieldSpec(f.name, spec))
     return RecordSpec(cls, tuple(fields))
@@ -220,34 +224,40 @@ def _spec_for(
     max_len = next((m for m in markers if isinstance(m, MaxLen)), None)
     unknown = [m for m in markers if not isinstance(m, (IntRange, MaxLen))]
     if unknown:
-        raise MessageDefinitionError("schema.unknown_marker", where)
+        raise MessageDefinitionError(MessageCheck.SCHEMA_UNKNOWN_MARKER, where)
 
     if origin is typing.Union or origin is types.UnionType:
         args = typing.get_args(tp)
         others = [a for a in args if a is not type(None)]
         if len(args) != 2 or len(others) != 1:
-            raise MessageDefinitionError("schema.union", where, "only `T | None` is supported")
+            raise MessageDefinitionError(
+                MessageCheck.SCHEMA_UNION, where, "only `T | None` is supported"
+            )
         return OptionalSpec(_spec_for(others[0], markers, where, in_progress))
 
     def no_markers(*allowed: type) -> None:
         if int_range is not None and IntRange not in allowed:
-            raise MessageDefinitionError("schema.marker", where, "IntRange applies to int only")
+            raise MessageDefinitionError(
+                MessageCheck.SCHEMA_MARKER, where, "IntRange applies to int only"
+            )
         if max_len is not None and MaxLen not in allowed:
-            raise MessageDefinitionError("schema.marker", where, "MaxLen does not apply here")
+            raise MessageDefinitionError(
+                MessageCheck.SCHEMA_MARKER, where, "MaxLen does not apply here"
+            )
 
     limit = max_len.limit if max_len is not None else None
     if origin in (tuple, list):
         args = typing.get_args(tp)
         if origin is tuple and (len(args) != 2 or args[1] is not Ellipsis):
-            raise MessageDefinitionError("schema.tuple", where, "use tuple[T, ...]")
+            raise MessageDefinitionError(MessageCheck.SCHEMA_TUPLE, where, "use tuple[T, ...]")
         if origin is list and len(args) != 1:
-            raise MessageDefinitionError("schema.list", where, "use list[T]")
+            raise MessageDefinitionError(MessageCheck.SCHEMA_LIST, where, "use list[T]")
         no_markers(MaxLen)
         item = _spec_for(args[0], (), where + "[]", in_progress)
         seq_limit = MAX_SEQUENCE_LEN if limit is None else min(limit, MAX_SEQUENCE_LEN)
         return SequenceSpec(item, seq_limit, tuple if origin is tuple else list)
     if origin is not None:
-        raise MessageDefinitionError("schema.unsupported_type", where)
+        raise MessageDefinitionError(MessageCheck.SCHEMA_UNSUPPORTED_TYPE, where)
 
     if tp is bool:
         no_markers()
@@ -273,16 +283,16 @@ def _spec_for(
         no_markers()
         values = [m.value for m in tp]
         if not values:
-            raise MessageDefinitionError("schema.enum_empty", where)
+            raise MessageDefinitionError(MessageCheck.SCHEMA_ENUM_EMPTY, where)
         if not (all(type(v) is int for v in values) or all(type(v) is str for v in values)):
             raise MessageDefinitionError(
-                "schema.enum_values", where, "values must be all int or all str"
+                MessageCheck.SCHEMA_ENUM_VALUES, where, "values must be all int or all str"
             )
         return EnumSpec(tp)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         no_markers()
         return record_spec(tp, in_progress)
-    raise MessageDefinitionError("schema.unsupported_type", where)
+    raise MessageDefinitionError(MessageCheck.SCHEMA_UNSUPPORTED_TYPE, where)
 
 
 # -- specs -> codecs ------------------------------------------------------------
@@ -296,7 +306,7 @@ class _Fail(Exception):
     public :class:`MessageError` at the top.
     """
 
-    def __init__(self, check: str, detail: str = "") -> None:
+    def __init__(self, check: MessageCheck, detail: str = "") -> None:
         super().__init__(check)
         self.check = check
         self.detail = detail
@@ -351,9 +361,9 @@ def _int_codec(lo: int, hi: int) -> tuple[Encoder, Decoder]:
     def check(v: Any) -> Any:
         # `type(...) is int` rejects bool (an int subclass) and IntEnum members.
         if type(v) is not int:
-            raise _Fail("field.type", "expected int")
+            raise _Fail(MessageCheck.FIELD_TYPE, "expected int")
         if v < lo or v > hi:
-            raise _Fail("field.range", detail)
+            raise _Fail(MessageCheck.FIELD_RANGE, detail)
         return v
 
     return check, check
@@ -362,7 +372,7 @@ def _int_codec(lo: int, hi: int) -> tuple[Encoder, Decoder]:
 def _bool_codec() -> tuple[Encoder, Decoder]:
     def check(v: Any) -> Any:
         if type(v) is not bool:
-            raise _Fail("field.type", "expected bool")
+            raise _Fail(MessageCheck.FIELD_TYPE, "expected bool")
         return v
 
     return check, check
@@ -371,9 +381,9 @@ def _bool_codec() -> tuple[Encoder, Decoder]:
 def _float_codec() -> tuple[Encoder, Decoder]:
     def check(v: Any) -> Any:
         if type(v) is not float:
-            raise _Fail("field.type", "expected float")
+            raise _Fail(MessageCheck.FIELD_TYPE, "expected float")
         if not math.isfinite(v):
-            raise _Fail("field.range", "expected a finite float")
+            raise _Fail(MessageCheck.FIELD_RANGE, "expected a finite float")
         return v
 
     return check, check
@@ -385,9 +395,9 @@ def _exact_type_codec(kind: Any, max_len: int, name: str) -> tuple[Encoder, Deco
 
     def check(v: Any) -> Any:
         if type(v) is not kind:
-            raise _Fail("field.type", expected)
+            raise _Fail(MessageCheck.FIELD_TYPE, expected)
         if len(v) > max_len:
-            raise _Fail("field.length", detail)
+            raise _Fail(MessageCheck.FIELD_LENGTH, detail)
         return v
 
     return check, check
@@ -398,19 +408,19 @@ def _customer_data_codec(max_len: int) -> tuple[Encoder, Decoder]:
 
     def encode(v: Any) -> object:
         if not isinstance(v, CustomerData):
-            raise _Fail("field.type", "expected CustomerData")
+            raise _Fail(MessageCheck.FIELD_TYPE, "expected CustomerData")
         # The one place the codec unwraps customer data: to put it on the wire,
         # which inside a node only ever means into a Noise-encrypted channel.
         value = v.reveal_text() if v.is_text else v.reveal_bytes()
         if len(value) > max_len:
-            raise _Fail("field.length", detail)
+            raise _Fail(MessageCheck.FIELD_LENGTH, detail)
         return value
 
     def decode(v: object) -> Any:
         if type(v) is not str and type(v) is not bytes:
-            raise _Fail("field.type", "expected str or bin")
+            raise _Fail(MessageCheck.FIELD_TYPE, "expected str or bin")
         if len(v) > max_len:
-            raise _Fail("field.length", detail)
+            raise _Fail(MessageCheck.FIELD_LENGTH, detail)
         return CustomerData(v)
 
     return encode, decode
@@ -423,15 +433,15 @@ def _enum_codec(enum_type: type[enum.Enum]) -> tuple[Encoder, Decoder]:
 
     def encode(v: Any) -> object:
         if not isinstance(v, enum_type):
-            raise _Fail("field.type", expected)
+            raise _Fail(MessageCheck.FIELD_TYPE, expected)
         return v.value
 
     def decode(v: object) -> Any:
         if type(v) is not value_type:
-            raise _Fail("field.type", expected)
+            raise _Fail(MessageCheck.FIELD_TYPE, expected)
         member = members.get(v)
         if member is None:
-            raise _Fail("field.enum", expected)
+            raise _Fail(MessageCheck.FIELD_ENUM, expected)
         return member
 
     return encode, decode
@@ -480,9 +490,9 @@ def _sequence_codec(
 
     def encode(v: Any) -> object:
         if type(v) is not container:
-            raise _Fail("field.type", expected)
+            raise _Fail(MessageCheck.FIELD_TYPE, expected)
         if len(v) > max_len:
-            raise _Fail("field.length", detail)
+            raise _Fail(MessageCheck.FIELD_LENGTH, detail)
         try:
             return list(map(item_encode, v))
         except _Fail as fail:
@@ -492,9 +502,9 @@ def _sequence_codec(
     def decode(v: object) -> Any:
         # Arrays are unpacked as tuples (use_list=False).
         if type(v) is not tuple:
-            raise _Fail("field.type", "expected array")
+            raise _Fail(MessageCheck.FIELD_TYPE, "expected array")
         if len(v) > max_len:
-            raise _Fail("field.length", detail)
+            raise _Fail(MessageCheck.FIELD_LENGTH, detail)
         try:
             items = list(map(item_decode, v))
         except _Fail as fail:
@@ -527,7 +537,7 @@ def _record_codec(spec: RecordSpec) -> tuple[Encoder, Decoder]:
 
     def encode(v: Any) -> object:
         if type(v) is not cls:
-            raise _Fail("field.type", expected)
+            raise _Fail(MessageCheck.FIELD_TYPE, expected)
         values = values_of(v)
         try:
             # map(operator.call, ...) runs the loop in C: measurably faster
@@ -539,14 +549,14 @@ def _record_codec(spec: RecordSpec) -> tuple[Encoder, Decoder]:
 
     def decode(v: object) -> Any:
         if type(v) is not tuple:
-            raise _Fail("field.type", "expected array")
+            raise _Fail(MessageCheck.FIELD_TYPE, "expected array")
         n = len(v)
         if n != count:
             if n < count:
-                fail = _Fail("field.missing")
+                fail = _Fail(MessageCheck.FIELD_MISSING)
                 fail.segments.append(label(n))
             else:
-                fail = _Fail("field.extra", f"{n - count} unexpected")
+                fail = _Fail(MessageCheck.FIELD_EXTRA, f"{n - count} unexpected")
             raise fail
         try:
             args = list(map(operator.call, decoders, v))
@@ -560,6 +570,6 @@ def _record_codec(spec: RecordSpec) -> tuple[Encoder, Decoder]:
             return cls(*args)
         # The invariant's message may quote values, so only the record's name
         # goes out, raised outside the handler so that no __context__ keeps it.
-        raise _Fail("record.invariant", cls.__name__)
+        raise _Fail(MessageCheck.RECORD_INVARIANT, cls.__name__)
 
     return encode, decode

@@ -93,3 +93,36 @@ def test_the_framing_tree_draws_every_session_error_and_check() -> None:
         if not word.startswith("actors.")
     }
     assert named == {check.value for check in SessionCheck}
+
+
+def _protocol_exceptions() -> dict[str, type[BaseException]]:
+    found: dict[str, type[BaseException]] = {}
+    for info in pkgutil.walk_packages(protocol.__path__, "protocol."):
+        if info.name == "protocol.noise.vectors":
+            continue  # a command-line runner, not part of the package's API
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__.startswith("protocol")
+                and not value.__name__.startswith("_")
+            ):
+                found[value.__name__] = value
+    return found
+
+
+def test_the_protocol_tree_draws_every_exception_under_its_base() -> None:
+    assert protocol.__doc__ is not None
+    text = protocol.__doc__.split("Errors\n------\n", 1)[1]
+    exception_tree, value_error_tree = text.split("\n    ValueError\n", 1)
+    root, parents, _ = _tree(exception_tree)
+    assert root == "Exception"
+    _, value_parents, _ = _tree("::\n\n    ValueError\n" + value_error_tree)
+    classes = _protocol_exceptions()
+    drawn = {**parents, **value_parents}
+    known = {**classes, "Exception": Exception, "ValueError": ValueError}
+    framing_children = {c.__name__ for c in SessionError.__subclasses__()}
+    assert set(classes) - framing_children <= set(drawn), "every exception is drawn"
+    for name, parent in drawn.items():
+        assert known[parent] in known[name].__bases__, f"{name} is not drawn under its base"

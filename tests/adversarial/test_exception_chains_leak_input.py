@@ -87,6 +87,7 @@ from protocol.key_custody import (
 from protocol.key_custody import Keyring as PersistedKeyring
 from protocol.messages import (
     Envelope,
+    MessageCheck,
     MessageDecodeError,
     MessageEncodeError,
     MessageRegistry,
@@ -235,14 +236,14 @@ def test_the_walk_finds_what_a_chain_keeps() -> None:
         try:
             msgpack.unpackb(msgpack.packb(["prompt " + CANARY]) + b"\x00")
         except Exception:
-            raise MessageDecodeError("msgpack.syntax") from None
+            raise MessageDecodeError(MessageCheck.MSGPACK_SYNTAX) from None
 
     with pytest.raises(MessageDecodeError) as caught:
         chained()
     assert any("__context__" in leak for leak in leaks(caught.value))
     assert leaks(ValueError(b"x" + CANARY_BYTES))
-    assert leaks(MessageDecodeError("x", detail=CANARY_BYTES.hex()))
-    assert not leaks(MessageDecodeError("msgpack.syntax"))
+    assert leaks(MessageDecodeError(MessageCheck.MSGPACK_SYNTAX, detail=CANARY_BYTES.hex()))
+    assert not leaks(MessageDecodeError(MessageCheck.MSGPACK_SYNTAX))
     assert not leaks(ValueError(CustomerData(CANARY)))[1:]  # only "library exception"
 
 
