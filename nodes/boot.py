@@ -87,7 +87,6 @@ from actors.seams.random import Random
 from actors.seams.tpm import TPM, TPMError
 from nodes.counter_binding import read_binding, write_binding
 from nodes.release import (
-    IMAGE_FILE_CHECK,
     SourceTree,
     SourceTreeCheck,
     SourceTreeError,
@@ -112,6 +111,7 @@ from protocol.measurement import (
 from protocol.release import (
     MAX_SOURCE_MANIFEST_BYTES,
     SOURCE_MANIFEST_ARTIFACT,
+    ArtifactCheck,
     ArtifactMismatch,
     BelowThreshold,
     Expired,
@@ -239,7 +239,7 @@ def _release_failure(error: ReleaseError) -> BootError:
         (ArtifactMismatch, BootCheck.ARTIFACT),
         (MalformedRelease, BootCheck.MALFORMED_RELEASE),
     )
-    if isinstance(error, ArtifactMismatch) and error.check == IMAGE_FILE_CHECK:
+    if isinstance(error, ArtifactMismatch) and error.check is ArtifactCheck.IMAGE_MEASUREMENTS:
         # The image file matches its hash but not the values the release signed.
         return BootError(BootCheck.IMAGE, str(error))
     for kind, check in table:

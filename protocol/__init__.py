@@ -50,14 +50,14 @@ message's contents, a document's bytes or any other input::
     │   │   └── PatternValidityError
     │   └── NoiseStateError
     ├── ReleaseError                 (release)
-    │   ├── ArtifactMismatch
+    │   ├── ArtifactMismatch         .check: ArtifactCheck
     │   ├── BelowThreshold
     │   │   ├── BadSignature
     │   │   └── UnknownSigner
     │   ├── Expired
     │   ├── MalformedRelease
     │   ├── NotInLog
-    │   ├── SourceTreeMismatch
+    │   ├── SourceTreeMismatch       .check: SourceMismatchCheck
     │   ├── UntrustedRoot
     │   └── VersionRollback
     ├── SealedModelError             (sealed_model)

@@ -33,7 +33,6 @@ from mantle import (
 )
 from nodes.release._artifacts import (
     CHUNK_SIZE,
-    IMAGE_FILE_CHECK,
     artifact_paths_in,
     hash_artifact,
     verify_installed_artifacts,
@@ -69,7 +68,6 @@ from nodes.release._source import (
 
 __all__ = [
     "CHUNK_SIZE",
-    "IMAGE_FILE_CHECK",
     "INSTALLED_ARTIFACTS",
     "LOG_PROOF_FILE",
     "ROOT_FILE",

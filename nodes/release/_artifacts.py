@@ -26,6 +26,7 @@ from protocol.measurement import (
 from protocol.release import (
     DEFAULT_HASH_ALGORITHM,
     HASH_ALGORITHMS,
+    ArtifactCheck,
     ArtifactMismatch,
     ArtifactSpec,
     MalformedRelease,
@@ -33,12 +34,10 @@ from protocol.release import (
 )
 
 CHUNK_SIZE = 1 << 20
-#: The ArtifactMismatch check of an image file whose values differ from the signed ones.
-IMAGE_FILE_CHECK = "image-measurements"
 
 
 class _ReadFailure(Exception):
-    def __init__(self, check: str, detail: str) -> None:
+    def __init__(self, check: ArtifactCheck, detail: str) -> None:
         super().__init__(detail)
         self.check = check
         self.detail = detail
@@ -71,21 +70,21 @@ def _open_regular(path: str | Path) -> tuple[int, int]:
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        failure = _ReadFailure("missing", "no file at the installed path")
+        failure = _ReadFailure(ArtifactCheck.MISSING, "no file at the installed path")
     except OSError as exc:
-        failure = _ReadFailure("missing", f"cannot open: {exc.strerror}")
+        failure = _ReadFailure(ArtifactCheck.MISSING, f"cannot open: {exc.strerror}")
     if failure is not None:
         raise failure
     try:
         info = os.fstat(fd)
     except OSError as exc:
-        failure = _ReadFailure("missing", f"cannot stat: {exc.strerror}")
+        failure = _ReadFailure(ArtifactCheck.MISSING, f"cannot stat: {exc.strerror}")
     if failure is not None:
         os.close(fd)
         raise failure
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise _ReadFailure("not-a-file", "installed path is not a regular file")
+        raise _ReadFailure(ArtifactCheck.NOT_A_FILE, "installed path is not a regular file")
     return fd, info.st_size
 
 
@@ -119,15 +118,19 @@ def _verify_one(name: str, spec: ArtifactSpec, path: Path) -> None:
     fd, size = _open_or_refuse(name, path)
     try:
         if size != spec.length:
-            raise ArtifactMismatch(name, "length", f"{size} bytes installed, {spec.length} listed")
+            raise ArtifactMismatch(
+                name, ArtifactCheck.LENGTH, f"{size} bytes installed, {spec.length} listed"
+            )
         length, digests = _hash_open_file(fd, spec.hashes)
     finally:
         os.close(fd)
     if length != spec.length:
-        raise ArtifactMismatch(name, "length", "file changed while it was being read")
+        raise ArtifactMismatch(name, ArtifactCheck.LENGTH, "file changed while it was being read")
     for algorithm, expected in spec.hashes.items():
         if not hmac.compare_digest(digests[algorithm], expected):
-            raise ArtifactMismatch(name, algorithm, "digest differs from the signed release")
+            raise ArtifactMismatch(
+                name, ArtifactCheck(algorithm), "digest differs from the signed release"
+            )
 
 
 def verify_installed_artifacts(
@@ -142,10 +145,10 @@ def verify_installed_artifacts(
     :class:`ArtifactMismatch` naming the artifact and the failed check.
     """
     for name in sorted(set(paths) - set(verified.artifacts)):
-        raise ArtifactMismatch(name, "unlisted", "not an artifact of this release")
+        raise ArtifactMismatch(name, ArtifactCheck.UNLISTED, "not an artifact of this release")
     if require_all:
         for name in sorted(set(verified.artifacts) - set(paths)):
-            raise ArtifactMismatch(name, "missing", "no installed path given")
+            raise ArtifactMismatch(name, ArtifactCheck.MISSING, "no installed path given")
     for name in sorted(paths):
         _verify_one(name, verified.artifacts[name], Path(paths[name]))
     if IMAGE_MEASUREMENTS_ARTIFACT in paths:
@@ -172,7 +175,7 @@ def _verify_image_file(verified: VerifiedRelease, path: Path) -> None:
     ):
         raise ArtifactMismatch(
             IMAGE_MEASUREMENTS_ARTIFACT,
-            IMAGE_FILE_CHECK,
+            ArtifactCheck.IMAGE_MEASUREMENTS,
             "the file's measurements differ from the values the release signed",
         )
 

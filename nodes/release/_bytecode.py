@@ -55,7 +55,12 @@ from importlib import _bootstrap_external
 from types import CodeType
 from typing import Final, NoReturn
 
-from protocol.release import BYTECODE_CACHE_DIRECTORY, SourceTreeMismatch, is_code_path
+from protocol.release import (
+    BYTECODE_CACHE_DIRECTORY,
+    SourceMismatchCheck,
+    SourceTreeMismatch,
+    is_code_path,
+)
 
 #: The optimization levels the interpreter compiles at (``-O``: 1, ``-OO``: 2);
 #: a cache for each may exist, and each is checked at its own level.
@@ -109,7 +114,9 @@ def unexpected_file_refusal(path: str, where: str | None) -> SourceTreeMismatch 
         # A cache directory without __init__.py is a namespace package:
         # `import nodes.__pycache__.x` would load this.
         return SourceTreeMismatch(
-            "unlisted", where, "code inside a bytecode cache directory would be importable"
+            SourceMismatchCheck.UNLISTED,
+            where,
+            "code inside a bytecode cache directory would be importable",
         )
     body = name[: -len(_CACHE_SUFFIX)]
     head, _, last = body.rpartition(".")
@@ -123,7 +130,7 @@ def unexpected_file_refusal(path: str, where: str | None) -> SourceTreeMismatch 
         detail = f"a bytecode cache for another interpreter (this one is {_this_tag()})"
     else:
         detail = "a bytecode cache for a source the release does not list"
-    return SourceTreeMismatch("bytecode", where, detail)
+    return SourceTreeMismatch(SourceMismatchCheck.BYTECODE, where, detail)
 
 
 def check_cache(
@@ -197,7 +204,7 @@ def _this_tag() -> str:
 
 
 def _refuse(where: str | None, detail: str) -> NoReturn:
-    raise SourceTreeMismatch("bytecode", where, detail)
+    raise SourceTreeMismatch(SourceMismatchCheck.BYTECODE, where, detail)
 
 
 # The marshal format (version 4, CPython 3.11's Python/marshal.c): one type

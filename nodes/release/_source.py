@@ -53,6 +53,7 @@ from nodes.release._bytecode import (
 from protocol.release import (
     BYTECODE_CACHE_DIRECTORY,
     MANTLE_PACKAGES,
+    SourceMismatchCheck,
     SourceTreeMismatch,
     compare_source_tree,
     format_source_manifest,
@@ -132,7 +133,9 @@ class SourceTree:
         for package in MANTLE_PACKAGES:
             root = os.fspath(self.roots[package])
             if not os.path.isdir(root):
-                raise SourceTreeMismatch("missing", package, "package directory not installed")
+                raise SourceTreeMismatch(
+                    SourceMismatchCheck.MISSING, package, "package directory not installed"
+                )
             unlistable: list[OSError] = []
             for directory, subdirectories, names in os.walk(root, onerror=unlistable.append):
                 inside = os.path.relpath(directory, root)
@@ -141,7 +144,7 @@ class SourceTree:
                     if os.path.islink(os.path.join(directory, subdirectory)):
                         path = f"{prefix}/{subdirectory}"
                         raise SourceTreeMismatch(
-                            "unlisted",
+                            SourceMismatchCheck.UNLISTED,
                             path if is_package_path(path) else None,
                             "a symbolic link to a directory inside a package",
                         )
@@ -149,7 +152,7 @@ class SourceTree:
                 (caches if in_cache else files).extend(f"{prefix}/{name}" for name in names)
             if unlistable:
                 raise SourceTreeMismatch(
-                    "unreadable",
+                    SourceMismatchCheck.UNREADABLE,
                     None,
                     "cannot be listed, so what Python may load from it cannot be checked",
                     subject=f"a directory inside package {package}",
@@ -167,22 +170,22 @@ class SourceTree:
             with os.fdopen(fd, "rb") as handle:
                 return hashlib.file_digest(handle, "sha384").digest()
         where = relative if is_manifest_path(relative) else None
-        raise SourceTreeMismatch("missing", where, detail)
+        raise SourceTreeMismatch(SourceMismatchCheck.MISSING, where, detail)
 
     def read_source(self, relative: str) -> SourceFile:
         """The bytes of the listed source at ``relative`` and the mtime the
         import system records for it, from one open file (so the bytes hashed
         are the bytes compiled, and the mtime is theirs); a file that cannot
         be opened counts as missing."""
-        data, mtime = self._read_whole(relative, "missing")
+        data, mtime = self._read_whole(relative, SourceMismatchCheck.MISSING)
         return SourceFile(data, mtime)
 
     def read_cache(self, relative: str) -> bytes:
         """The whole bytecode cache at ``relative``."""
-        data, _ = self._read_whole(relative, "bytecode")
+        data, _ = self._read_whole(relative, SourceMismatchCheck.BYTECODE)
         return data
 
-    def _read_whole(self, relative: str, check: str) -> tuple[bytes, int]:
+    def _read_whole(self, relative: str, check: SourceMismatchCheck) -> tuple[bytes, int]:
         where = relative if is_package_path(relative) else None
         try:
             fd, _ = _open_regular(self.path_text(relative))
@@ -195,7 +198,7 @@ class SourceTree:
             if len(data) <= MAX_COMPILED_FILE_BYTES:
                 return data, mtime
             # Too large to compile or compare: its cache cannot be vouched for.
-            check = "bytecode"
+            check = SourceMismatchCheck.BYTECODE
             detail = f"larger than the {MAX_COMPILED_FILE_BYTES} bytes boot compiles or reads whole"
         raise SourceTreeMismatch(check, where, detail)
 
@@ -243,7 +246,7 @@ def verify_source_tree(manifest: bytes, tree: SourceTree) -> SourceTreeCheck:
     """
     if sys.pycache_prefix is not None:
         raise SourceTreeMismatch(
-            "pycache_prefix",
+            SourceMismatchCheck.PYCACHE_PREFIX,
             None,
             "sys.pycache_prefix (PYTHONPYCACHEPREFIX, -X pycache_prefix) is set: Python"
             " would load bytecode from outside the package directories, which this check"

@@ -47,6 +47,7 @@ from protocol.release._build import (
     sign_metadata,
 )
 from protocol.release._errors import (
+    ArtifactCheck,
     ArtifactMismatch,
     BadSignature,
     BelowThreshold,
@@ -83,6 +84,7 @@ from protocol.release._source import (
     MANTLE_PACKAGES,
     MAX_SOURCE_MANIFEST_BYTES,
     SOURCE_MANIFEST_ARTIFACT,
+    SourceMismatchCheck,
     SourceTreeMismatch,
     compare_source_tree,
     format_source_manifest,
@@ -107,6 +109,7 @@ __all__ = [
     "RELEASE_ENTRY_TAG",
     "SIGNER_ROLES",
     "SOURCE_MANIFEST_ARTIFACT",
+    "ArtifactCheck",
     "ArtifactMismatch",
     "ArtifactSpec",
     "BadSignature",
@@ -117,6 +120,7 @@ __all__ = [
     "ReleaseError",
     "ReleaseLogEntry",
     "ReleaseLogProof",
+    "SourceMismatchCheck",
     "SourceTreeMismatch",
     "UnknownSigner",
     "UntrustedRoot",

@@ -10,6 +10,7 @@ blocks, so no parser exception (which quotes what it read) rides along in
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -95,17 +96,32 @@ class VersionRollback(ReleaseError):
         )
 
 
+class ArtifactCheck(enum.StrEnum):
+    """What :class:`ArtifactMismatch` found (its ``check``)."""
+
+    #: No file at the installed path (or it cannot be opened).
+    MISSING = "missing"
+    #: The installed path is not a regular file.
+    NOT_A_FILE = "not-a-file"
+    #: The length differs from the release (or changed while being read).
+    LENGTH = "length"
+    #: The file is not an artifact of this release.
+    UNLISTED = "unlisted"
+    #: An image file whose measurements differ from the values the release signed.
+    IMAGE_MEASUREMENTS = "image-measurements"
+    #: A digest differs from the release: one check per hash algorithm.
+    SHA256 = "sha256"
+    SHA384 = "sha384"
+    SHA512 = "sha512"
+
+
 class ArtifactMismatch(ReleaseError):
-    """An installed artifact differs from what the release lists.
+    """An installed artifact differs from what the release lists; ``check`` says how."""
 
-    ``check`` is one of ``"missing"``, ``"not-a-file"``, ``"length"``, or a hash
-    algorithm name such as ``"sha384"``.
-    """
-
-    def __init__(self, name: str, check: str, detail: str = "") -> None:
+    def __init__(self, name: str, check: ArtifactCheck, detail: str = "") -> None:
         self.name = name
         self.check = check
-        message = f"artifact {name!r} failed the {check} check"
+        message = f"artifact {name!r} failed the {check.value} check"
         super().__init__(f"{message}: {detail}" if detail else message)
 
 

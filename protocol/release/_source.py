@@ -33,6 +33,7 @@ the release names that image.
 
 from __future__ import annotations
 
+import enum
 import hmac
 import re
 from collections.abc import Iterable, Mapping
@@ -59,6 +60,23 @@ _COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
 _LINE = re.compile(r"([0-9a-f]{96})  ([^\n]+)")
 
 
+class SourceMismatchCheck(enum.StrEnum):
+    """What :class:`SourceTreeMismatch` found (its ``check``)."""
+
+    #: A listed file differs from the release.
+    MODIFIED = "modified"
+    #: A listed file (or a package directory) is not installed.
+    MISSING = "missing"
+    #: Code the release does not list.
+    UNLISTED = "unlisted"
+    #: A bytecode cache that is not what this interpreter writes for a listed source.
+    BYTECODE = "bytecode"
+    #: A directory that cannot be listed.
+    UNREADABLE = "unreadable"
+    #: The interpreter reads its bytecode caches from somewhere else.
+    PYCACHE_PREFIX = "pycache_prefix"
+
+
 class SourceTreeMismatch(ReleaseError):
     """The running code differs from the release's source manifest.
 
@@ -72,12 +90,17 @@ class SourceTreeMismatch(ReleaseError):
     """
 
     def __init__(
-        self, check: str, path: str | None, detail: str, *, subject: str | None = None
+        self,
+        check: SourceMismatchCheck,
+        path: str | None,
+        detail: str,
+        *,
+        subject: str | None = None,
     ) -> None:
         self.check = check
         self.path = path
         where = path if path is not None else subject or "a file with an unsafe name"
-        super().__init__(f"source tree check failed ({check}): {where}: {detail}")
+        super().__init__(f"source tree check failed ({check.value}): {where}: {detail}")
 
 
 def is_package_path(path: str) -> bool:
@@ -159,13 +182,17 @@ def compare_source_tree(
     for path in sorted(found - set(listed)):
         if is_code_path(path):
             raise SourceTreeMismatch(
-                "unlisted",
+                SourceMismatchCheck.UNLISTED,
                 path if is_manifest_path(path) else None,
                 "code the release does not list would be importable",
             )
     for path in sorted(listed):
         if path not in found:
-            raise SourceTreeMismatch("missing", path, "listed by the release, not installed")
+            raise SourceTreeMismatch(
+                SourceMismatchCheck.MISSING, path, "listed by the release, not installed"
+            )
         digest = digests.get(path)
         if digest is None or not hmac.compare_digest(digest, listed[path]):
-            raise SourceTreeMismatch("modified", path, "SHA-384 differs from the release")
+            raise SourceTreeMismatch(
+                SourceMismatchCheck.MODIFIED, path, "SHA-384 differs from the release"
+            )
