@@ -21,9 +21,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
-from _release_kit import ReleaseFiles, ReleaseKit
+from _release_kit import NOW, ReleaseFiles, ReleaseKit
 
+from nodes.boot import BootedNode, measured_boot
+from nodes.random import SystemRandom
 from nodes.release import SourceTree
+from simulations.nitrotpm import SimulatedNitroTPM
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,6 +72,20 @@ _NODE_PROCESS = textwrap.dedent(
     print(json.dumps({"roots": roots, **outcome}))
     """
 )
+
+
+def boot_from_tree(
+    kit: ReleaseKit, files: ReleaseFiles, tpm: SimulatedNitroTPM, tree: SourceTree
+) -> BootedNode:
+    """Measured boot of a node without a model from ``files``, checking ``tree``
+    (a copy of the running packages) as the code it runs, in this process."""
+    return measured_boot(
+        kit.boot_inputs(files, None, kit.node_state_dir(tpm)),
+        tpm=tpm,
+        random=SystemRandom(),
+        now=NOW,
+        source_tree=tree,
+    )
 
 
 def copy_running_tree(destination: Path) -> SourceTree:

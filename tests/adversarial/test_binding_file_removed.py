@@ -14,27 +14,15 @@ its fresh counter starts above the deleted one.)
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _counter_machines import MACHINE_KINDS, Machine, boot, open_machine, publish, refused
+from _counter_machines import Machine, boot, publish, refused
 from _release_kit import ReleaseKit
 
 from actors.counter_guard import CounterBinding
 from nodes.boot import RELEASE_COUNTER_BINDING, BootCheck
 from protocol.measurement import RELEASE_COUNTER
-
-
-@pytest.fixture(params=MACHINE_KINDS)
-def machine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Machine]:
-    with open_machine(request.param, tmp_path / "machine") as opened:
-        yield opened
-
-
-@pytest.fixture
-def kit(tmp_path: Path) -> ReleaseKit:
-    return ReleaseKit(install_root=tmp_path / "install")
 
 
 def booted_once(machine: Machine, kit: ReleaseKit) -> Path:

@@ -16,16 +16,13 @@ every step must add exactly one (``counter_unexpected``). Nothing is measured.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from _counter_machines import (
-    MACHINE_KINDS,
     MODEL,
     Machine,
     boot,
-    open_machine,
     publish,
     refused,
 )
@@ -36,17 +33,6 @@ from actors.seams.tpm import TPM, CounterMissing
 from nodes.boot import BootCheck, BootError, measured_boot
 from nodes.random import SystemRandom
 from protocol.measurement import APPLICATION_PCRS, PCR_RESET_VALUE, RELEASE_COUNTER
-
-
-@pytest.fixture(params=MACHINE_KINDS)
-def machine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Machine]:
-    with open_machine(request.param, tmp_path / "machine") as opened:
-        yield opened
-
-
-@pytest.fixture
-def kit(tmp_path: Path) -> ReleaseKit:
-    return ReleaseKit(install_root=tmp_path / "install")
 
 
 def owner_acts_while_boot_verifies_the_release(

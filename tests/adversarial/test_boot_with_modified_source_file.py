@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 from _release_kit import NOW, ReleaseKit
-from _source_tree import boot_in_process_from, copy_running_tree
+from _source_tree import boot_from_tree, boot_in_process_from, copy_running_tree
 
-from nodes.boot import BootCheck, BootError, measured_boot
-from nodes.random import SystemRandom
+from nodes.boot import BootCheck, BootError
 from protocol.measurement import APPLICATION_PCRS, PCR_RESET_VALUE, RELEASE_COUNTER
 from simulations.clock import ManualClock
 from simulations.nitrotpm import SimulatedNitroTPM
@@ -35,24 +34,12 @@ def test_a_modified_file_stops_boot(tmp_path: Path) -> None:
     tree = copy_running_tree(tmp_path / "tree")
     tpm = SimulatedNitroTPM.from_seed("node", clock=ManualClock(NOW_MS))
     # The untouched copy boots: the check compares contents, not locations.
-    measured_boot(
-        kit.boot_inputs(files, None, kit.node_state_dir(tpm)),
-        tpm=tpm,
-        random=SystemRandom(),
-        now=NOW,
-        source_tree=tree,
-    )
+    boot_from_tree(kit, files, tpm, tree)
 
     _tamper(tmp_path / "tree")
     tpm.reboot()
     with pytest.raises(BootError) as stopped:
-        measured_boot(
-            kit.boot_inputs(files, None, kit.node_state_dir(tpm)),
-            tpm=tpm,
-            random=SystemRandom(),
-            now=NOW,
-            source_tree=tree,
-        )
+        boot_from_tree(kit, files, tpm, tree)
     assert stopped.value.check is BootCheck.SOURCE_TREE
     assert "modified" in stopped.value.detail and TARGET in stopped.value.detail
     for index in APPLICATION_PCRS:
@@ -67,13 +54,7 @@ def test_a_deleted_file_stops_boot(tmp_path: Path) -> None:
     (tmp_path / "tree" / "protocol" / "sealed_model.py").unlink()
     tpm = SimulatedNitroTPM.from_seed("node", clock=ManualClock(NOW_MS))
     with pytest.raises(BootError) as stopped:
-        measured_boot(
-            kit.boot_inputs(files, None, kit.node_state_dir(tpm)),
-            tpm=tpm,
-            random=SystemRandom(),
-            now=NOW,
-            source_tree=tree,
-        )
+        boot_from_tree(kit, files, tpm, tree)
     assert stopped.value.check is BootCheck.SOURCE_TREE
     assert "missing" in stopped.value.detail
 

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 from _release_kit import NOW, ReleaseKit
-from _source_tree import copy_running_tree, write_caches_by_importing
+from _source_tree import boot_from_tree, copy_running_tree, write_caches_by_importing
 
-from nodes.boot import BootCheck, BootError, measured_boot
-from nodes.random import SystemRandom
+from nodes.boot import BootCheck, BootError
 from protocol.measurement import APPLICATION_PCRS, PCR_RESET_VALUE
 from simulations.clock import ManualClock
 from simulations.nitrotpm import SimulatedNitroTPM
@@ -38,13 +37,7 @@ def test_unlisted_code_stops_boot(tmp_path: Path, planted: str) -> None:
     (tmp_path / "tree" / planted).write_bytes(b"print('the operator was here')\n")
     tpm = SimulatedNitroTPM.from_seed("node", clock=ManualClock(NOW_MS))
     with pytest.raises(BootError) as stopped:
-        measured_boot(
-            kit.boot_inputs(files, None, kit.node_state_dir(tpm)),
-            tpm=tpm,
-            random=SystemRandom(),
-            now=NOW,
-            source_tree=tree,
-        )
+        boot_from_tree(kit, files, tpm, tree)
     assert stopped.value.check is BootCheck.SOURCE_TREE
     assert "unlisted" in stopped.value.detail and planted in stopped.value.detail
     for index in APPLICATION_PCRS:
@@ -61,13 +54,7 @@ def test_a_symlinked_package_directory_stops_boot(tmp_path: Path) -> None:
     (tmp_path / "tree" / "nodes" / "extra").symlink_to(elsewhere, target_is_directory=True)
     tpm = SimulatedNitroTPM.from_seed("node", clock=ManualClock(NOW_MS))
     with pytest.raises(BootError) as stopped:
-        measured_boot(
-            kit.boot_inputs(files, None, kit.node_state_dir(tpm)),
-            tpm=tpm,
-            random=SystemRandom(),
-            now=NOW,
-            source_tree=tree,
-        )
+        boot_from_tree(kit, files, tpm, tree)
     assert stopped.value.check is BootCheck.SOURCE_TREE
 
 
@@ -82,26 +69,14 @@ def test_bytecode_caches_and_notes_are_not_code_the_release_must_list(tmp_path: 
     assert cache in written and cache.with_suffix(".opt-1.pyc") in written
     (tmp_path / "tree" / "nodes" / "NOTES.txt").write_text("not imported\n")
     tpm = SimulatedNitroTPM.from_seed("node", clock=ManualClock(NOW_MS))
-    measured_boot(
-        kit.boot_inputs(files, None, kit.node_state_dir(tpm)),
-        tpm=tpm,
-        random=SystemRandom(),
-        now=NOW,
-        source_tree=tree,
-    )
+    boot_from_tree(kit, files, tpm, tree)
 
     # A cache that is not what its source compiles to is code the release
     # does not vouch for.
     cache.write_bytes(b"\x00" * 16)
     tpm.reboot()
     with pytest.raises(BootError) as stopped:
-        measured_boot(
-            kit.boot_inputs(files, None, kit.node_state_dir(tpm)),
-            tpm=tpm,
-            random=SystemRandom(),
-            now=NOW,
-            source_tree=tree,
-        )
+        boot_from_tree(kit, files, tpm, tree)
     assert stopped.value.check is BootCheck.SOURCE_TREE
     assert "(bytecode)" in stopped.value.detail
     assert f"nodes/__pycache__/{cache.name}" in stopped.value.detail

@@ -21,15 +21,10 @@ Now, on the simulated TPM and on swtpm alike:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from _counter_machines import (
-    MACHINE_KINDS,
     Machine,
     boot,
-    open_machine,
     publish,
     refused,
 )
@@ -38,17 +33,6 @@ from _release_kit import ReleaseKit
 from actors.seams.tpm import CounterMissing
 from nodes.boot import RELEASE_COUNTER_BINDING, BootCheck
 from protocol.measurement import RELEASE_COUNTER
-
-
-@pytest.fixture(params=MACHINE_KINDS)
-def machine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Machine]:
-    with open_machine(request.param, tmp_path / "machine") as opened:
-        yield opened
-
-
-@pytest.fixture
-def kit(tmp_path: Path) -> ReleaseKit:
-    return ReleaseKit(install_root=tmp_path / "install")
 
 
 def test_old_release_is_refused_after_the_owner_deletes_the_counter(

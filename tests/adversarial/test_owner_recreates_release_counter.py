@@ -20,11 +20,9 @@ from pathlib import Path
 
 import pytest
 from _counter_machines import (
-    MACHINE_KINDS,
     Machine,
     SwtpmMachine,
     boot,
-    open_machine,
     publish,
     refused,
 )
@@ -32,17 +30,6 @@ from _release_kit import ReleaseKit
 
 from nodes.boot import BootCheck
 from protocol.measurement import RELEASE_COUNTER
-
-
-@pytest.fixture(params=MACHINE_KINDS)
-def machine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Machine]:
-    with open_machine(request.param, tmp_path / "machine") as opened:
-        yield opened
-
-
-@pytest.fixture
-def kit(tmp_path: Path) -> ReleaseKit:
-    return ReleaseKit(install_root=tmp_path / "install")
 
 
 def test_recreated_counter_is_refused(

@@ -35,10 +35,14 @@ from pathlib import Path
 
 import pytest
 from _release_kit import NOW, ReleaseKit
-from _source_tree import boot_in_process_from, copy_running_tree, write_caches_by_importing
+from _source_tree import (
+    boot_from_tree,
+    boot_in_process_from,
+    copy_running_tree,
+    write_caches_by_importing,
+)
 
-from nodes.boot import BootCheck, BootError, measured_boot
-from nodes.random import SystemRandom
+from nodes.boot import BootCheck, BootError
 from protocol.measurement import APPLICATION_PCRS, PCR_RESET_VALUE
 from simulations.clock import ManualClock
 from simulations.nitrotpm import SimulatedNitroTPM
@@ -105,13 +109,7 @@ def test_a_planted_cache_stops_boot_before_anything_is_measured(
     )
     tpm = SimulatedNitroTPM.from_seed("node", clock=ManualClock(NOW_MS))
     with pytest.raises(BootError) as stopped:
-        measured_boot(
-            kit.boot_inputs(files, None, kit.node_state_dir(tpm)),
-            tpm=tpm,
-            random=SystemRandom(),
-            now=NOW,
-            source_tree=tree,
-        )
+        boot_from_tree(kit, files, tpm, tree)
     assert stopped.value.check is BootCheck.SOURCE_TREE
     assert "(bytecode)" in stopped.value.detail and CACHE in stopped.value.detail
     # The header is a genuine one but for the last forgery: what gives the
@@ -152,13 +150,7 @@ def test_a_pycache_prefix_stops_boot(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(sys, "pycache_prefix", str(tmp_path / "prefix"))
     tpm = SimulatedNitroTPM.from_seed("node", clock=ManualClock(NOW_MS))
     with pytest.raises(BootError) as stopped:
-        measured_boot(
-            kit.boot_inputs(files, None, kit.node_state_dir(tpm)),
-            tpm=tpm,
-            random=SystemRandom(),
-            now=NOW,
-            source_tree=tree,
-        )
+        boot_from_tree(kit, files, tpm, tree)
     assert stopped.value.check is BootCheck.SOURCE_TREE
     assert "(pycache_prefix)" in stopped.value.detail
     for index in APPLICATION_PCRS:
@@ -188,12 +180,6 @@ def test_a_specialized_instruction_with_forged_inline_caches_stops_boot(tmp_path
 
     tpm = SimulatedNitroTPM.from_seed("node", clock=ManualClock(NOW_MS))
     with pytest.raises(BootError) as stopped:
-        measured_boot(
-            kit.boot_inputs(files, None, kit.node_state_dir(tpm)),
-            tpm=tpm,
-            random=SystemRandom(),
-            now=NOW,
-            source_tree=tree,
-        )
+        boot_from_tree(kit, files, tpm, tree)
     assert stopped.value.check is BootCheck.SOURCE_TREE
     assert "code is not what this interpreter compiles" in stopped.value.detail
