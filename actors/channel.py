@@ -35,7 +35,11 @@ The TPM is asked only after ``verify_peer`` accepted the peer's static key,
 so on a node link an unauthenticated connection never costs a TPM command.
 Between two nodes each side sends its evidence before the peer's is verified:
 it is no secret (it only says what this node runs), and sending first is what
-lets both sides exchange in one round trip. Where the peer proves nothing (a
+lets both sides exchange in one round trip. The exception is a node known by
+no key (``verify_peer`` returns :attr:`Admission.ON_ATTESTATION`): anyone can
+make a key, so the accepting side first verifies that peer's evidence and
+proves only after it passed (two round trips; the dialling side always
+proves first, so the two never both wait). Where the peer proves nothing (a
 customer's client: ``require`` is :data:`NOT_ATTESTED`), this side waits for
 the peer's (empty) evidence message *before* it proves: a connection that
 completes the handshake and then stays silent costs no TPM command, and each
@@ -90,11 +94,15 @@ equals:
 2. customers' connections whose handshake completed but whose evidence
    message has not arrived;
 3. customers' connections waiting for this side's proof;
-4. never: a connection whose peer ``verify_peer`` accepted on a server that
-   requires its peers' attestation. Such a server serves nodes, and its
-   ``verify_peer`` admits only configured nodes' keys (a node link's does),
-   which no attacker holds; if every slot is held by one of these, the
-   newcomer is refused instead.
+4. nodes known by no key (``verify_peer`` returned
+   :attr:`Admission.ON_ATTESTATION`: anyone can make a key and claim a
+   name) whose evidence has not arrived or not passed. This side verifies
+   their evidence before it proves, so such a connection costs no TPM
+   command until it showed a passing document bound to its handshake key;
+5. never: a node whose key ``verify_peer`` knew (a configured node's, which
+   no attacker holds), or one known by no key whose evidence passed (its
+   slot is left only for this side's proof). If every slot is held by one
+   of these, the newcomer is refused instead.
 
 Refusing newcomers instead, or queueing them, would let a flood of stalled
 connections lock honest peers out for as long as the flood lasts; evicting
@@ -180,7 +188,21 @@ _READ_SIZE: Final = FRAME_HEADER_LEN + MAX_FRAME_LEN
 
 _PROTOCOL: Final = NoiseProtocol.from_name(NODE_LINK_PROTOCOL)
 
-VerifyPeer: TypeAlias = Callable[[bytes, bytes], Awaitable[None] | None]
+
+class Admission(enum.Enum):
+    """What ``verify_peer`` says of a peer it lets past the handshake
+    (returning ``None`` is :attr:`KNOWN`); see "Serving" in the module docstring."""
+
+    #: The peer proved a key this side knows in advance (a configured node's).
+    KNOWN = "known"
+    #: The peer is known by no key, only by the attestation it is about to
+    #: present (a node that joins, or one whose key is not configured). An
+    #: accepting side verifies that peer's evidence before it proves itself,
+    #: and its handshake stays evictable until the evidence passed.
+    ON_ATTESTATION = "on_attestation"
+
+
+VerifyPeer: TypeAlias = Callable[[bytes, bytes], Awaitable[Admission | None] | Admission | None]
 Entropy: TypeAlias = Callable[[int], bytes]
 
 _log = get_logger("channel")
@@ -557,8 +579,12 @@ class _Stage(enum.IntEnum):
     CUSTOMER = 1
     #: The customer's evidence message arrived; this side is proving.
     CUSTOMER_SPOKE = 2
-    #: ``verify_peer`` accepted a peer that must attest: a configured node.
-    NODE = 3
+    #: A node known by no key (:attr:`Admission.ON_ATTESTATION`) completed the
+    #: handshake; its evidence has not arrived or not yet passed.
+    CLAIMED_NODE = 3
+    #: A node that must attest and is no stranger: ``verify_peer`` knew its
+    #: key, or (known by no key) its evidence passed.
+    NODE = 4
 
 
 _Advance: TypeAlias = Callable[[_Stage], None]
@@ -594,12 +620,25 @@ async def _establish(
             handshake, handshake_payload=handshake_payload, max_payload=max_payload
         )
         with anyio.fail_after(handshake_timeout):
-            await _handshake(stream, session, verify_peer)
-            advance(_Stage.CUSTOMER if attestation.require is NOT_ATTESTED else _Stage.NODE)
+            admission = await _handshake(stream, session, verify_peer)
+            # Only the accepting side waits for a stranger's evidence: the
+            # dialling side chose its peer and proves first, so the two never
+            # both wait.
+            verify_first = (
+                admission is Admission.ON_ATTESTATION
+                and not initiator
+                and attestation.require is not NOT_ATTESTED
+            )
+            if attestation.require is NOT_ATTESTED:
+                advance(_Stage.CUSTOMER)
+            else:
+                advance(_Stage.CLAIMED_NODE if verify_first else _Stage.NODE)
             channel = SecureChannel(
                 stream, session, initiator=initiator, write_timeout=write_timeout
             )
-            await _exchange_attestation(channel, session, attestation, advance)
+            await _exchange_attestation(
+                channel, session, attestation, advance, verify_first=verify_first
+            )
     except TimeoutError:
         await anyio.aclose_forcefully(stream)
         raise HandshakeTimeout(
@@ -613,7 +652,8 @@ async def _establish(
 
 async def _handshake(
     stream: anyio.abc.ByteStream, session: SecureSession, verify_peer: VerifyPeer
-) -> None:
+) -> Admission:
+    admission = Admission.KNOWN
     while session.state is not SessionState.OPEN:
         if session.state is SessionState.HANDSHAKE_WRITE:
             try:
@@ -633,10 +673,15 @@ async def _handshake(
             try:
                 verdict = verify_peer(event.remote_static, event.payload)
                 if inspect.isawaitable(verdict):
-                    await verdict
+                    verdict = await verdict
             except Exception as exc:
                 raise session.reject_peer() from exc
+            if verdict is Admission.ON_ATTESTATION:
+                admission = verdict
+            elif verdict is not None and verdict is not Admission.KNOWN:
+                raise TypeError("verify_peer returns None or an Admission")
             session.accept_peer()
+    return admission
 
 
 async def _exchange_attestation(
@@ -644,9 +689,13 @@ async def _exchange_attestation(
     session: SecureSession,
     attestation: ChannelAttestation,
     advance: _Advance,
+    *,
+    verify_first: bool = False,
 ) -> None:
     """Exchange evidence and check the peer's (module docstring): where the
-    peer proves nothing, receive its message first and prove after it."""
+    peer proves nothing, receive its message first and prove after it; where
+    the peer is known by no key (``verify_first``), receive and verify its
+    evidence before proving."""
     configured = session.max_payload
     session.max_payload = MAX_EVIDENCE_MESSAGE_BYTES
     if attestation.require is NOT_ATTESTED:
@@ -657,7 +706,8 @@ async def _exchange_attestation(
         await _send_evidence(channel, attestation.prove)
         session.max_payload = configured
         return
-    await _send_evidence(channel, attestation.prove)
+    if not verify_first:
+        await _send_evidence(channel, attestation.prove)
     body = await _receive_evidence(channel)
     session.max_payload = configured
     evidence = body.evidence()
@@ -674,6 +724,9 @@ async def _exchange_attestation(
         # its check and holds no peer bytes.
         raise PeerRejected(SessionCheck.ATTESTATION_REFUSED) from exc
     channel._peer_evidence = evidence
+    if verify_first:
+        advance(_Stage.NODE)
+        await _send_evidence(channel, attestation.prove)
 
 
 async def _send_evidence(channel: SecureChannel, prove: Attest | NotAttested) -> None:

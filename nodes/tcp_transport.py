@@ -2,10 +2,39 @@
 
 Each configured peer has one *link*: an outbound queue, a writer task, a
 dialler that (re)connects with :class:`Backoff`, and at most one live
-:class:`~actors.channel.SecureChannel`. A peer is identified by the Noise
-static key it proves in the handshake, which must be the key configured for
-the node name its :class:`NodeHello` claims; a connection from anyone else is
-refused before any frame is read.
+:class:`~actors.channel.SecureChannel`. A peer claims a node name in its
+:class:`NodeHello` (a dialled peer must claim the name dialled) and is
+identified by its attestation: its document binds the Noise static key of
+this very handshake and meets the cluster's PCR policy, so the key is that
+of a node running released code. Where a peer's key is configured
+(:attr:`PeerAddress.static_public`) it is enforced as well, before any
+frame is read; but a node's static key is born in memory at boot, so
+normally nobody knows it in advance (``static_public=None``). Such a peer
+is admitted on its attestation alone; as the accepting side, this node
+verifies its evidence before proving itself, so an unauthenticated
+connection costs no TPM command, and its handshake stays evictable until
+then (:class:`~actors.channel.Admission`, "Serving" in ``actors.channel``).
+Attestation says what code a node runs, not which node it is: without a
+configured key a name is what an attested node claims (the address dialled
+proves nothing either, the network being the adversary's). While a link is
+up its key is pinned: another key claiming that name is refused
+(:attr:`PeerCheck.PEER_IN_USE`) until the link is lost.
+
+Joining: with ``accept_joining=True`` (the ingress node, which does not
+know its inference nodes in advance) a node whose name is not configured is
+admitted once its attestation passes, and is a *joined peer*: reachable
+over its inbound link only (there is no address to dial back), ``send``
+works while that link is up, and when it is lost ``peer_down`` fires and
+the peer is forgotten until it dials in again (a restarted node comes with
+a new key). A joiner cannot claim this node's name
+(:attr:`PeerCheck.PEER_SELF`) nor a configured peer's without that peer's
+configured key (:attr:`PeerCheck.PEER_STATIC_KEY`; a configured peer known
+by no key is taken as that peer, as above), nor a joined peer's name with
+another key while its link is up (:attr:`PeerCheck.PEER_IN_USE`); at most
+``max_joined_peers`` are linked at once (:attr:`PeerCheck.PEER_JOINED_LIMIT`).
+Without ``accept_joining`` an unconfigured name is refused
+(:attr:`PeerCheck.PEER_UNKNOWN`). ``add_peer`` for a joined name drops its
+joined link: the configured one takes over.
 
 Attestation, on every link, with no way to leave it out: a transport is built
 with this node's attestation source (``attest``, normally
@@ -21,7 +50,8 @@ the link is up, each side re-attests its peer every ``reattest_interval``
 (Clock seam) with a fresh challenge
 (:class:`~actors.attestation.Reattestation`); a refused or late answer, or a
 peer that breaks the exchange, closes the link: ``peer_down`` fires and the
-redial has to pass attestation again. A peer that stops reading cannot hold
+redial has to pass attestation again (a joined peer's link is closed the
+same way, and the peer forgotten). A peer that stops reading cannot hold
 a link open either: every write on it has a deadline (``write_timeout``,
 kept by the channel's watchdog, ``actors.channel``), and a challenge that
 cannot be sent in time lapses.
@@ -38,8 +68,9 @@ other closed; both ends apply the same rule, so they converge on one channel.
 Events to the runtime: ``peer_up`` when a channel to the peer is adopted,
 ``peer_down`` when it is lost, fails re-attestation, or a dial fails (queued
 frames are dropped, since the runtime fails the asks waiting on them), then
-redialling continues with backoff. ``send`` refuses frames while the link is
-known to be down.
+redialling continues with backoff (a joined peer is forgotten instead).
+``send`` refuses frames while the link is known to be down, and to names
+neither configured nor joined.
 """
 
 from __future__ import annotations
@@ -66,8 +97,10 @@ from actors.attestation import (
     ReattestationFailed,
 )
 from actors.channel import (
+    DEFAULT_MAX_CHANNELS,
     DEFAULT_MAX_CONCURRENT_HANDSHAKES,
     DEFAULT_WRITE_TIMEOUT,
+    Admission,
     ChannelAttestation,
     SecureChannel,
     connect_secure,
@@ -89,6 +122,9 @@ _CONTROL: Final = b"\x01"
 #: A runtime frame may be as large as any channel payload, plus its leading byte.
 _LINK_MAX_PAYLOAD: Final = DEFAULT_MAX_PAYLOAD + 1
 
+#: Joined peers (see the module docstring) a transport holds links to at once.
+DEFAULT_MAX_JOINED_PEERS: Final = 1024
+
 _LINK_ERRORS = (
     OSError,
     SessionError,
@@ -105,16 +141,23 @@ class PeerCheck(enum.StrEnum):
     HELLO_DECODE = "hello.decode"
     #: The handshake payload is not a :class:`NodeHello`.
     HELLO_TYPE = "hello.type"
-    #: The claimed node is not a configured peer (or is this node itself).
+    #: The claimed node is not a configured peer, and this node admits no joiners.
     PEER_UNKNOWN = "peer.unknown"
+    #: The peer claims this node's own name.
+    PEER_SELF = "peer.self"
     #: A dialled peer answered as another configured node.
     PEER_UNEXPECTED = "peer.unexpected"
     #: The Noise static key is not the one configured for the claimed node.
     PEER_STATIC_KEY = "peer.static_key"
+    #: A link to the claimed node is up with another key (a name being squatted).
+    PEER_IN_USE = "peer.in_use"
+    #: As many joined peers as allowed are linked already.
+    PEER_JOINED_LIMIT = "peer.joined_limit"
 
 
 class PeerNotAllowed(Exception):
-    """A handshake named a node that is not configured, or proved another key."""
+    """A handshake named a node this transport does not admit, or proved
+    another key than the one configured or in use for that name."""
 
     def __init__(self, check: PeerCheck) -> None:
         super().__init__(f"peer refused: {check.value}")
@@ -123,16 +166,35 @@ class PeerNotAllowed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class PeerAddress:
+    """Where a configured peer listens, and its Noise static key if known in
+    advance (then enforced); ``None``: the peer is known by its attestation
+    (see the module docstring)."""
+
     host: str
     port: int
-    static_public: bytes
+    static_public: bytes | None = None
 
 
 class _Link:
-    __slots__ = ("channel", "dialer", "down", "lost", "peer", "queue", "ready", "started")
+    __slots__ = (
+        "channel",
+        "dialer",
+        "down",
+        "joined",
+        "lost",
+        "peer",
+        "queue",
+        "ready",
+        "scope",
+        "started",
+    )
 
-    def __init__(self, peer: str) -> None:
+    def __init__(self, peer: str, *, joined: bool = False) -> None:
         self.peer = peer
+        #: A joined peer's link: inbound only, forgotten once lost.
+        self.joined = joined
+        #: A joined link's scope, cancelled to drop it.
+        self.scope: trio.CancelScope | None = None
         self.channel: SecureChannel | None = None
         self.dialer: str | None = None
         self.queue: deque[bytes] = deque()
@@ -163,6 +225,8 @@ class TcpNoiseTransport:
         reattest_interval: float = DEFAULT_REATTEST_INTERVAL_S,
         reattest_timeout: float = DEFAULT_REATTEST_TIMEOUT_S,
         min_answer_interval: float = DEFAULT_MIN_ANSWER_INTERVAL_S,
+        accept_joining: bool = False,
+        max_joined_peers: int = DEFAULT_MAX_JOINED_PEERS,
     ) -> None:
         # No default and no way around: a node link is always mutually attested.
         if not callable(attest):
@@ -171,6 +235,8 @@ class TcpNoiseTransport:
             # Not any callable: a stand-in that accepts everything would link
             # up with nodes running anything (see the module docstring).
             raise TypeError("a node link verifies its peers with a PeerAttestationVerifier")
+        if max_joined_peers < 1:
+            raise ValueError("max_joined_peers must be at least 1")
         self._node = node
         self._static = static
         self._random = random
@@ -192,6 +258,10 @@ class TcpNoiseTransport:
         self._min_answer_interval = min_answer_interval
         self._events: TransportEvents | None = None
         self._links: dict[str, _Link] = {}
+        self._accept_joining = accept_joining
+        self._max_joined = max_joined_peers
+        #: Joined peers' links, by node name, while each is up.
+        self._joined: dict[str, _Link] = {}
         self._nursery: trio.Nursery | None = None
         self.port: int | None = None
         #: Links closed because the peer's re-attestation failed or lapsed.
@@ -208,15 +278,31 @@ class TcpNoiseTransport:
 
     def add_peer(self, node: str, address: PeerAddress) -> None:
         self._peers[node] = address
+        joined = self._joined.get(node)
+        if joined is not None and joined.scope is not None:
+            # The name is configured from now on: its joined link is dropped
+            # and the configured link (dialled) takes over.
+            joined.scope.cancel()
+
+    @property
+    def joined_peers(self) -> frozenset[str]:
+        """The joined peers whose links are up (see the module docstring)."""
+        return frozenset(self._joined)
 
     def send(self, peer: str, frame: bytes) -> bool:
-        if peer not in self._peers or peer == self._node:
+        if peer == self._node:
             return False
         if len(frame) > DEFAULT_MAX_PAYLOAD:
             # The channel would refuse it in the writer task, after this call
             # had reported success; refuse it here instead.
             return False
-        link = self._link(peer)
+        if peer in self._peers:
+            link = self._link(peer)
+        else:
+            joined = self._joined.get(peer)
+            if joined is None:
+                return False  # not configured, and not (or no longer) joined
+            link = joined
         if link.down or len(link.queue) >= self._queue_limit:
             return False
         link.queue.append(frame)
@@ -244,6 +330,9 @@ class TcpNoiseTransport:
                         handshake_timeout=self._handshake_timeout,
                         write_timeout=self._write_timeout,
                         max_concurrent_handshakes=self._max_concurrent_handshakes,
+                        # Each joined peer holds one inbound channel.
+                        max_channels=DEFAULT_MAX_CHANNELS
+                        + (self._max_joined if self._accept_joining else 0),
                         max_payload=_LINK_MAX_PAYLOAD,
                     )
                 )
@@ -272,23 +361,60 @@ class TcpNoiseTransport:
 
     # ------------------------------------------------------------ identity
 
-    def _verify(self, expected: str | None, remote_static: bytes, payload: bytes) -> None:
+    def _verify(self, expected: str | None, remote_static: bytes, payload: bytes) -> Admission:
+        """The handshake's check of who the peer claims to be (``verify_peer``):
+        refused with :class:`PeerNotAllowed`, admitted as known by its key, or
+        admitted on the attestation it is about to present."""
+        refusal, admission = self._admission(expected, remote_static, payload)
+        if refusal is not None:
+            get_logger("actors.remote").info("node_link_peer_refused", check=refusal.value)
+            raise PeerNotAllowed(refusal)
+        return admission
+
+    def _admission(
+        self, expected: str | None, remote_static: bytes, payload: bytes
+    ) -> tuple[PeerCheck | None, Admission]:
         envelope = None
         with contextlib.suppress(MessageDecodeError):
             envelope = REGISTRY.decode(payload)
         if envelope is None:
             # Outside the handler: no __context__ rides along with the refusal.
-            raise PeerNotAllowed(PeerCheck.HELLO_DECODE)
+            return PeerCheck.HELLO_DECODE, Admission.ON_ATTESTATION
         hello = envelope.body
         if not isinstance(hello, NodeHello):
-            raise PeerNotAllowed(PeerCheck.HELLO_TYPE)
-        address = self._peers.get(hello.node)
-        if address is None or hello.node == self._node:
-            raise PeerNotAllowed(PeerCheck.PEER_UNKNOWN)
-        if expected is not None and hello.node != expected:
-            raise PeerNotAllowed(PeerCheck.PEER_UNEXPECTED)
-        if not hmac.compare_digest(address.static_public, remote_static):
-            raise PeerNotAllowed(PeerCheck.PEER_STATIC_KEY)
+            return PeerCheck.HELLO_TYPE, Admission.ON_ATTESTATION
+        name = hello.node
+        if name == self._node:
+            return PeerCheck.PEER_SELF, Admission.ON_ATTESTATION
+        if expected is not None and name != expected:
+            return PeerCheck.PEER_UNEXPECTED, Admission.ON_ATTESTATION
+        address = self._peers.get(name)
+        if address is not None:
+            if address.static_public is not None:
+                if not hmac.compare_digest(address.static_public, remote_static):
+                    return PeerCheck.PEER_STATIC_KEY, Admission.ON_ATTESTATION
+                return None, Admission.KNOWN
+            return self._in_use(self._links.get(name), remote_static), Admission.ON_ATTESTATION
+        if not self._accept_joining:
+            return PeerCheck.PEER_UNKNOWN, Admission.ON_ATTESTATION
+        return self._join_refusal(name, remote_static), Admission.ON_ATTESTATION
+
+    @staticmethod
+    def _in_use(link: _Link | None, remote_static: bytes) -> PeerCheck | None:
+        """Refuses another key for a name whose link is up (squatting)."""
+        current = link.channel if link is not None else None
+        if current is not None and not hmac.compare_digest(current.remote_static, remote_static):
+            return PeerCheck.PEER_IN_USE
+        return None
+
+    def _join_refusal(self, name: str, remote_static: bytes) -> PeerCheck | None:
+        """Why an unconfigured node may not join now, if it may not."""
+        link = self._joined.get(name)
+        if link is not None:
+            return self._in_use(link, remote_static)
+        if len(self._joined) >= self._max_joined:
+            return PeerCheck.PEER_JOINED_LIMIT
+        return None
 
     @staticmethod
     def _peer_of(channel: SecureChannel) -> str:
@@ -330,6 +456,7 @@ class TcpNoiseTransport:
                         peer=link.peer,
                         attempt=attempt,
                         error_type=type(error).__name__,
+                        check=getattr(error, "check", None),
                     )
                     if link.channel is None:  # not rescued by an inbound connection
                         self._mark_down(link)
@@ -351,14 +478,37 @@ class TcpNoiseTransport:
 
     async def _accepted(self, channel: SecureChannel) -> None:
         peer = self._peer_of(channel)
-        link = self._link(peer)
-        if self._adopt(link, channel, peer):
-            await self._run_link(link, channel)
+        if peer in self._peers:
+            link = self._link(peer)
+            if self._adopt(link, channel, peer):
+                await self._run_link(link, channel)
+            return
+        # A joiner. Checked again now that its attestation passed: other
+        # joiners may have been adopted since its handshake.
+        refusal = self._join_refusal(peer, channel.remote_static)
+        if refusal is not None or not self._accept_joining or peer == self._node:
+            get_logger("actors.remote").info(
+                "node_link_join_refused",
+                check=(refusal or PeerCheck.PEER_UNKNOWN).value,
+            )
+            return
+        joined = self._joined.get(peer)
+        if joined is None:
+            joined = self._joined[peer] = _Link(peer, joined=True)
+            joined.down = True  # until adopted: peer_up fires then
+        if self._adopt(joined, channel, peer):
+            await self._run_link(joined, channel)
 
     def _adopt(self, link: _Link, channel: SecureChannel, dialer: str) -> bool:
         preferred = min(self._node, link.peer)
         current = link.channel
         if current is not None:
+            if not hmac.compare_digest(current.remote_static, channel.remote_static):
+                # Another key for a name whose link is up: the link keeps its key.
+                get_logger("actors.remote").info(
+                    "node_link_peer_refused", peer=link.peer, check=PeerCheck.PEER_IN_USE.value
+                )
+                return False
             if link.dialer == preferred or dialer != preferred:
                 return False
             link.channel = None
@@ -391,6 +541,11 @@ class TcpNoiseTransport:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._keep_attested, link, reattestation, nursery.cancel_scope)
                 nursery.start_soon(channel.enforce_write_deadline)
+                if link.joined:
+                    # No dialler keeps a joined link: its writer lives as long
+                    # as its one channel, and dropping it cancels both.
+                    link.scope = nursery.cancel_scope
+                    nursery.start_soon(self._write, link)
                 await self._read(link, channel, reattestation)
                 nursery.cancel_scope.cancel()
         finally:
@@ -449,6 +604,10 @@ class TcpNoiseTransport:
         link.channel = None
         self._mark_down(link)
         link.lost.set()
+        if link.joined and self._joined.get(link.peer) is link:
+            # Forgotten: it has no address to be dialled at, and a restarted
+            # node comes back with a new key, by dialling in again.
+            del self._joined[link.peer]
 
     def _mark_down(self, link: _Link) -> None:
         link.queue.clear()
