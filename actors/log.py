@@ -66,6 +66,7 @@ ALLOWED_KEYS: Final = frozenset(
         "release_version",
         # sizes, counts, timings
         "count",
+        "fd",  # which descriptor a native library wrote to (never what it wrote)
         "size",
         "bytes",
         "tokens",

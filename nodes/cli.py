@@ -9,13 +9,17 @@ from mantle.commands import build_parser as _build_parser
 from mantle.commands import dispatch
 
 #: Subcommand modules, imported in this order (an explicit list, not discovery).
-SUBCOMMAND_MODULES: tuple[str, ...] = ("nodes._cli_release", "nodes._cli_model")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "nodes._cli_release",
+    "nodes._cli_model",
+    "nodes._cli_daemon",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     return _build_parser(
         "mantle-node",
-        "Mantle node and operator tooling: releases, transparency log, models.",
+        "Mantle node and operator tooling: run a node; releases, transparency log, models.",
         SUBCOMMAND_MODULES,
     )
 
