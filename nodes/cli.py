@@ -9,13 +9,13 @@ from mantle.commands import build_parser as _build_parser
 from mantle.commands import dispatch
 
 #: Subcommand modules, imported in this order (an explicit list, not discovery).
-SUBCOMMAND_MODULES: tuple[str, ...] = ("nodes._cli_release", "nodes._cli_model")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("nodes._cli_release", "nodes._cli_model", "nodes._cli_dev")
 
 
 def build_parser() -> argparse.ArgumentParser:
     return _build_parser(
         "mantle-node",
-        "Mantle node and operator tooling: releases, transparency log, models.",
+        "Mantle node and operator tooling: releases, transparency log, models, a dev cluster.",
         SUBCOMMAND_MODULES,
     )
 
