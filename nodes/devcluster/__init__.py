@@ -49,6 +49,12 @@ from nodes.devcluster._errors import DevClusterCheck, DevClusterError, NodeExite
 from nodes.devcluster._layout import ClusterLayout, DataDirRefused
 from nodes.devcluster._probe import lists_model
 from nodes.devcluster._process import NodeProcess, ProcessSupervisor
+from nodes.devcluster._provision import (
+    KEY_VERSION,
+    connect_to_keys_node,
+    provision_model,
+    send_data_key_import,
+)
 from nodes.devcluster._ready import ReadyNode, parse_ready, read_ready
 from nodes.devcluster._release import (
     SCRIPTED_MODEL_MARKER,
@@ -67,6 +73,7 @@ __all__ = [
     "DEV_TENANT",
     "INGRESS_NODE",
     "KEYS_NODE",
+    "KEY_VERSION",
     "MAX_INFERENCE_NODES",
     "SCRIPTED_MODEL_ID",
     "SCRIPTED_MODEL_MARKER",
@@ -88,6 +95,7 @@ __all__ = [
     "api_key_sha256",
     "build_dev_release",
     "cluster_config",
+    "connect_to_keys_node",
     "demo_model_path",
     "inference_node",
     "inference_node_document",
@@ -98,7 +106,9 @@ __all__ = [
     "model_id_for",
     "new_api_key",
     "parse_ready",
+    "provision_model",
     "read_ready",
+    "send_data_key_import",
     "toml_dumps",
     "write_node_config",
     "write_tenants",

@@ -87,7 +87,7 @@ async def connect_to_keys_node(
     )
 
 
-async def import_data_key(
+async def send_data_key_import(
     channel: SecureChannel,
     provider_static: KeyPair,
     model_id: str,
@@ -161,7 +161,7 @@ async def provision_model(
             random=random,
         )
         async with channel:
-            stored = await import_data_key(
+            stored = await send_data_key_import(
                 channel, provider, model_id, data_key, channel.remote_static, random=random
             )
     del data_key

@@ -4,7 +4,8 @@ Only what ``node.toml`` and ``tenants.toml`` need: strings, integers,
 booleans, arrays of those, arrays of inline tables, tables one level deep
 and arrays of tables at the top level. Strings are written as TOML basic
 strings through JSON's escaping, which TOML's basic strings accept (every
-non-ASCII character is written as itself, so no surrogate escapes appear).
+non-ASCII character is written as itself, so no surrogate escapes appear),
+and DEL, which JSON leaves alone and TOML forbids, escaped.
 Files written here are read back by :mod:`tomllib` in the tests.
 """
 
@@ -32,7 +33,8 @@ def _scalar(value: object) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        # JSON escapes every control character but DEL, which TOML also forbids.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     raise TypeError(f"no TOML form here for {type(value).__name__}")
 
 
