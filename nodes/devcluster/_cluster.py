@@ -356,17 +356,29 @@ class DevCluster:
         sealed: Path | None = None
         if model is not None:
             sealed = layout.sealed_model(model_id)
-            await provision_model(
-                model=model,
-                sealed=sealed,
-                model_id=model_id,
-                provider=provider,
-                keys_host=LOOPBACK,
-                keys_port=keys.keys_port,
-                release=release.verified,
-                attestation_root=release.pins.attestation_root,
-                random=random,
-            )
+            problem: str | None = None
+            try:
+                await provision_model(
+                    model=model,
+                    sealed=sealed,
+                    model_id=model_id,
+                    provider=provider,
+                    keys_host=LOOPBACK,
+                    keys_port=keys.keys_port,
+                    release=release.verified,
+                    attestation_root=release.pins.attestation_root,
+                    random=random,
+                )
+            except DevClusterError as refused:
+                problem = str(refused)
+            if problem is not None:
+                keys_process = self._supervisor.nodes[0]
+                raise DevClusterError(
+                    DevClusterCheck.KEY_IMPORT,
+                    f"{problem} ({keys_process.logs})",
+                    node=KEYS_NODE,
+                    log_path=keys_process.log_path,
+                )
             self._tell(
                 f"model {model_id} sealed; its data key imported into the attested keys node"
             )

@@ -40,7 +40,13 @@ from nodes.clock import TrioClock
 from nodes.devcluster._errors import DevClusterCheck, DevClusterError
 from nodes.model_store import SealedModelInfo, seal_model_file
 from nodes.random import SystemRandom
-from protocol.attestation import AttestationVerifier, NitroAuthenticator, TrustAnchor
+from protocol.attestation import (
+    AttestationError,
+    AttestationVerifier,
+    NitroAuthenticator,
+    TrustAnchor,
+)
+from protocol.framing import PeerRejected, SessionError
 from protocol.key_custody import DataKeyImported, KeyDenied, seal_data_key_import
 from protocol.measurement import cluster_policy
 from protocol.messages import Envelope, ErrorReply
@@ -153,13 +159,30 @@ async def provision_model(
     info = await anyio.to_thread.run_sync(seal)
     del seal
     with anyio.fail_after(IMPORT_TIMEOUT_S):
-        channel = await connect_to_keys_node(
-            keys_host,
-            keys_port,
-            release=release,
-            attestation_root=attestation_root,
-            random=random,
-        )
+        refusal: str | None = None
+        try:
+            channel = await connect_to_keys_node(
+                keys_host,
+                keys_port,
+                release=release,
+                attestation_root=attestation_root,
+                random=random,
+            )
+        except PeerRejected as rejected:
+            cause = rejected.__cause__
+            refusal = (
+                f"its attestation was refused ({cause.check.value})"
+                if isinstance(cause, AttestationError)
+                else f"it was refused ({type(cause).__name__})"
+            )
+        except (SessionError, OSError) as failed:
+            refusal = f"no channel to it ({type(failed).__name__})"
+        if refusal is not None:
+            # Outside the handler: nothing of the exchange rides along.
+            raise DevClusterError(
+                DevClusterCheck.KEY_IMPORT,
+                f"the model's data key was not sent to the keys node: {refusal}",
+            )
         async with channel:
             stored = await send_data_key_import(
                 channel, provider, model_id, data_key, channel.remote_static, random=random

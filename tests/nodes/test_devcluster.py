@@ -558,3 +558,29 @@ def test_dev_cluster_serves_models_over_tls_and_stops_on_sigint(tmp_path: Path) 
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# -- the model provider's part, against a real key vault --------------------------------
+
+
+def test_sealed_model_and_imported_key_open_on_an_attested_inference_node(
+    tmp_path: Path,
+) -> None:
+    from _dev_keys_node import FAKE_GGUF, MODEL, KeysNodeKit
+
+    kit = KeysNodeKit.create(tmp_path)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            port = await group.start(kit.serve)
+            info = await kit.provision(port)
+            group.cancel_scope.cancel()
+        assert info.plaintext_length == len(FAKE_GGUF)
+        assert kit.imports == [MODEL]
+        # The key the keys node now holds opens the sealed weights on an attested
+        # inference node of the release, and the provider's weights come out.
+        assert kit.released_weights(MODEL) == FAKE_GGUF
+
+    anyio.run(main, backend="trio")
+    assert kit.layout.sealed_model(MODEL).read_bytes()[:8] == b"MNTLSEAL"
+    assert FAKE_GGUF[4:100] not in kit.layout.sealed_model(MODEL).read_bytes()
