@@ -356,7 +356,7 @@ class DevCluster:
         sealed: Path | None = None
         if model is not None:
             sealed = layout.sealed_model(model_id)
-            problem: str | None = None
+            refusal: str | None = None
             try:
                 await provision_model(
                     model=model,
@@ -370,12 +370,12 @@ class DevCluster:
                     random=random,
                 )
             except DevClusterError as refused:
-                problem = str(refused)
-            if problem is not None:
+                refusal = str(refused)
+            if refusal is not None:
                 keys_process = self._supervisor.nodes[0]
                 raise DevClusterError(
                     DevClusterCheck.KEY_IMPORT,
-                    f"{problem} ({keys_process.logs})",
+                    f"{refusal} ({keys_process.logs})",
                     node=KEYS_NODE,
                     log_path=keys_process.log_path,
                 )
