@@ -13,13 +13,15 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "nodes._cli_release",
     "nodes._cli_model",
     "nodes._cli_daemon",
+    "nodes._cli_dev",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     return _build_parser(
         "mantle-node",
-        "Mantle node and operator tooling: run a node; releases, transparency log, models.",
+        "Mantle node and operator tooling: run a node or a dev cluster; releases, "
+        "transparency log, models.",
         SUBCOMMAND_MODULES,
     )
 
