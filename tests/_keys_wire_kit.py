@@ -11,6 +11,7 @@ daemon wires it. Askers dial it with :func:`dial` and verify it with a
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 import anyio.to_thread
-from _custody_kit import CustodyCloud
+from _custody_kit import MODEL, CustodyCloud
 
 from actors import ActorRef, ChildSpec, Supervisor, WhichChildren, open_actor_system
 from actors.attestation import Attest, AttestationService, PeerAttestationVerifier
@@ -38,8 +39,10 @@ from nodes.clock import TrioClock
 from nodes.random import SystemRandom
 from nodes.tcp import serve_secure
 from protocol.attestation import AttestationVerifier, DocumentKind, NitroAuthenticator, TrustAnchor
-from protocol.measurement import cluster_policy
+from protocol.measurement import boot_extends, cluster_policy, release_measurement
+from protocol.messages import Envelope
 from protocol.noise import KeyPair
+from simulations.nitrotpm import SimulatedNitroTPM
 
 LOOPBACK = "127.0.0.1"
 RANDOM = SystemRandom()
@@ -164,3 +167,25 @@ async def dial(
         max_payload=MAX_KEY_MESSAGE_BYTES,
         handshake_timeout=5.0,
     )
+
+
+async def ask(channel: SecureChannel, message: object, request_id: int = 1) -> object:
+    """Send ``message`` raw on ``channel`` and return the reply's body."""
+    await channel.send_message(Envelope.wrap(message, request_id=request_id))
+    with anyio.fail_after(10):
+        reply = await channel.receive_message()
+    assert reply.request_id == request_id
+    return reply.body
+
+
+def unlisted_release_node(
+    cloud: CustodyCloud, seed: str
+) -> tuple[SimulatedNitroTPM, NodeKeyCustody]:
+    """A genuine machine of the cloud whose application registers show a release
+    nobody logged (the model's digests, patched): its documents verify, its
+    PCRs match no policy."""
+    tpm = SimulatedNitroTPM(seed=seed, pki=cloud.pki, clock=cloud.wall)
+    forged = release_measurement(cloud.release, MODEL)
+    for index, digest in boot_extends(forged):
+        tpm.pcr_extend(index, hashlib.sha384(b"patched " + digest).digest())
+    return tpm, NodeKeyCustody(random=RANDOM)

@@ -67,6 +67,7 @@ from protocol.key_custody import (
     DataKeyRequest,
     Denial,
     EnvelopeError,
+    KeyCustodyError,
     KeyDenied,
     seal_data_key_import,
 )
@@ -120,7 +121,7 @@ class KeyChannelCheck(enum.StrEnum):
     CUSTODY_FAILED = "keys_channel.custody_failed"
 
 
-class KeyChannelError(Exception):
+class KeyChannelError(KeyCustodyError):
     """A key-custody connection ended on bad input; ``check`` names why."""
 
     def __init__(self, check: KeyChannelCheck) -> None:
@@ -146,7 +147,7 @@ class KeyExchangeCheck(enum.StrEnum):
     NO_ANSWER = "keys_exchange.no_answer"
 
 
-class KeyExchangeRefused(Exception):
+class KeyExchangeRefused(KeyCustodyError):
     """A data key fetch or import did not succeed. ``check`` names the step;
     ``denial`` (and ``attestation_check``) the vault's reason, for ``DENIED``."""
 
