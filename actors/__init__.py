@@ -52,7 +52,10 @@ parentheses is where a class is imported from, when not here)::
     │   │   ├── UnmeasuredKekSelection   (actors.key_custody) a KEK sealed to too few PCRs
     │   │   └── CommitInterrupted        (actors.key_custody) a commit stopped: reopen first
     │   ├── KeyReleaseDenied             (actors.key_custody; .denial: Denial)
-    │   └── EnvelopeError                (protocol.key_custody; .denial: Denial)
+    │   ├── EnvelopeError                (protocol.key_custody; .denial: Denial)
+    │   ├── KeyChannelError              (actors.key_custody; .check: KeyChannelCheck)
+    │   └── KeyExchangeRefused           (actors.key_custody; .check: KeyExchangeCheck,
+    │                                     .denial: Denial | None)
     ├── CounterRefused                   (protocol.counter_binding, re-exported by
     │                                     actors.counter_guard; .check: CounterCheck)
     ├── AttestationUnavailable           (actors.attestation; .check: UnavailableCheck)

@@ -14,11 +14,14 @@ Duties:
   (:class:`~actors.attestation.RunBlocking`: a worker thread on a node, inline
   in the simulator), one token per hop; each chunk is sent as it comes.
 * **It honours the request's sampling parameters**: ``max_tokens``,
-  ``temperature``, ``top_p``, ``seed`` (ranges checked by the wire format and
-  the seam alike); the answer ends ``stop``, ``length`` (``max_tokens``
-  reached) or ``cancelled``. Stop sequences are not in the wire format yet.
+  ``temperature``, ``top_p``, ``seed`` and up to four stop sequences (ranges
+  checked by the wire format and the seam alike); the answer ends ``stop``
+  (end of text, or a stop sequence, none of which is sent), ``length``
+  (exactly ``max_tokens`` tokens generated) or ``cancelled``, as the engine
+  reports it.
 * **It counts usage**: ``GenerateDone.completion_tokens``, the tokens of
-  every chunk sent.
+  every chunk the engine produced, and ``GenerateDone.prompt_tokens``, the
+  prompt's tokens as the model reads it (``Engine.count_prompt_tokens``).
 * **It stops within one token** when the request is cancelled
   (:attr:`Generate.cancel`) or the requester went away (its reply fails).
 * **Every accepted request ends** with ``inference.done`` or ``core.error``

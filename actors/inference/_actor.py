@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import TypeAlias, TypeVar
 
@@ -85,34 +85,43 @@ class InferenceActor(Actor):
             temperature=request.temperature,
             top_p=request.top_p,
             seed=request.seed,
+            stop=request.stop,
+        )
+        prompt_tokens = await self._engine_step(
+            functools.partial(engine.count_prompt_tokens, request.turns), reply
         )
         start = functools.partial(engine.generate, request.turns, params, command.cancel)
-        chunks: Iterator[Chunk] | None = None
+        chunks: Generator[Chunk, None, FinishReason] | None = None
         produced = 0
+        ended: FinishReason | None = None
         try:
             # The engine's steps are blocking CPU work: each runs in the
             # worker thread, one token per hop, and each chunk is sent from
             # here, so a requester that went away stops generation at the
             # next token (its reply raises, and nothing is left to answer).
-            chunks = await self._engine_step(lambda: iter(start()), reply)
+            chunks = await self._engine_step(start, reply)
+            step = functools.partial(_next_chunk, chunks)
             while not command.cancel.cancelled:
-                chunk = await self._engine_step(functools.partial(next, chunks, None), reply)
-                if chunk is None:
+                chunk = await self._engine_step(step, reply)
+                if not isinstance(chunk, Chunk):
+                    ended = chunk
                     break
                 produced += chunk.tokens
-                await reply(GenerateChunk(chunk.text, chunk.tokens))
+                if len(chunk.text):
+                    await reply(GenerateChunk(chunk.text, chunk.tokens))
         finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
+            if chunks is not None:
                 # Stops the engine's sampling now, whatever ended the loop.
-                close()
+                chunks.close()
         if command.cancel.cancelled:
             reason = FinishReason.CANCELLED
-        elif produced >= request.max_tokens:
-            reason = FinishReason.LENGTH
+        elif isinstance(ended, FinishReason) and ended is not FinishReason.CANCELLED:
+            reason = ended
         else:
-            reason = FinishReason.STOP
-        await reply(GenerateDone(reason, produced))
+            # An engine that said nothing: it ran out of text, unless it made
+            # every token it was allowed.
+            reason = FinishReason.LENGTH if produced >= request.max_tokens else FinishReason.STOP
+        await reply(GenerateDone(reason, produced, prompt_tokens))
 
     async def _engine_step(self, step: Callable[[], _T], reply: ReplySink) -> _T:
         """``step`` in the worker thread; if the engine fails, the request ends
@@ -126,3 +135,13 @@ class InferenceActor(Actor):
             # whoever runs the actor.
             await reply(ErrorReply(ErrorCode.INTERNAL, True))
             raise
+
+
+def _next_chunk(chunks: Generator[Chunk, None, FinishReason]) -> Chunk | FinishReason | None:
+    """The engine's next chunk, or, once it ended, the reason it returned."""
+    try:
+        return next(chunks)
+    except StopIteration as end:
+        value = end.value
+    # Outside the handler: nothing of the generator's frame rides along.
+    return value if isinstance(value, FinishReason) else None

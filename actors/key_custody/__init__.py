@@ -7,7 +7,9 @@ model providers only, and the release of data keys to attested peers only.
 The room holds the state -- :class:`NodeKeyCustody` (the static key and the
 data keys granted), :class:`KeyVault` (the TPM, the keyring, the challenges,
 the policy and provider lookups) -- and :class:`KeyCustodyActor`, which serves
-a vault's messages under supervision. The formats it reads and writes (key
+a vault's messages under supervision; :func:`serve_key_custody` serves that
+actor on a secure channel, and :func:`fetch_data_key` / :func:`import_data_key`
+are the inference node's and the model provider's sides of it. The formats it reads and writes (key
 envelopes, the keyring and its file, the ``keys.*`` messages) are
 :mod:`protocol.key_custody`'s; the format errors and :class:`Denial` are
 re-exported here because the room raises them.
@@ -37,6 +39,25 @@ from actors.key_custody._vault import (
     KeyVault,
     ProviderKeyLookup,
 )
+
+# Last: the channel side imports actors.channel, whose attestation room needs
+# NodeKeyCustody from this package (already bound above).
+from actors.key_custody._wire import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_MAX_REQUESTS,
+    MAX_KEY_MESSAGE_BYTES,
+    AskCustody,
+    KeyChannelCheck,
+    KeyChannelError,
+    KeyExchangeCheck,
+    KeyExchangeRefused,
+    asker_channel_attestation,
+    custody_actor,
+    fetch_data_key,
+    import_data_key,
+    keys_node_channel_attestation,
+    serve_key_custody,
+)
 from protocol.key_custody import (
     Denial,
     EnvelopeError,
@@ -47,17 +68,25 @@ from protocol.key_custody import (
 )
 
 __all__ = [
+    "DEFAULT_IDLE_TIMEOUT_S",
+    "DEFAULT_MAX_REQUESTS",
     "KEK_PCRS",
     "KEYRING_COUNTER",
     "KEYRING_MAC_PCRS",
+    "MAX_KEY_MESSAGE_BYTES",
     "MAX_USED_CHALLENGES",
+    "AskCustody",
     "CommitInterrupted",
     "CustodyReply",
     "Denial",
     "EnvelopeError",
     "FromPeer",
+    "KeyChannelCheck",
+    "KeyChannelError",
     "KeyCustodyActor",
     "KeyCustodyError",
+    "KeyExchangeCheck",
+    "KeyExchangeRefused",
     "KeyReleaseDenied",
     "KeyVault",
     "KeyringCheck",
@@ -67,6 +96,12 @@ __all__ = [
     "OpenVault",
     "ProviderKeyLookup",
     "UnmeasuredKekSelection",
+    "asker_channel_attestation",
+    "custody_actor",
+    "fetch_data_key",
+    "import_data_key",
+    "keys_node_channel_attestation",
     "seal_keyring_file",
+    "serve_key_custody",
     "verify_keyring_file",
 ]

@@ -8,7 +8,7 @@ with real worker threads, as a node runs it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 
 import anyio
 import anyio.to_thread
@@ -29,15 +29,26 @@ from protocol.inference import (
     Role,
 )
 from protocol.messages import ErrorCode, ErrorReply
-from simulations.engine import ScriptedEngine
+from simulations.engine import TURN_OVERHEAD_TOKENS, ScriptedEngine
 
 MODEL = "scripted-model"
 CANARY = "CANARY-inference-5e1f Which river is the longest?"
+#: The scripted engine's count for the one-turn prompt: its six words and the
+#: turn's overhead.
+PROMPT_TOKENS = 6 + TURN_OVERHEAD_TOKENS
 
 
-def _request(max_tokens: int = 8, model: str = MODEL) -> GenerateRequest:
+def _request(
+    max_tokens: int = 8, model: str = MODEL, stop: tuple[str, ...] = ()
+) -> GenerateRequest:
     return GenerateRequest(
-        model, (ChatTurn(Role.USER, CustomerData(CANARY)),), max_tokens, 0.0, 1.0, 7
+        model,
+        (ChatTurn(Role.USER, CustomerData(CANARY)),),
+        max_tokens,
+        0.0,
+        1.0,
+        7,
+        tuple(CustomerData(s) for s in stop),
     )
 
 
@@ -55,19 +66,20 @@ class RecordingEngine(ScriptedEngine):
 
     def generate(
         self, messages: Sequence[ChatTurn], params: GenerationParams, cancel: CancelToken
-    ) -> Iterator[Chunk]:
+    ) -> Generator[Chunk, None, FinishReason]:
         try:
             for chunk in super().generate(messages, params, cancel):
                 self.threads.add(threading.get_ident())
                 if self.produced == self.fail_after:
                     raise RuntimeError(CANARY)
                 if self.produced == self.stop_after:
-                    return
+                    return FinishReason.STOP
                 self.produced += 1
                 yield chunk
         except GeneratorExit:
             self.closed = True
             raise
+        return FinishReason.LENGTH
 
 
 def _expected_text(max_tokens: int) -> list[str]:
@@ -91,7 +103,7 @@ def test_a_request_streams_its_chunks_and_ends_with_length_and_usage(run_actors)
     *chunks, done = replies
     assert all(isinstance(chunk, GenerateChunk) for chunk in chunks)
     assert [c.text.reveal_text() for c in chunks] == _expected_text(8)  # type: ignore[union-attr]
-    assert done == GenerateDone(FinishReason.LENGTH, 8)
+    assert done == GenerateDone(FinishReason.LENGTH, 8, PROMPT_TOKENS)
 
 
 def test_an_engine_that_stops_early_ends_with_stop(run_actors) -> None:
@@ -106,7 +118,7 @@ def test_an_engine_that_stops_early_ends_with_stop(run_actors) -> None:
 
     run_actors(scenario)
     assert [type(r) for r in replies] == [GenerateChunk] * 3 + [GenerateDone]
-    assert replies[-1] == GenerateDone(FinishReason.STOP, 3)
+    assert replies[-1] == GenerateDone(FinishReason.STOP, 3, PROMPT_TOKENS)
 
 
 @pytest.mark.parametrize(
@@ -202,7 +214,7 @@ def test_cancelling_stops_within_one_token_and_ends_cancelled(run_actors) -> Non
 
     run_actors(scenario)
     assert [type(r) for r in replies] == [GenerateChunk, GenerateChunk, GenerateDone]
-    assert replies[-1] == GenerateDone(FinishReason.CANCELLED, 2)
+    assert replies[-1] == GenerateDone(FinishReason.CANCELLED, 2, PROMPT_TOKENS)
     assert engine.produced == 2
     # The engine's sampling was stopped before the answer ended, not whenever
     # the iterator happens to be collected.
@@ -224,6 +236,65 @@ def test_on_a_node_the_engine_runs_in_worker_threads_and_replies_on_the_loop() -
         )
 
     trio.run(main)
-    assert replies[-1] == GenerateDone(FinishReason.LENGTH, 6)
+    assert replies[-1] == GenerateDone(FinishReason.LENGTH, 6, PROMPT_TOKENS)
     assert reply_threads == {threading.get_ident()}
     assert engine.threads and threading.get_ident() not in engine.threads
+
+
+def _answer(replies: list[Reply]) -> str:
+    return "".join(r.text.reveal_text() for r in replies if isinstance(r, GenerateChunk))
+
+
+def test_a_stop_sequence_ends_the_answer_before_it_with_stop(run_actors) -> None:
+    full = "".join(_expected_text(8))
+    words = full.split(" ")
+    # A stop sequence spanning two words: the text before it is sent, none of it.
+    stop = words[3][-2:] + " " + words[4][:2]
+    replies: list[Reply] = []
+
+    async def reply(message: Reply) -> None:
+        replies.append(message)
+
+    async def scenario(system: ActorSystem) -> None:
+        inference = system.spawn(InferenceActor(ScriptedEngine(MODEL), run_inline))
+        await inference.ask(Generate(_request(8, stop=(stop, "never-generated")), reply), 10.0)
+
+    run_actors(scenario)
+    assert _answer(replies) == full[: full.index(stop)]
+    assert stop not in _answer(replies)
+    # The tokens that made the stop sequence were generated, and are counted.
+    assert replies[-1] == GenerateDone(FinishReason.STOP, 5, PROMPT_TOKENS)
+
+
+def test_a_stop_sequence_in_the_last_allowed_token_ends_stop_not_length(run_actors) -> None:
+    words = "".join(_expected_text(8)).split(" ")
+    replies: list[Reply] = []
+
+    async def reply(message: Reply) -> None:
+        replies.append(message)
+
+    async def scenario(system: ActorSystem) -> None:
+        inference = system.spawn(InferenceActor(ScriptedEngine(MODEL), run_inline))
+        await inference.ask(Generate(_request(8, stop=(" " + words[7],)), reply), 10.0)
+
+    run_actors(scenario)
+    assert _answer(replies) == " ".join(words[:7])
+    assert replies[-1] == GenerateDone(FinishReason.STOP, 8, PROMPT_TOKENS)
+
+
+def test_a_request_cancelled_before_its_first_token_still_reports_its_prompt(
+    run_actors,
+) -> None:
+    replies: list[Reply] = []
+    cancel = CancelToken()
+    cancel.cancel()
+
+    async def reply(message: Reply) -> None:
+        replies.append(message)
+
+    async def scenario(system: ActorSystem) -> None:
+        inference = system.spawn(InferenceActor(ScriptedEngine(MODEL), run_inline))
+        await inference.ask(Generate(_request(8), reply, cancel), 10.0)
+
+    run_actors(scenario)
+    assert replies == [GenerateDone(FinishReason.CANCELLED, 0, PROMPT_TOKENS)]

@@ -161,7 +161,8 @@ async def test_the_client_verifies_the_node_before_the_request_and_streams(
     assert len(verified) == 1 and verified[0].release is not None
     assert events.index(verified[0]) < events.index(chunks[0])
     assert len(chunks) == 5
-    assert outcome == GenerateDone(FinishReason.LENGTH, 5)
+    prompt_tokens = ScriptedEngine(MODEL).count_prompt_tokens(_request().turns)
+    assert outcome == GenerateDone(FinishReason.LENGTH, 5, prompt_tokens)
 
 
 async def test_an_answer_that_is_no_reply_to_the_request_is_refused(tmp_path: Path) -> None:

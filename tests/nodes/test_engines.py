@@ -3,16 +3,20 @@ the scripted engine the simulator uses."""
 
 from __future__ import annotations
 
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import pytest
 
-from actors.seams.engine import CancelToken, GenerationParams
+from actors.seams.engine import CancelToken, Chunk, GenerationParams
 from nodes.demo import demo_model_path
-from nodes.engines.llama import EngineLoadError, LlamaEngine
+from nodes.engines.llama import EngineBusy, EngineLoadError, LlamaEngine, native_log_counts
 from protocol.customer_data import CustomerData
-from protocol.inference import ChatTurn, Role
+from protocol.inference import ChatTurn, FinishReason, Role
 from simulations.engine import ScriptedEngine
+
+#: A prompt the demo model answers at length (greedy: always the same answer).
+LONG_ANSWER = "Count from one to ten, separated by commas."
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +82,135 @@ def test_scripted_engine_depends_on_prompt_and_seed_only() -> None:
 
 
 def test_generation_params_are_bounded() -> None:
-    for bad in ({"max_tokens": 0}, {"temperature": 3.0}, {"top_p": 0.0}):
+    for bad in (
+        {"max_tokens": 0},
+        {"temperature": 3.0},
+        {"top_p": 0.0},
+        {"stop": (CustomerData(""),)},
+        {"stop": (CustomerData("x" * 257),)},
+        {"stop": tuple(CustomerData(str(i)) for i in range(5))},
+        {"stop": ("not wrapped",)},
+    ):
         with pytest.raises(ValueError):
             GenerationParams(**bad)  # type: ignore[arg-type]
+
+
+def _run(generation: Generator[Chunk, None, FinishReason]) -> tuple[list[Chunk], FinishReason]:
+    chunks: list[Chunk] = []
+    while True:
+        try:
+            chunks.append(next(generation))
+        except StopIteration as end:
+            return chunks, end.value
+
+
+def _text(chunks: Sequence[Chunk]) -> str:
+    return "".join(c.text.reveal_text() for c in chunks)
+
+
+def test_llama_reaching_max_tokens_ends_length_with_exact_token_counts(llama: LlamaEngine) -> None:
+    chunks, reason = _run(
+        llama.generate(_ask(LONG_ANSWER), GenerationParams(max_tokens=20), CancelToken())
+    )
+    assert reason is FinishReason.LENGTH
+    assert sum(c.tokens for c in chunks) == 20
+
+
+def test_llama_counts_the_prompt_as_llama_cpp_does(llama: LlamaEngine) -> None:
+    # llama-cpp's own chat completion, on the same template, is the reference.
+    reference = llama._llama.create_chat_completion(
+        messages=[{"role": "user", "content": LONG_ANSWER}], max_tokens=1
+    )
+    assert llama.count_prompt_tokens(_ask(LONG_ANSWER)) == reference["usage"]["prompt_tokens"]  # type: ignore[index]
+    two_turns = [*_ask(LONG_ANSWER), ChatTurn(Role.ASSISTANT, CustomerData("One, two."))]
+    assert llama.count_prompt_tokens(two_turns) > llama.count_prompt_tokens(_ask(LONG_ANSWER))
+
+
+def test_llama_stops_before_a_stop_sequence_and_emits_none_of_it(llama: LlamaEngine) -> None:
+    params = GenerationParams(max_tokens=24)
+    full = _text(_run(llama.generate(_ask(LONG_ANSWER), params, CancelToken()))[0])
+    # Two words from the middle of the answer: several tokens, several chunks.
+    words = full.split()
+    stop = " " + words[2] + " " + words[3]
+    assert stop in full
+    chunks, reason = _run(
+        llama.generate(
+            _ask(LONG_ANSWER),
+            GenerationParams(max_tokens=24, stop=(CustomerData(stop),)),
+            CancelToken(),
+        )
+    )
+    assert reason is FinishReason.STOP
+    assert _text(chunks) == full[: full.index(stop)]
+    assert sum(c.tokens for c in chunks) < 24
+
+
+def test_llama_holds_back_a_possible_stop_sequence_and_counts_its_tokens(
+    llama: LlamaEngine,
+) -> None:
+    params = GenerationParams(max_tokens=24)
+    plain, plain_reason = _run(llama.generate(_ask(LONG_ANSWER), params, CancelToken()))
+    full = _text(plain)
+    words = full.split()
+    # Begins like the answer's middle, then differs: held back, then let go.
+    near_miss = " " + words[2] + " " + words[3] + "\u2603"
+    chunks, reason = _run(
+        llama.generate(
+            _ask(LONG_ANSWER),
+            GenerationParams(max_tokens=24, stop=(CustomerData(near_miss),)),
+            CancelToken(),
+        )
+    )
+    assert _text(chunks) == full
+    assert reason is plain_reason
+    assert sum(c.tokens for c in chunks) == sum(c.tokens for c in plain)
+    assert max(c.tokens for c in chunks) > 1  # the held-back words came out as one chunk
+
+
+def test_llama_sampling_follows_the_seed(llama: LlamaEngine) -> None:
+    def sample(seed: int) -> str:
+        params = GenerationParams(max_tokens=16, temperature=1.0, top_p=0.95, seed=seed)
+        return _text(_run(llama.generate(_ask("Tell me a story."), params, CancelToken()))[0])
+
+    first = sample(11)
+    assert sample(11) == first
+    assert any(sample(seed) != first for seed in (12, 13, 14))
+
+
+def test_llama_runs_one_generation_at_a_time(llama: LlamaEngine) -> None:
+    running = llama.generate(_ask(LONG_ANSWER), GenerationParams(max_tokens=4), CancelToken())
+    next(running)
+    with pytest.raises(EngineBusy):
+        next(llama.generate(_ask(LONG_ANSWER), GenerationParams(max_tokens=4), CancelToken()))
+    running.close()
+    assert _run(llama.generate(_ask(LONG_ANSWER), GenerationParams(max_tokens=4), CancelToken()))
+
+
+def test_llama_native_log_never_reaches_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    before = sum(native_log_counts().values())
+    engine = LlamaEngine(demo_model_path(), model_id="smollm2", n_ctx=256)
+    _run(engine.generate(_ask(LONG_ANSWER), GenerationParams(max_tokens=8), CancelToken()))
+    out, err = capfd.readouterr()
+    assert err == ""
+    assert out == ""
+    # llama.cpp did log while loading: into the counting callback, not the terminal.
+    assert sum(native_log_counts().values()) > before
+
+
+def test_scripted_engine_stops_before_a_stop_sequence() -> None:
+    engine = ScriptedEngine()
+    full = "".join(
+        c.text.reveal_text()
+        for c in engine.generate(_ask("x"), GenerationParams(max_tokens=12, seed=7), CancelToken())
+    )
+    stop = full.split(" ")[5]
+    chunks, reason = _run(
+        engine.generate(
+            _ask("x"),
+            GenerationParams(max_tokens=12, seed=7, stop=(CustomerData(stop),)),
+            CancelToken(),
+        )
+    )
+    assert reason is FinishReason.STOP
+    assert _text(chunks) == full[: full.index(stop)]
+    assert engine.count_prompt_tokens(_ask("x")) < engine.count_prompt_tokens(_ask("x y z"))
