@@ -17,6 +17,9 @@ from protocol.messages import U16, U32, IntRange, MaxLen, message
 
 #: Upper bound on one turn's text, in characters or bytes.
 MAX_TURN_LEN = 256 * 1024
+#: Stop sequences a request may carry, and the length of each.
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_LEN = 256
 #: The sampling parameters every engine accepts (the wire format and the
 #: Engine seam check the same ranges).
 MAX_TOKENS_LIMIT = 8192
@@ -61,10 +64,17 @@ class GenerateRequest:
     temperature: float
     top_p: float
     seed: U32
+    stop: Annotated[
+        tuple[Annotated[CustomerData, MaxLen(MAX_STOP_LEN)], ...], MaxLen(MAX_STOP_SEQUENCES)
+    ] = ()
 
     def __post_init__(self) -> None:
         if not self.turns:
             raise ValueError("a request needs at least one turn")
+        if len(self.stop) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
+        if any(not 0 < len(s) <= MAX_STOP_LEN for s in self.stop):
+            raise ValueError(f"a stop sequence has 1 to {MAX_STOP_LEN} characters")
         check_sampling(self.max_tokens, self.temperature, self.top_p)
 
 
@@ -80,3 +90,4 @@ class GenerateChunk:
 class GenerateDone:
     finish_reason: FinishReason
     completion_tokens: U32
+    prompt_tokens: U32 = 0
