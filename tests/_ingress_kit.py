@@ -17,6 +17,8 @@ import dataclasses
 import hashlib
 import io
 import queue
+import socket
+import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -140,13 +142,24 @@ class RunningIngress:
         return f"https://127.0.0.1:{self.endpoint.port}"
 
     def http(self, **kwargs: object) -> httpx2.Client:
-        return httpx2.Client(verify=str(self.cert_path), base_url=self.base_url, **kwargs)  # type: ignore[arg-type]
+        return httpx2.Client(verify=self.tls_context(), base_url=self.base_url, **kwargs)  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def tls_socket(self, timeout: float = 10.0) -> Iterator[ssl.SSLSocket]:
+        """A raw TLS connection to the server, for hand-written HTTP."""
+        raw = socket.create_connection(("127.0.0.1", self.endpoint.port), timeout=timeout)
+        with raw, self.tls_context().wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            yield tls
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Trusts exactly this server's certificate."""
+        return ssl.create_default_context(cafile=str(self.cert_path))
 
     def client(self, api_key: str = API_KEY, **kwargs: object) -> OpenAI:
         return OpenAI(
             api_key=api_key,
             base_url=self.base_url + "/v1",
-            http_client=httpx2.Client(verify=str(self.cert_path)),
+            http_client=httpx2.Client(verify=self.tls_context()),
             **kwargs,  # type: ignore[arg-type]
         )
 

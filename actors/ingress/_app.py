@@ -92,10 +92,6 @@ class IngressLimits:
             raise ValueError("max_concurrent_attestations must be at least 1")
 
 
-class _ClientGone(Exception):
-    """The client disconnected."""
-
-
 @dataclasses.dataclass(slots=True)
 class _Exchange:
     """One request's response side: whether the status line went out."""
@@ -213,8 +209,6 @@ class IngressApp:
         tenant: list[str] = []
         try:
             await self._dispatch(scope, receive, exchange, route, tenant)
-        except _ClientGone:
-            pass
         except Exception as exc:
             # Anything unexpected is reported by type and location only (its
             # text may quote the request) and answered 500 if nothing was sent.
@@ -319,7 +313,8 @@ class IngressApp:
         return True
 
     async def _read_body(self, scope: Scope, receive: Receive, exchange: _Exchange) -> bytes | None:
-        """The request body, or ``None`` after answering why it was refused."""
+        """The request body, or ``None`` after answering why it was refused
+        (or when the client went away: nobody is left to answer)."""
         headers = scope.get("headers") or []
         if not self._content_type_is_json(headers):
             await exchange.error(
@@ -340,14 +335,16 @@ class IngressApp:
         received = 0
         overflow = False
         timed_out = True
+        gone = False
 
         async def read_all() -> None:
-            nonlocal received, overflow, timed_out
+            nonlocal received, overflow, timed_out, gone
             more = True
             while more:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    raise _ClientGone
+                    gone, timed_out = True, False
+                    return
                 chunk = message.get("body", b"")
                 more = bool(message.get("more_body", False))
                 received += len(chunk)
@@ -362,6 +359,8 @@ class IngressApp:
             timed_out = False
 
         await _run_with_timeout(self._clock, self._limits.body_read_timeout_s, read_all)
+        if gone:
+            return None
         if timed_out:
             await exchange.error(
                 OpenAIRequestError(
