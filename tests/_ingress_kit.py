@@ -29,7 +29,7 @@ import trio
 from openai import OpenAI
 
 from actors.inference import Generate, InferenceActor, Reply
-from actors.ingress import IngressLimits, Tenant, TenantStore, create_app
+from actors.ingress import AttestationSource, IngressLimits, Tenant, TenantStore, create_app
 from actors.log import configure_logging
 from actors.scheduler import ModelListing, NoCapacity, Overloaded, UnknownModel
 from actors.seams.engine import CancelToken
@@ -197,6 +197,7 @@ class _ServerThread:
     started: queue.Queue[RunningIngress | BaseException]
     tmp: Path
     limits: IngressLimits
+    attestation: AttestationSource | None = None
     stop: trio.Event | None = None
 
     def run(self) -> None:
@@ -214,6 +215,8 @@ class _ServerThread:
 
         async def attestation(nonce: bytes) -> bytes:
             nonces.append(nonce)
+            if self.attestation is not None:
+                return await self.attestation(nonce)
             return await _document(nonce)
 
         async with trio.open_nursery() as nursery:
@@ -267,9 +270,13 @@ class IngressServer:
         self.thread.join(timeout=15)
 
 
-def start_ingress(tmp: Path, limits: IngressLimits | None = None) -> IngressServer:
+def start_ingress(
+    tmp: Path,
+    limits: IngressLimits | None = None,
+    attestation: AttestationSource | None = None,
+) -> IngressServer:
     started: queue.Queue[RunningIngress | BaseException] = queue.Queue()
-    runner = _ServerThread(started, tmp, limits or IngressLimits())
+    runner = _ServerThread(started, tmp, limits or IngressLimits(), attestation)
     thread = threading.Thread(target=runner.run, name="ingress-test-server", daemon=True)
     thread.start()
     result = started.get(timeout=30)
@@ -278,9 +285,13 @@ def start_ingress(tmp: Path, limits: IngressLimits | None = None) -> IngressServ
     return IngressServer(thread, runner, result)
 
 
-def running_ingress(tmp: Path, limits: IngressLimits | None = None) -> Iterator[RunningIngress]:
+def running_ingress(
+    tmp: Path,
+    limits: IngressLimits | None = None,
+    attestation: AttestationSource | None = None,
+) -> Iterator[RunningIngress]:
     """Fixture body: a server for the duration of the fixture."""
-    server = start_ingress(tmp, limits)
+    server = start_ingress(tmp, limits, attestation)
     try:
         yield server.running
     finally:

@@ -178,7 +178,9 @@ def _read_messages(value: object, limits: ApiLimits) -> list[ChatTurn]:
             unsupported_names=_MESSAGE_UNSUPPORTED,
             default_accepted={},
         )
-        content = text_parts(require(message, "content"), where + ".content", _TEXT_PARTS)
+        content = text_parts(
+            require(message, "content", where + "."), where + ".content", _TEXT_PARTS
+        )
         budget.add(ChatTurn(role, CustomerData(content)), where + ".content")
     return budget.turns
 

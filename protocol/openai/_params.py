@@ -113,10 +113,12 @@ def _same_json(a: object, b: object) -> bool:
     return a == b
 
 
-def require(body: Mapping[str, object], name: str) -> object:
+def require(body: Mapping[str, object], name: str, where: str = "") -> object:
     if name not in body:
         raise OpenAIRequestError(
-            RequestCheck.MISSING_PARAMETER, f"missing required parameter {name}", param=name
+            RequestCheck.MISSING_PARAMETER,
+            f"missing required parameter {where + name}",
+            param=where + name,
         )
     return body[name]
 

@@ -185,7 +185,7 @@ def _read_input(value: object, budget: TurnBudget, limits: ApiLimits) -> None:
             default_accepted={},
         )
         parts = _ASSISTANT_PARTS if role is Role.ASSISTANT else _INPUT_PARTS
-        content = text_parts(require(item, "content"), where + ".content", parts)
+        content = text_parts(require(item, "content", where + "."), where + ".content", parts)
         budget.add(ChatTurn(role, CustomerData(content)), where + ".content")
 
 
