@@ -51,6 +51,7 @@ class ActorSubmission:
     def __init__(self, receive: trio.MemoryReceiveChannel[Reply], cancel: CancelToken) -> None:
         self._receive = receive
         self._cancel = cancel
+        self.scope = trio.CancelScope()
         self.closed = trio.Event()
         self.replies = 0
 
@@ -63,6 +64,7 @@ class ActorSubmission:
 
     async def aclose(self) -> None:
         self._cancel.cancel()
+        self.scope.cancel()
         await self._receive.aclose()
         self.closed.set()
 
@@ -78,6 +80,8 @@ class ActorDispatcher:
     no_capacity: bool = False
     #: After this many chunks, the stream ends with ErrorReply(INTERNAL).
     fail_after_chunks: int | None = None
+    #: After this many chunks, the node goes silent (a stalled request).
+    stall_after_chunks: int | None = None
     submissions: list[ActorSubmission] = dataclasses.field(default_factory=list)
     tenants_seen: list[str] = dataclasses.field(default_factory=list)
 
@@ -97,7 +101,7 @@ class ActorDispatcher:
         send, receive = trio.open_memory_channel[Reply](64)
         cancel = CancelToken()
         submission = ActorSubmission(receive, cancel)
-        fail_after = self.fail_after_chunks
+        fail_after, stall_after = self.fail_after_chunks, self.stall_after_chunks
 
         async def run() -> None:
             sent = 0
@@ -107,12 +111,15 @@ class ActorDispatcher:
                 if fail_after is not None and sent == fail_after:
                     await send.send(ErrorReply(ErrorCode.INTERNAL, True))
                     raise trio.ClosedResourceError
+                if stall_after is not None and sent == stall_after:
+                    await trio.sleep_forever()
                 sent += 1
                 await send.send(message)
 
-            async with send:
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await self.actor.generate(Generate(request, reply, cancel))
+            with submission.scope:
+                async with send:
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await self.actor.generate(Generate(request, reply, cancel))
 
         self.nursery.start_soon(run)
         self.submissions.append(submission)

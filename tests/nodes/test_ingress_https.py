@@ -59,6 +59,7 @@ def _reset_knobs(ingress: RunningIngress) -> Iterator[None]:
     yield
     d = ingress.dispatcher
     d.overloaded_retry_after, d.no_capacity, d.fail_after_chunks = None, False, None
+    d.stall_after_chunks = None
 
 
 def _expected_words(content: str, max_tokens: int, seed: int, role: Role = Role.USER) -> list[str]:
@@ -454,3 +455,40 @@ def test_requests_reach_the_dispatcher_with_the_tenant(ingress: RunningIngress) 
         )
     assert ok.status_code == 200
     assert ingress.dispatcher.tenants_seen[-1] == "tenant-a"
+
+
+# --- deadlines ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hurried(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningIngress]:
+    yield from running_ingress(
+        tmp_path_factory.mktemp("hurried"), IngressLimits(request_timeout_s=0.5)
+    )
+
+
+def test_a_stalled_request_ends_504_and_a_stalled_stream_with_an_error_event(
+    hurried: RunningIngress,
+) -> None:
+    hurried.dispatcher.stall_after_chunks = 0
+    with hurried.client(max_retries=0) as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model=MODEL, messages=USER)  # type: ignore[arg-type]
+        assert caught.value.status_code == 504
+        hurried.dispatcher.stall_after_chunks = 2
+        seen = 0
+        with pytest.raises(openai.APIError) as failed:
+            for chunk in client.chat.completions.create(
+                model=MODEL,
+                messages=USER,  # type: ignore[arg-type]
+                stream=True,
+            ):
+                seen += bool(chunk.choices[0].delta.content)
+        assert seen == 2 and "ran out of time" in failed.value.message
+    for submission in hurried.dispatcher.submissions:
+        assert submission.closed.is_set(), "a request past its deadline is cancelled"
+
+
+def test_the_tls_key_is_never_written(ingress: RunningIngress) -> None:
+    assert [p.name for p in ingress.cert_path.parent.iterdir()] == [ingress.cert_path.name]
+    assert b"PRIVATE KEY" not in ingress.cert_path.read_bytes()
