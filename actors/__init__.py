@@ -60,6 +60,11 @@ parentheses is where a class is imported from, when not here)::
     │                                     actors.counter_guard; .check: CounterCheck)
     ├── AttestationUnavailable           (actors.attestation; .check: UnavailableCheck)
     ├── ReattestationFailed              (actors.attestation; .check: ReattestCheck)
+    ├── AdmissionError                   (actors.scheduler; .check: AdmissionCheck)
+    │   ├── UnknownModel                 no such model in the cluster (HTTP 404)
+    │   ├── Overloaded                   the queue is full; .retry_after (HTTP 429)
+    │   └── NoCapacity                   no node serves the model now (HTTP 503)
+    ├── TenantStoreError                 (actors.ingress; .check: TenantCheck, .entry)
     ├── StoreError                       (actors.seams)
     ├── TPMError                         (actors.seams)
     │   ├── CounterMissing               the NV counter is not defined

@@ -49,6 +49,7 @@ message's contents, a document's bytes or any other input::
     │   ├── NoiseProtocolNameError   , ValueError
     │   │   └── PatternValidityError
     │   └── NoiseStateError
+    ├── OpenAIRequestError           (openai; .check: RequestCheck, .param, .status)
     ├── ReleaseError                 (release)
     │   ├── ArtifactMismatch         .check: ArtifactCheck
     │   ├── BelowThreshold

@@ -2,18 +2,72 @@
 
 Duties:
 
-* an OpenAI-compatible API (``/v1/models``, ``/v1/chat/completions``,
-  ``/v1/responses``, server-sent-event streaming, OpenAI error bodies and
-  status codes) over hypercorn on trio, with TLS whose key is generated at
-  boot and bound into this node's attestation;
-* tenant API keys stored hashed and compared in constant time; limits on body,
-  headers, messages and tokens; a 400 naming any parameter Mantle does not
-  support, never silent ignoring;
-* ``/v1/attestation?nonce=HEX`` (this node's fresh document), a health
-  endpoint and the transparency log's read API under ``/ct/v1/``;
-* the end-to-end relay of the Mantle client: it forwards ciphertext it cannot
-  read between the client and the scheduler.
+* **An OpenAI-compatible API** (``GET /v1/models``,
+  ``POST /v1/chat/completions``, ``POST /v1/responses``, server-sent-event
+  streaming, OpenAI error bodies and status codes) in :func:`create_app`, an
+  ASGI application over a :class:`~actors.scheduler.Dispatcher`;
+  ``nodes.https`` serves it with hypercorn on trio, over TLS whose key is born
+  at boot and bound into this node's attestation
+  (:func:`protocol.attestation.tls_key_binding`). Validation and rendering are
+  the pure :mod:`protocol.openai`.
+* **Tenants** (:class:`TenantStore`, from ``tenants.toml``): API keys stored
+  as SHA-256 digests, a bearer key compared with every tenant's digest in
+  constant time, checked before any body is read.
+* **Limits, answered, never a reset**: header count and size (431), content
+  type (415), body size (413: a body up to ``max_discard_bytes`` is read and
+  dropped so the uploading client receives the answer), the body's read
+  deadline (408, against slow bodies), messages, text sizes and tokens (400),
+  a 400 naming every parameter Mantle does not support. Admission errors map
+  to 404 (unknown model), 429 with ``Retry-After`` (overloaded) and 503 (no
+  capacity).
+* **Every admitted request ends** with an answer or an explicit error (I7):
+  a stream that fails after it started ends with an error event; a request
+  past its deadline answers 504 or ends its stream so; a client that goes
+  away closes its submission (cancelling it on the node).
+* ``GET /v1/attestation?nonce=HEX`` (32 to 64 bytes): this node's fresh
+  document, as JSON ``{"document": base64, "nonce": hex, "tls_key_binding":
+  hex, "tls_spki_sha256": hex}``, at most ``max_concurrent_attestations`` at
+  once (429 beyond); ``GET /healthz``; the transparency log's read API under
+  ``/ct/v1/`` (the injected sub-application). These need no API key.
 
-Mantle keeps no conversation state. Requests reach the scheduler as
-registered messages; nothing lives here yet.
+Mantle keeps no conversation state (``store: true`` and
+``previous_response_id`` are refused). Customer text stays in
+:class:`~protocol.customer_data.CustomerData` until it is rendered into
+response bytes; log lines carry the route, status, tenant and duration only.
 """
+
+from actors.ingress._app import (
+    CT_PREFIX,
+    MAX_NONCE_BYTES,
+    MIN_NONCE_BYTES,
+    ASGIApp,
+    AttestationSource,
+    IngressApp,
+    IngressLimits,
+    create_app,
+)
+from actors.ingress._tenants import (
+    MAX_API_KEY_BYTES,
+    Tenant,
+    TenantCheck,
+    TenantStore,
+    TenantStoreError,
+    api_key_digest,
+)
+
+__all__ = [
+    "CT_PREFIX",
+    "MAX_API_KEY_BYTES",
+    "MAX_NONCE_BYTES",
+    "MIN_NONCE_BYTES",
+    "ASGIApp",
+    "AttestationSource",
+    "IngressApp",
+    "IngressLimits",
+    "Tenant",
+    "TenantCheck",
+    "TenantStore",
+    "TenantStoreError",
+    "api_key_digest",
+    "create_app",
+]

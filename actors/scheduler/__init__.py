@@ -14,6 +14,29 @@ Duties:
   error event: invariant I7).
 
 The scheduler sees routing metadata (model, size limits, tenant) and, on the
-end-to-end path, ciphertext only. Its messages are registered in
-:mod:`protocol.messages` as the daemon defines them; nothing lives here yet.
+end-to-end path, ciphertext only. What the ingress sees of it
+(:class:`Dispatcher`, :class:`Submission`, the admission errors and
+:class:`ModelListing`) is defined here.
 """
+
+from actors.scheduler._api import (
+    AdmissionCheck,
+    AdmissionError,
+    Dispatcher,
+    ModelListing,
+    NoCapacity,
+    Overloaded,
+    Submission,
+    UnknownModel,
+)
+
+__all__ = [
+    "AdmissionCheck",
+    "AdmissionError",
+    "Dispatcher",
+    "ModelListing",
+    "NoCapacity",
+    "Overloaded",
+    "Submission",
+    "UnknownModel",
+]

@@ -64,8 +64,10 @@ from protocol.attestation.binding import (
     CHALLENGE_BYTES,
     CHANNEL_ATTESTATION_DOMAIN,
     NOISE_KEY_BINDING_DOMAIN,
+    TLS_KEY_BINDING_DOMAIN,
     channel_attestation_nonce,
     noise_key_binding,
+    tls_key_binding,
 )
 from protocol.attestation.roots import AWS_NITRO_ROOT_PEM, AWS_NITRO_ROOT_SHA256, aws_nitro_root
 
@@ -80,6 +82,7 @@ __all__ = [
     "MAX_USER_FIELD_BYTES",
     "NOISE_KEY_BINDING_DOMAIN",
     "PROTECTED_ES384",
+    "TLS_KEY_BINDING_DOMAIN",
     "AttestationError",
     "AttestationVerifier",
     "AttestedClaims",
@@ -110,5 +113,6 @@ __all__ = [
     "encode_cose_sign1",
     "noise_key_binding",
     "sig_structure",
+    "tls_key_binding",
     "unverified_payload",
 ]

@@ -29,6 +29,9 @@ import hashlib
 from typing import Final
 
 NOISE_KEY_BINDING_DOMAIN = b"mantle/noise-static/v1\x00"
+TLS_KEY_BINDING_DOMAIN: Final = b"mantle/tls-spki/v1\x00"
+#: Upper bound on a SubjectPublicKeyInfo a TLS key binding accepts (P-256 is 91 bytes).
+MAX_SPKI_BYTES: Final = 1024
 CHANNEL_ATTESTATION_DOMAIN: Final = b"mantle/channel-attestation/v1\x00"
 #: The size of a re-attestation challenge (and of a derived nonce).
 CHALLENGE_BYTES: Final = 32
@@ -43,6 +46,23 @@ def noise_key_binding(static_public: bytes) -> bytes:
         # X25519 public keys are exactly 32 bytes; anything else is a caller bug.
         raise ValueError("a Noise static public key is 32 bytes")
     return hashlib.sha256(NOISE_KEY_BINDING_DOMAIN + static_public).digest()
+
+
+def tls_key_binding(spki_der: bytes) -> bytes:
+    """``SHA-256(b"mantle/tls-spki/v1\\x00" || spki_der)``: what an ingress node's
+    document carries (in ``user_data``) for the TLS key its HTTPS endpoint
+    presents.
+
+    ``spki_der`` is the certificate's DER SubjectPublicKeyInfo, so a client
+    checks the binding from the certificate it was shown, whatever else the
+    (self-signed, short-lived) certificate says. The domain differs from the
+    Noise key binding's: a document binding one kind of key can never be read
+    as binding the other.
+    """
+    if not 0 < len(spki_der) <= MAX_SPKI_BYTES or spki_der[0] != 0x30:
+        # A DER SubjectPublicKeyInfo is a SEQUENCE; anything else is a caller bug.
+        raise ValueError("a TLS key binding takes a DER SubjectPublicKeyInfo")
+    return hashlib.sha256(TLS_KEY_BINDING_DOMAIN + spki_der).digest()
 
 
 def channel_attestation_nonce(
