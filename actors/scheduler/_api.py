@@ -1,0 +1,99 @@
+"""What the ingress sees of the scheduler: admission, listings and submissions.
+
+These are the seams between the HTTP front door (:mod:`actors.ingress`) and
+the scheduler actor: the ingress turns an admission error into its HTTP
+status (``UnknownModel`` 404, ``Overloaded`` 429 with ``Retry-After``,
+``NoCapacity`` 503) and relays a :class:`Submission`'s replies as they come.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from actors.inference import Reply
+from protocol.inference import GenerateRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ModelListing:
+    """One entry of ``GET /v1/models``."""
+
+    model: str
+    #: Inference nodes currently serving it.
+    nodes: int
+
+
+class AdmissionCheck(enum.StrEnum):
+    """Why a request was not admitted."""
+
+    #: No such model in this cluster.
+    UNKNOWN_MODEL = "unknown_model"
+    #: The model's queue is full; retry after a delay.
+    OVERLOADED = "overloaded"
+    #: The model is known but no node serves it now.
+    NO_CAPACITY = "no_capacity"
+
+
+class AdmissionError(Exception):
+    """A request refused before it was admitted; :attr:`check` names why.
+
+    The message names the check only, never the request (model names are
+    routing metadata, but the message is built without them all the same).
+    """
+
+    check: AdmissionCheck
+
+    def __init__(self, check: AdmissionCheck, detail: str) -> None:
+        super().__init__(detail)
+        self.check = check
+
+
+class UnknownModel(AdmissionError):
+    """No such model in this cluster (HTTP 404)."""
+
+    def __init__(self) -> None:
+        super().__init__(AdmissionCheck.UNKNOWN_MODEL, "no such model in this cluster")
+
+
+class Overloaded(AdmissionError):
+    """The queue is full (HTTP 429 with ``Retry-After``)."""
+
+    def __init__(self, retry_after: float) -> None:
+        if not retry_after > 0:
+            raise ValueError("retry_after is a positive number of seconds")
+        super().__init__(AdmissionCheck.OVERLOADED, "the model's queue is full")
+        #: Seconds after which a retry may be admitted (> 0).
+        self.retry_after = retry_after
+
+
+class NoCapacity(AdmissionError):
+    """The model is known but no inference node serves it now (HTTP 503)."""
+
+    def __init__(self) -> None:
+        super().__init__(AdmissionCheck.NO_CAPACITY, "no node serves the model now")
+
+
+class Submission(Protocol):
+    """One admitted request. Iterate replies: any number of ``GenerateChunk``,
+    then exactly one ``GenerateDone`` or ``ErrorReply`` (I7), then iteration ends."""
+
+    def __aiter__(self) -> AsyncIterator[Reply]: ...
+
+    async def aclose(self) -> None:
+        """The client went away: cancel on the node. Idempotent."""
+        ...
+
+
+class Dispatcher(Protocol):
+    """Admits requests and lists the models the cluster serves."""
+
+    def models(self) -> Sequence[ModelListing]: ...
+
+    async def submit(self, request: GenerateRequest, *, tenant: str, deadline: float) -> Submission:
+        """Admit ``request`` or raise :class:`UnknownModel`, :class:`Overloaded`
+        or :class:`NoCapacity` at once (never hangs). ``deadline`` is absolute
+        time on the Clock seam."""
+        ...
