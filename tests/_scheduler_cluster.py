@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
-from actors import ActorRef, ActorSystem, CrashReport
+from actors import ActorRef, ActorSystem, ChildSpec, CrashReport, Supervisor
 from actors.inference import (
     InferenceActor,
     InferenceWorker,
@@ -18,7 +18,12 @@ from actors.inference import (
     WorkerStatus,
 )
 from actors.remote import RemoteLayer
-from actors.scheduler import SchedulerDispatcher, SchedulerLimits, SchedulerSubmission
+from actors.scheduler import (
+    DEFAULT_SCHEDULER_MAILBOX,
+    SchedulerDispatcher,
+    SchedulerLimits,
+    SchedulerSubmission,
+)
 from actors.seams.clock import Clock
 from actors.seams.engine import CancelToken, Chunk, GenerationParams
 from protocol.customer_data import CustomerData
@@ -134,6 +139,7 @@ class Cluster:
         seed: int = 1,
         profile: LinkProfile | None = None,
         announced: int | None = None,
+        supervised: bool = False,
     ) -> None:
         self.kernel = Kernel()
         self.trace = TraceRecorder(lambda: self.kernel.now)
@@ -155,7 +161,16 @@ class Cluster:
             limits=limits if limits is not None else SchedulerLimits(heartbeat_interval=0.5),
             known_models=[MODEL],
         )
-        self.dispatcher.spawn()
+        if supervised:
+            spec = ChildSpec(
+                "scheduler",
+                self.dispatcher.actor,
+                name="scheduler",
+                mailbox=DEFAULT_SCHEDULER_MAILBOX,
+            )
+            self.ingress.spawn(Supervisor([spec]))
+        else:
+            self.dispatcher.spawn()
         self.nodes: dict[str, InferenceNode] = {}
         for name in nodes:
             pace = step[name] if isinstance(step, dict) else step

@@ -129,9 +129,11 @@ class InferenceWorker(Actor):
     ``sched.error`` naming the attempt. A placement beyond the slots is
     refused at once with ``OVERLOADED`` (retryable). ``sched.cancel`` from
     the placing node sets the attempt's cancel token, so generation stops
-    within one token. An attempt whose actor died without its terminal reply
-    is answered ``INTERNAL`` here; when the worker stops, every attempt it
-    runs is answered ``UNAVAILABLE`` (retryable) and cancelled.
+    within one token. The worker monitors each requester: one that ends (a
+    scheduler that restarted, a lost link) has its attempts cancelled. An
+    attempt whose actor died without its terminal reply is answered
+    ``INTERNAL`` here; when the worker stops, every attempt it runs is
+    answered ``UNAVAILABLE`` (retryable) and cancelled.
     """
 
     trap_exit = True
@@ -143,6 +145,9 @@ class InferenceWorker(Actor):
         self._slots = slots
         self._running: dict[bytes, _Attempt] = {}
         self._by_task: dict[ActorRef, _Attempt] = {}
+        # requester -> (monitor, attempts running for it): a requester that
+        # ends (a restarted scheduler) has its attempts cancelled at once.
+        self._requesters: dict[ActorRef, tuple[int, int]] = {}
         self._finished: deque[bytes] = deque()
         self._finished_set: set[bytes] = set()
 
@@ -155,6 +160,9 @@ class InferenceWorker(Actor):
             return WorkerLoad(self._slots - len(self._running), tuple(self._running))
         if isinstance(message, Exit):
             self._exited(ctx, message)
+            return None
+        if isinstance(message, Down):
+            self._requester_down(message)
             return None
         sender = ctx.sender
         if sender is None:
@@ -180,6 +188,10 @@ class InferenceWorker(Actor):
                 sender.tell(refused, sender=ctx.self)
             return
         attempt = _Attempt(place.attempt, sender)
+        monitor, count = self._requesters.get(sender, (0, 0))
+        if not count:
+            monitor = ctx.monitor(sender)
+        self._requesters[sender] = (monitor, count + 1)
         self._running[attempt.id] = attempt
         attempt.task = ctx.spawn_link(_Generation(self._inference, attempt, place))
         self._by_task[attempt.task] = attempt
@@ -195,6 +207,25 @@ class InferenceWorker(Actor):
         del self._running[attempt.id]
         self._remember(attempt.id)
         attempt.fail(ctx.self, ErrorCode.INTERNAL, True)
+        held = self._requesters.get(attempt.reply_to)
+        if held is not None:
+            monitor, count = held
+            if count > 1:
+                self._requesters[attempt.reply_to] = (monitor, count - 1)
+            else:
+                del self._requesters[attempt.reply_to]
+                ctx.demonitor(monitor)
+
+    def _requester_down(self, down: Down) -> None:
+        for requester, (monitor, _count) in list(self._requesters.items()):
+            if monitor != down.monitor:
+                continue
+            del self._requesters[requester]
+            for attempt in self._running.values():
+                if attempt.reply_to == requester:
+                    # Nobody is left to answer: stop within one token, send nothing.
+                    attempt.ended = True
+                    attempt.token.cancel()
 
     def _remember(self, attempt: bytes) -> None:
         self._finished.append(attempt)

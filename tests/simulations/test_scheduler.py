@@ -287,6 +287,33 @@ def test_a_worker_refuses_work_beyond_its_slots_and_the_request_waits() -> None:
     assert cluster.check().ok
 
 
+def test_a_restarted_scheduler_ends_what_it_admitted_and_the_nodes_rejoin() -> None:
+    cluster = Cluster(("inf-1", "inf-2"), step=0.05, supervised=True)
+
+    async def main() -> None:
+        await cluster.wait_for(lambda: cluster.serving() == 2)
+        streams = [cluster.read(await cluster.submit(request(40, n))) for n in range(3)]
+        await cluster.wait_for(lambda: len(streams[0]) >= 2)
+        scheduler = cluster.ingress.whereis("scheduler")
+        assert scheduler is not None
+        cluster.ingress.kill(scheduler)  # no stopping hook: the next one cleans up
+        await cluster.wait_ended(*streams, timeout=1.0)
+        assert streams[0][-1] == ErrorReply(ErrorCode.UNAVAILABLE, False)  # it had streamed
+        assert streams[2] == [ErrorReply(ErrorCode.UNAVAILABLE, True)]  # it was queued
+        # The nodes saw the old scheduler go (Down): they stopped what it had
+        # placed and joined the new one.
+        await cluster.wait_for(lambda: cluster.serving() == 2)
+        later = cluster.read(await cluster.submit(request(3)))
+        await cluster.wait_ended(later)
+        assert isinstance(later[-1], GenerateDone)
+        await cluster.wait_for(lambda: cluster.now() > 5.0)
+
+    cluster.run(main)
+    # Two attempts of 40 tokens were cut short, and one of 3 ran.
+    assert sum(node.engine.produced for node in cluster.nodes.values()) < 40
+    assert cluster.check().ok
+
+
 def test_chaos_every_submission_ends() -> None:
     """Crashes, partitions and lossy links: whatever happens, every admitted
     request ends exactly once, and retries never duplicate output."""
