@@ -117,9 +117,8 @@ class InferenceNode:
         return self.membership
 
     def start_worker(self) -> ActorRef:
-        self.worker = self.system.spawn(
-            InferenceWorker(self.inference, slots=self.slots), name="inference"
-        )
+        self.worker_actor = InferenceWorker(self.inference, slots=self.slots)
+        self.worker = self.system.spawn(self.worker_actor, name="inference")
         return self.worker
 
     async def load(self) -> WorkerLoad:

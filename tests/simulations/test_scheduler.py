@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from _scheduler_cluster import (
+    CANARY,
     MODEL,
     Cluster,
     Fixed,
@@ -27,6 +28,7 @@ from actors.scheduler import (
 )
 from protocol.inference import FinishReason, GenerateChunk, GenerateDone, GenerateRequest
 from protocol.messages import ErrorCode, ErrorReply
+from simulations.checkers import crash_reports_clean
 
 
 def test_requests_complete_across_the_nodes() -> None:
@@ -362,6 +364,7 @@ def test_chaos_every_submission_ends() -> None:
     cluster.run(main)
     result = cluster.check()
     assert result.ok, result.violations
+    assert crash_reports_clean(cluster.crashes, [CANARY]).ok
     stats = cluster.dispatcher.stats
     assert stats.ended == stats.admitted == len(requests) - len(refused)
     assert stats.completed >= len(requests) // 2
