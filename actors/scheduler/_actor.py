@@ -475,6 +475,8 @@ class SchedulerActor(Actor):
             return
         node, request = found
         del node.running[message.attempt]
+        if not (isinstance(message, AttemptFailed) and message.error.code is ErrorCode.OVERLOADED):
+            node.saturated = False  # the node just ended an attempt: a slot is free
         if request is not None:
             if isinstance(message, AttemptDone):
                 if message.chunks != request.next_chunk:

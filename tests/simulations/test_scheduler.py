@@ -153,11 +153,16 @@ def test_one_tenants_burst_does_not_starve_another() -> None:
         await cluster.wait_for(lambda: cluster.serving() == 1)
         streams = []
         for n in range(6):
-            streams.append(cluster.read(await cluster.submit(request(2)), f"a{n}"))
+            streams.append(cluster.read(await cluster.submit(request(10)), f"a{n}"))
         for n in range(2):
-            sub = await cluster.submit(request(2), tenant="tenant-b")
+            sub = await cluster.submit(request(10), tenant="tenant-b")
             streams.append(cluster.read(sub, f"b{n}"))
+        started = cluster.now()
         await cluster.wait_ended(*streams)
+        # Each freed slot is filled when its attempt ends, not at the next
+        # heartbeat (0.5 s): eight requests of ~0.12 s each take 1 s of
+        # virtual time (waiting for heartbeats took 1.5 s).
+        assert cluster.now() - started < 1.25
 
     cluster.run(main)
     # a0 was placed before anything queued; then the two tenants alternate.
