@@ -90,14 +90,20 @@ class CountingEngine(ScriptedEngine):
 
 class InferenceNode:
     def __init__(
-        self, cluster: Cluster, name: str, slots: int, step: float, announced: int | None = None
+        self,
+        cluster: Cluster,
+        name: str,
+        slots: int,
+        step: float,
+        announced: int | None = None,
+        engine: CountingEngine | None = None,
     ) -> None:
         self.name = name
         self.system = ActorSystem(
             name, SimDriver(cluster.kernel), random=cluster.rng, on_crash=cluster.crashes.append
         )
         RemoteLayer(self.system, cluster.network.endpoint(name))
-        self.engine = CountingEngine()
+        self.engine = engine if engine is not None else CountingEngine()
         self.pace = Paced(self.system.clock, step)
         self.slots = slots
         self.inference = InferenceActor(self.engine, self.pace)
@@ -139,6 +145,7 @@ class Cluster:
         profile: LinkProfile | None = None,
         announced: int | None = None,
         supervised: bool = False,
+        engines: dict[str, CountingEngine] | None = None,
     ) -> None:
         self.kernel = Kernel()
         self.trace = TraceRecorder(lambda: self.kernel.now)
@@ -173,7 +180,8 @@ class Cluster:
         self.nodes: dict[str, InferenceNode] = {}
         for name in nodes:
             pace = step[name] if isinstance(step, dict) else step
-            self.nodes[name] = InferenceNode(self, name, slots, pace, announced)
+            engine = (engines or {}).get(name)
+            self.nodes[name] = InferenceNode(self, name, slots, pace, announced, engine)
         self.streams: list[list[Reply]] = []
         self.finished: list[str] = []
 
