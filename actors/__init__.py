@@ -58,6 +58,10 @@ parentheses is where a class is imported from, when not here)::
     │                                     .denial: Denial | None)
     ├── CounterRefused                   (protocol.counter_binding, re-exported by
     │                                     actors.counter_guard; .check: CounterCheck)
+    ├── AdmissionError                   (actors.scheduler; .check: AdmissionCheck)
+    │   ├── UnknownModel                 no such model in the cluster
+    │   ├── Overloaded                   its queue is full (.retry_after)
+    │   └── NoCapacity                   no node serves it now
     ├── AttestationUnavailable           (actors.attestation; .check: UnavailableCheck)
     ├── ReattestationFailed              (actors.attestation; .check: ReattestCheck)
     ├── AdmissionError                   (actors.scheduler; .check: AdmissionCheck)

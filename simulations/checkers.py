@@ -8,9 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from actors import ActorSystem, CrashReport
-from simulations.network import NetworkStats
+from protocol.inference import GenerateChunk, GenerateDone
+from protocol.messages import ErrorReply
+
+if TYPE_CHECKING:
+    # Only for annotations: the network imports the kernel, whose workload
+    # imports this module, so a runtime import here is a cycle whenever the
+    # network is imported first.
+    from simulations.network import NetworkStats
+
+_TERMINAL = (GenerateDone, ErrorReply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +87,23 @@ def replies_match(mismatched: int) -> CheckResult:
     if mismatched:
         return CheckResult("replies_match", (f"{mismatched} asks got another request's reply",))
     return CheckResult("replies_match", ())
+
+
+def every_submission_ends(admitted: int, streams: Sequence[Sequence[object]]) -> CheckResult:
+    """I7 at the scheduler: each of the ``admitted`` submissions was read to
+    its end, and its stream holds chunks then exactly one terminal reply
+    (``GenerateDone`` or ``ErrorReply``), last. A stream read after
+    ``aclose`` may be cut short (its reader went away); pass only streams
+    whose reader stayed."""
+    violations = []
+    if len(streams) != admitted:
+        violations.append(f"{admitted} submissions admitted but {len(streams)} streams read")
+    for index, stream in enumerate(streams):
+        terminals = [i for i, reply in enumerate(stream) if isinstance(reply, _TERMINAL)]
+        if not terminals:
+            violations.append(f"submission {index} never ended")
+        elif terminals != [len(stream) - 1]:
+            violations.append(f"submission {index} has a terminal reply before its end")
+        if any(not isinstance(reply, (GenerateChunk, *_TERMINAL)) for reply in stream):
+            violations.append(f"submission {index} carried something other than a reply")
+    return CheckResult("every_submission_ends", tuple(violations))

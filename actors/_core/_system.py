@@ -201,7 +201,9 @@ class _Cell:
         self.send_waiters: deque[Waiter] = deque()
         self.watchers: list[Waiter] = []
         self.links: dict[ActorRef, None] = {}
-        self.monitored_by: dict[int, ActorRef] = {}
+        # Keyed by (watcher's node, monitor id): monitor ids are drawn per
+        # node, so two nodes watching one actor may use the same id.
+        self.monitored_by: dict[tuple[str, int], ActorRef] = {}
         self.monitoring: dict[int, ActorRef] = {}
         self.current_request: RequestKey | None = None
         self.current_sender: ActorRef | None = None
@@ -517,7 +519,7 @@ class ActorSystem:
                 other_cell.links.pop(cell.ref, None)
                 self._exit_signal(other_cell, cell.ref, reason)
         cell.links.clear()
-        for monitor, watcher in cell.monitored_by.items():
+        for (_node, monitor), watcher in cell.monitored_by.items():
             self._deliver_down(watcher, Down(cell.ref, reason, monitor))
         cell.monitored_by.clear()
         self._wake_watchers(cell)
@@ -568,7 +570,7 @@ class ActorSystem:
                 self._deliver_down(cell.ref, Down(ref, NOPROC, monitor))
             else:
                 cell.monitoring[monitor] = target.ref
-                target.monitored_by[monitor] = cell.ref
+                target.monitored_by[(self.node, monitor)] = cell.ref
         elif self._remote is None or not self._remote.monitor(cell.ref, ref, monitor):
             self._deliver_down(cell.ref, Down(ref, NOCONNECTION, monitor))
         return monitor
@@ -582,7 +584,7 @@ class ActorSystem:
         if target.node == self.node:
             target_cell = self._resolve(target)
             if target_cell is not None:
-                target_cell.monitored_by.pop(monitor, None)
+                target_cell.monitored_by.pop((self.node, monitor), None)
         elif self._remote is not None:
             self._remote.demonitor(target, monitor)
 
@@ -624,13 +626,13 @@ class ActorSystem:
         if cell is None:
             self._deliver_down(watcher, Down(target, NOPROC, monitor))
         else:
-            cell.monitored_by[monitor] = watcher
+            cell.monitored_by[(watcher.node, monitor)] = watcher
 
     def _remove_remote_monitors(self, node: str, monitor: int | None = None) -> None:
         """Forget monitors held by watchers on ``node`` (one, or all of them)."""
         for cell in self._cells.values():
-            for key, watcher in list(cell.monitored_by.items()):
-                if watcher.node == node and (monitor is None or key == monitor):
+            for key in list(cell.monitored_by):
+                if key[0] == node and (monitor is None or key[1] == monitor):
                     del cell.monitored_by[key]
 
     # --------------------------------------------------- stop, kill, wait

@@ -35,18 +35,41 @@ Messages handled: :class:`protocol.inference.GenerateRequest`
 (``core.error``) out. Locally the actor takes :class:`Generate` (the request
 and the sink its replies go to); :func:`serve_inference` is the adapter that
 serves it on a secure channel, one request per connection (what the demo
-runs). Receiving requests from the scheduler over node links is the daemon's
-to wire.
+runs).
+
+From the scheduler (``sched.*`` of :mod:`protocol.scheduling`, over the
+node link): :class:`InferenceWorker` (registered as ``"inference"``) runs
+each ``sched.place`` in its own linked actor through
+:meth:`InferenceActor.generate`, at most ``slots`` at once (one more is
+refused ``OVERLOADED`` at once), streams ``sched.chunk`` (numbered),
+``sched.done`` and ``sched.error`` back to the placing scheduler and honours
+``sched.cancel`` through the generation's cancel token.
+:class:`SchedulerMembership` joins the scheduler with the model and slots,
+heartbeats the worker's load, leaves when the worker dies and joins again
+under a new session whenever the scheduler's ``Down`` (a lost link, a
+restarted scheduler) or a ``sched.rejoin`` says it must.
 """
 
 from actors.inference._actor import Generate, InferenceActor, Reply, ReplySink
 from actors.inference._channel import FIRST_REQUEST_TIMEOUT_S, serve_inference
+from actors.inference._worker import (
+    WORKER_NAME,
+    InferenceWorker,
+    SchedulerMembership,
+    WorkerLoad,
+    WorkerStatus,
+)
 
 __all__ = [
     "FIRST_REQUEST_TIMEOUT_S",
+    "WORKER_NAME",
     "Generate",
     "InferenceActor",
+    "InferenceWorker",
     "Reply",
     "ReplySink",
+    "SchedulerMembership",
+    "WorkerLoad",
+    "WorkerStatus",
     "serve_inference",
 ]

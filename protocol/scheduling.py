@@ -1,0 +1,207 @@
+"""Wire messages between the scheduler and inference nodes (``sched.*``).
+
+Membership (an inference node's membership actor <-> the scheduler):
+
+* :class:`JoinScheduler` (``sched.join``): the node serves ``model`` with
+  ``slots`` concurrent generations, under a fresh random ``session``. Which
+  node joined is never a field: it is the authenticated link's peer.
+* :class:`JoinAccepted` (``sched.joined``): the scheduler registered the
+  session and names the heartbeat interval it expects.
+* :class:`Heartbeat` (``sched.heartbeat``): the node is alive, with its free
+  slots and the attempts it is running.
+* :class:`Rejoin` (``sched.rejoin``): the scheduler does not know that
+  session (it dropped the node, or restarted): join again.
+* :class:`LeaveScheduler` (``sched.leave``): the node stops serving that
+  session (its worker went away).
+
+Work (the scheduler <-> the node's worker named ``"inference"``):
+
+* :class:`PlaceAttempt` (``sched.place``): run ``request`` as ``attempt``;
+* :class:`CancelAttempt` (``sched.cancel``): stop it within one token;
+* :class:`AttemptChunk`, :class:`AttemptDone`, :class:`AttemptFailed`
+  (``sched.chunk``, ``sched.done``, ``sched.error``): the generation's
+  replies, each naming its attempt.
+
+An *attempt* is one placement of one request on one node; a request retried
+elsewhere gets a new attempt id, so a late reply from a node the request left
+never reaches it. Ids are opaque 16-byte values drawn by the scheduler.
+Request and reply bodies are the :mod:`protocol.inference` messages, passed
+through unchanged (their texts are customer data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Annotated, Final
+
+from protocol.inference import GenerateChunk, GenerateDone, GenerateRequest
+from protocol.messages import U32, ErrorReply, IntRange, MaxLen, message
+
+#: Size of a session or attempt id, in bytes.
+ID_SIZE: Final = 16
+#: Most concurrent generations one node may announce.
+MAX_SLOTS: Final = 256
+#: Longest model id on the wire (the same bound as ``inference.generate``).
+MAX_MODEL_LEN: Final = 128
+#: Longest heartbeat interval a scheduler may ask for, in seconds.
+MAX_HEARTBEAT_INTERVAL: Final = 3600.0
+
+Id = Annotated[bytes, MaxLen(ID_SIZE)]
+Slots = Annotated[int, IntRange(1, MAX_SLOTS)]
+
+
+def _check_id(value: bytes) -> None:
+    if len(value) != ID_SIZE:
+        raise ValueError(f"ids are {ID_SIZE} bytes")
+
+
+@message("sched.join")
+@dataclasses.dataclass(frozen=True, slots=True)
+class JoinScheduler:
+    """Register this node's session for ``model`` with ``slots`` slots."""
+
+    session: Id
+    model: Annotated[str, MaxLen(MAX_MODEL_LEN)]
+    slots: Slots
+
+    def __post_init__(self) -> None:
+        _check_id(self.session)
+        if not self.model:
+            raise ValueError("a node serves a named model")
+
+
+@message("sched.joined")
+@dataclasses.dataclass(frozen=True, slots=True)
+class JoinAccepted:
+    """``session`` is registered; heartbeat every ``heartbeat_interval`` seconds
+    (a node silent for three intervals is dropped)."""
+
+    session: Id
+    heartbeat_interval: float
+
+    def __post_init__(self) -> None:
+        _check_id(self.session)
+        if not (
+            math.isfinite(self.heartbeat_interval)
+            and 0 < self.heartbeat_interval <= MAX_HEARTBEAT_INTERVAL
+        ):
+            raise ValueError("the heartbeat interval is out of range")
+
+
+@message("sched.heartbeat")
+@dataclasses.dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """``session`` is alive with ``free_slots`` free and ``running`` attempts."""
+
+    session: Id
+    free_slots: Annotated[int, IntRange(0, MAX_SLOTS)]
+    running: Annotated[tuple[Id, ...], MaxLen(MAX_SLOTS)]
+
+    def __post_init__(self) -> None:
+        _check_id(self.session)
+        for attempt in self.running:
+            _check_id(attempt)
+
+
+@message("sched.rejoin")
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rejoin:
+    """The scheduler holds no session ``session`` for this node: join afresh."""
+
+    session: Id
+
+    def __post_init__(self) -> None:
+        _check_id(self.session)
+
+
+@message("sched.leave")
+@dataclasses.dataclass(frozen=True, slots=True)
+class LeaveScheduler:
+    """The node ends ``session``: nothing it was running will answer."""
+
+    session: Id
+
+    def __post_init__(self) -> None:
+        _check_id(self.session)
+
+
+@message("sched.place")
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlaceAttempt:
+    """Generate ``request``; every reply names ``attempt``."""
+
+    attempt: Id
+    request: GenerateRequest
+
+    def __post_init__(self) -> None:
+        _check_id(self.attempt)
+
+
+@message("sched.cancel")
+@dataclasses.dataclass(frozen=True, slots=True)
+class CancelAttempt:
+    """Stop ``attempt`` within one token (it ends ``cancelled``)."""
+
+    attempt: Id
+
+    def __post_init__(self) -> None:
+        _check_id(self.attempt)
+
+
+@message("sched.chunk")
+@dataclasses.dataclass(frozen=True, slots=True)
+class AttemptChunk:
+    """The ``index``-th chunk (from 0) of ``attempt``: the scheduler passes on
+    chunks in order only, so a lost or duplicated frame never leaves a gap or
+    a repeat in a completion."""
+
+    attempt: Id
+    index: U32
+    chunk: GenerateChunk
+
+    def __post_init__(self) -> None:
+        _check_id(self.attempt)
+
+
+@message("sched.done")
+@dataclasses.dataclass(frozen=True, slots=True)
+class AttemptDone:
+    """``attempt`` ended after ``chunks`` chunks."""
+
+    attempt: Id
+    chunks: U32
+    done: GenerateDone
+
+    def __post_init__(self) -> None:
+        _check_id(self.attempt)
+
+
+@message("sched.error")
+@dataclasses.dataclass(frozen=True, slots=True)
+class AttemptFailed:
+    """``attempt`` ended with an explicit error (or the node refused it)."""
+
+    attempt: Id
+    error: ErrorReply
+
+    def __post_init__(self) -> None:
+        _check_id(self.attempt)
+
+
+__all__ = [
+    "ID_SIZE",
+    "MAX_HEARTBEAT_INTERVAL",
+    "MAX_MODEL_LEN",
+    "MAX_SLOTS",
+    "AttemptChunk",
+    "AttemptDone",
+    "AttemptFailed",
+    "CancelAttempt",
+    "Heartbeat",
+    "JoinAccepted",
+    "JoinScheduler",
+    "LeaveScheduler",
+    "PlaceAttempt",
+    "Rejoin",
+]
