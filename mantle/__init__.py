@@ -15,6 +15,11 @@ Public surface:
   :class:`mantle.trust_state.TrustStateFile`).
 * **Release bundles** -- :class:`ReleaseDirectory` (``root.json``,
   ``targets.json``, ``log-proof.json``).
+* **Checking an ingress** -- :func:`verify_ingress` (its document over the
+  client's nonce: pinned root, PCRs of a verified release, the pinned TLS
+  certificate's key bound in it) and :func:`pinned_tls_context`;
+  :class:`VerifiedIngress`, :class:`IngressRefused` (``check``:
+  :class:`IngressCheck`).
 * **Asking a node** -- :class:`NodeVerifier` (a node's evidence for this
   channel against the pinned root and the release's policy for a model) and
   :func:`ask_node` (verify first, then send and stream the answer);
@@ -28,6 +33,13 @@ Public surface:
 
 from mantle._bundle import LOG_PROOF_FILE, ROOT_FILE, TARGETS_FILE, ReleaseDirectory
 from mantle._files import KeyFileError, read_bounded_file, read_metadata_file
+from mantle._ingress import (
+    IngressCheck,
+    IngressRefused,
+    VerifiedIngress,
+    pinned_tls_context,
+    verify_ingress,
+)
 from mantle._node_client import NodeVerifier, UnexpectedAnswer, ask_node
 from mantle._trust import (
     ATTESTATION_ROOT_PIN,
@@ -47,14 +59,19 @@ __all__ = [
     "RELEASE_ROOT_PIN",
     "ROOT_FILE",
     "TARGETS_FILE",
+    "IngressCheck",
+    "IngressRefused",
     "KeyFileError",
     "NodeVerifier",
     "ReleaseDirectory",
     "TrustPins",
     "UnexpectedAnswer",
+    "VerifiedIngress",
     "ask_node",
     "client_release_view",
     "load_pins",
+    "pinned_tls_context",
     "read_bounded_file",
     "read_metadata_file",
+    "verify_ingress",
 ]
