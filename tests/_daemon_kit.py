@@ -16,11 +16,23 @@ from pathlib import Path
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from nodes.release import ReleaseDirectory
+from protocol.attestation import TrustAnchor
 from simulations.nitrotpm import SimulatedNitroPKI
 from tests._release_kit import ReleaseKit
 
 REPO = Path(__file__).resolve().parent.parent
 PKI_SEED = b"daemon-test-pki-seed-0123456789abcdef"
+
+
+def cluster_config(*root_pems: bytes, attestation_keys_sha256: tuple[str, ...] = ()) -> bytes:
+    """A release's ``config/cluster.json`` naming these attestation roots (and
+    TPM 2.0 attestation keys) as the evidence its nodes accept."""
+    trust: dict[str, list[str]] = {
+        "nitro_roots_sha256": [TrustAnchor.from_pem(pem).sha256.hex() for pem in root_pems]
+    }
+    if attestation_keys_sha256:
+        trust["tpm2_attestation_keys_sha256"] = list(attestation_keys_sha256)
+    return (json.dumps({"cluster": "daemon-test", "attestation_trust": trust}) + "\n").encode()
 
 
 @dataclass
@@ -30,7 +42,10 @@ class DaemonKit:
     root: Path
 
     def __post_init__(self) -> None:
-        self.kit = ReleaseKit(install_root=self.root / "install")
+        self.attestation_root = SimulatedNitroPKI(PKI_SEED).root_pem()
+        self.kit = ReleaseKit(
+            install_root=self.root / "install", config=cluster_config(self.attestation_root)
+        )
         files = self.kit.publish(1)
         files.write_to(ReleaseDirectory(self.root / "release"))
         pins = self.root / "pins"
@@ -41,7 +56,7 @@ class DaemonKit:
                 Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
             )
         )
-        (pins / "attestation-root.pem").write_bytes(SimulatedNitroPKI(PKI_SEED).root_pem())
+        (pins / "attestation-root.pem").write_bytes(self.attestation_root)
         (self.root / "pki.seed").write_bytes(PKI_SEED)
 
     def node_toml(self, node: str, body: str = "", *, roles: str = '["keys"]') -> Path:

@@ -77,6 +77,8 @@ class ReleaseKit:
     log_key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
     source_manifest: bytes = field(default_factory=running_source_manifest)
     image: NodeImage = field(default_factory=running_image)
+    #: The release's ``config/cluster.json`` (the daemon reads its attestation trust).
+    config: bytes = b'{"cluster": "test", "replicas": 2}\n'
 
     def __post_init__(self) -> None:
         self.log = TransparencyLog(
@@ -84,7 +86,6 @@ class ReleaseKit:
             clock=ManualClock(int(NOW.timestamp() * 1000)),
             signing_key=self.log_key,
         )
-        self.config = b'{"cluster": "test", "replicas": 2}\n'
         self.code = self.source_manifest
         self.image_measurements = image_measurements_file(self.image)
         self.publisher = ReleasePublisher(

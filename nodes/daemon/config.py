@@ -306,6 +306,12 @@ def _parse_toml(path: Path, key: str) -> dict[str, object]:
     except tomllib.TOMLDecodeError as decode_error:
         where = _TOML_POSITION.search(str(decode_error))
         error = "not valid TOML" + (f" {where.group(0)}" if where else "")
+    except ValueError:
+        # tomllib's int() on an integer of more digits than Python converts.
+        error = "not valid TOML (a number too long to read)"
+    except RecursionError:
+        # Arrays or inline tables nested deeper than tomllib's recursion goes.
+        error = "not valid TOML (nested too deeply)"
     if data is None:
         raise ConfigError(ConfigCheck.SYNTAX, key, error)
     return data

@@ -58,15 +58,20 @@ class TeeStream(io.TextIOBase):
 class NativeOutputCapture:
     """Descriptors 1 and 2 on pipes, read by threads that log ``native_output``.
 
-    Use as a context manager: on entry the descriptors are moved, on exit they
-    are restored (which closes the pipes' write ends), the reader threads see
-    end of file, report what was left, and end. :attr:`log_stream` writes to
-    the original standard error, for the log pipeline.
+    Use as a context manager, once per process (the daemon's): on entry the
+    descriptors are moved; on exit they are pointed at ``/dev/null`` (which
+    closes the pipes' write ends), the reader threads see end of file, report
+    what was left, and end. They are not given back to the original streams:
+    what native code, a thread still running or the interpreter's shutdown
+    ("Exception ignored in ...", a traceback) writes after the capture ended
+    would reach them unvetted. :attr:`log_stream` writes to the original
+    standard error, for the log pipeline, which keeps writing there after exit.
     """
 
     def __init__(self, descriptors: tuple[int, ...] = (1, 2)) -> None:
         self._descriptors = descriptors
-        self._saved: dict[int, int] = {}
+        #: The descriptors moved onto pipes.
+        self._moved: list[int] = []
         self._threads: list[threading.Thread] = []
         self.log_stream: TextIO | None = None
         #: Lines reported per descriptor (read after exit; for tests and stats).
@@ -82,8 +87,8 @@ class NativeOutputCapture:
         self.log_stream = open(original_stderr, "w", encoding="utf-8", closefd=True)
         for fd in self._descriptors:
             read_end, write_end = os.pipe()
-            self._saved[fd] = os.dup(fd)
             os.dup2(write_end, fd)
+            self._moved.append(fd)
             os.close(write_end)
             thread = threading.Thread(
                 target=self._read, args=(fd, read_end), name=f"native-fd{fd}", daemon=True
@@ -96,18 +101,22 @@ class NativeOutputCapture:
         for fd in self._descriptors:
             with contextlib.suppress(OSError, ValueError):
                 (sys.stdout if fd == 1 else sys.stderr).flush()
-        for fd, saved in self._saved.items():
-            os.dup2(saved, fd)  # the pipe's last write end closes: its reader sees EOF
-            os.close(saved)
-        self._saved.clear()
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            for fd in self._moved:
+                # Not the original: nothing written to fd 1 or 2 from now on is
+                # shown. The pipe's last write end closes: its reader sees EOF.
+                os.dup2(null, fd)
+        finally:
+            os.close(null)
+        self._moved.clear()
         for thread in self._threads:
             thread.join(_JOIN_TIMEOUT_S)
         self._threads.clear()
-        # Whatever logs after this goes to fd 2 itself again (restored above).
-        configure_logging(None, level="info")
+        # Whatever logs after this still goes through the pipeline, to the
+        # original standard error only (the log file is the caller's to close).
         if self.log_stream is not None:
-            self.log_stream.close()
-            self.log_stream = None
+            configure_logging(TeeStream(self.log_stream), level="info")  # type: ignore[arg-type]
 
     def _read(self, fd: int, read_end: int) -> None:
         pending = 0  # bytes of the current line seen so far

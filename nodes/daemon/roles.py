@@ -103,7 +103,7 @@ def build_transport(runtime: NodeRuntime) -> TcpNoiseTransport:
     peers = {
         # Static keys are born in memory at boot: nobody knows a peer's in
         # advance, it is admitted by its attestation (the transport's contract).
-        peer.node: PeerAddress(peer.address.host, peer.address.port, None)  # type: ignore[arg-type]
+        peer.node: PeerAddress(peer.address.host, peer.address.port, None)
         for peer in config.link.peers
     }
     options: dict[str, Any] = {}

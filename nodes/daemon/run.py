@@ -188,7 +188,7 @@ async def _first_of(*waits: object) -> int:
 async def serve(config: NodeConfig, booted: BootedNode, opened: OpenedTpm) -> int:
     """Run the booted node until a signal drains it (0) or its tree gives up (1)."""
     clock, random = TrioClock(), SystemRandom()
-    evidence_verifier = peer_evidence_verifier(config)
+    evidence_verifier = peer_evidence_verifier(config, booted.release)
     drain = Drain()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
 
@@ -341,9 +341,15 @@ def _report_failure(error: BaseException) -> int:
 def run_node(config_path: Path) -> int:
     """The whole daemon; returns its exit status (see the module docstring)."""
     log_file: TextIO | None = None
+    status = EXIT_FAILED
     with NativeOutputCapture() as capture:
         route_logs(capture, None, "info")
-        status, log_file = _run(config_path, capture)
+        try:
+            status, log_file = _run(config_path, capture)
+        except BaseException as escaped:  # SIGINT before the drain's receiver, and the like
+            # The capture sends an escaping traceback nowhere; say what ended
+            # the node, by type and location only.
+            _log.error("node_failed", **exception_summary(escaped))
     if log_file is not None:
         log_file.close()
     return status

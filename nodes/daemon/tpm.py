@@ -17,14 +17,26 @@
   vendor command.
 
 A backend that cannot be opened is a :class:`TpmUnavailable`.
+
+What a node accepts as its peers' evidence is not the operator's to choose:
+``node.toml`` is written by the operator and measured nowhere, so a pin read
+from it alone would let the operator name its own certificate authority (or
+a TPM 2.0 attestation key it holds in swtpm) and have a genuine ingress or
+keys node admit forged documents with the released registers. The pins in
+``[trust]`` are therefore only used when the booted release's
+``config/cluster.json`` (signed, logged and measured into PCR 14) names them
+(:func:`release_attestation_trust`); a release that names none admits no one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import hashlib
+import hmac
 import json
 import os
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +61,8 @@ from protocol.attestation import (
     TrustAnchor,
 )
 from protocol.attestation.tpm2_quote import QuoteTrust, Tpm2QuoteAuthenticator
+from protocol.measurement import CONFIG_ARTIFACT, MEASUREMENT_HASH
+from protocol.release import VerifiedRelease
 from simulations.nitrotpm import NvCounter, NvState, SimulatedNitroPKI, SimulatedNitroTPM
 
 MIN_SEED_BYTES: Final = 16
@@ -66,7 +80,8 @@ class TpmCheck(enum.StrEnum):
     NV_STATE = "nv_state"
     #: The device (or swtpm) cannot be opened, or tpm2-pytss is missing.
     DEVICE = "device"
-    #: The attestation root or an attestation key does not load.
+    #: The attestation root or an attestation key does not load, or the booted
+    #: release's cluster config does not name it.
     TRUST = "trust"
 
 
@@ -274,10 +289,92 @@ def open_tpm(config: NodeConfig, clock: WallClock) -> OpenedTpm:
     return OpenedTpm(device, kind, simulated=False, close=getattr(device, "close", None))
 
 
-def peer_evidence_verifier(config: NodeConfig) -> AttestationVerifier:
+#: The largest ``config/cluster.json`` read (the release signs its exact length).
+MAX_CLUSTER_CONFIG_BYTES: Final = 1024 * 1024
+#: At most this many pins of each kind in a release's attestation trust.
+MAX_TRUST_PINS: Final = 256
+_SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseAttestationTrust:
+    """The evidence a release lets its nodes accept, as ``attestation_trust``
+    in its ``config/cluster.json``::
+
+        "attestation_trust": {
+            "nitro_roots_sha256": ["<SHA-256 of the root certificate's DER, hex>"],
+            "tpm2_attestation_keys_sha256": ["<SHA-256 of the key's SPKI DER, hex>"]
+        }
+
+    (the second list optional). Other keys of the file are the cluster's own."""
+
+    nitro_roots: frozenset[bytes]
+    tpm2_attestation_keys: frozenset[bytes]
+
+
+def _pin_list(table: dict[str, object], name: str, *, required: bool) -> frozenset[bytes]:
+    value = table.get(name, None if required else [])
+    pins: list[str] = []
+    if isinstance(value, list) and len(value) <= MAX_TRUST_PINS:
+        pins = [item for item in value if isinstance(item, str) and _SHA256_HEX.fullmatch(item)]
+    if not isinstance(value, list) or len(pins) != len(value) or (required and not pins):
+        raise TpmUnavailable(
+            TpmCheck.TRUST,
+            f"the release's {CONFIG_ARTIFACT} attestation_trust.{name} must list"
+            f" {'1' if required else '0'} to {MAX_TRUST_PINS} SHA-256 digests (lower-case hex)",
+        )
+    return frozenset(bytes.fromhex(pin) for pin in pins)
+
+
+def release_attestation_trust(cluster_config: bytes) -> ReleaseAttestationTrust:
+    """The ``attestation_trust`` of a release's ``config/cluster.json``; a file
+    without one (or with a malformed one) is :class:`TpmUnavailable` (TRUST):
+    a release that names no attestation root admits no peer."""
+    raw: object = None
+    with contextlib.suppress(ValueError, RecursionError):
+        raw = json.loads(cluster_config)
+    trust = raw.get("attestation_trust") if isinstance(raw, dict) else None
+    if not isinstance(trust, dict) or set(trust) - {
+        "nitro_roots_sha256",
+        "tpm2_attestation_keys_sha256",
+    }:
+        raise TpmUnavailable(
+            TpmCheck.TRUST,
+            f"the release's {CONFIG_ARTIFACT} holds no attestation_trust table"
+            " (nitro_roots_sha256, tpm2_attestation_keys_sha256)",
+        )
+    return ReleaseAttestationTrust(
+        nitro_roots=_pin_list(trust, "nitro_roots_sha256", required=True),
+        tpm2_attestation_keys=_pin_list(trust, "tpm2_attestation_keys_sha256", required=False),
+    )
+
+
+def read_release_cluster_config(install_root: Path, release: VerifiedRelease) -> bytes:
+    """The installed ``config/cluster.json``, read once and checked against the
+    length and SHA-384 the release signed (boot checked the file earlier; this
+    read is the one used, so a file swapped since is refused)."""
+    spec = release.artifacts.get(CONFIG_ARTIFACT)
+    if spec is None or MEASUREMENT_HASH not in spec.hashes:
+        raise TpmUnavailable(TpmCheck.TRUST, f"the release lists no {CONFIG_ARTIFACT}")
+    data = _read(
+        install_root / CONFIG_ARTIFACT, MAX_CLUSTER_CONFIG_BYTES, TpmCheck.TRUST, "cluster config"
+    )
+    digest = hashlib.sha384(data).digest()
+    if len(data) != spec.length or not hmac.compare_digest(digest, spec.hashes[MEASUREMENT_HASH]):
+        raise TpmUnavailable(
+            TpmCheck.TRUST, f"the installed {CONFIG_ARTIFACT} is not the one the release signed"
+        )
+    return data
+
+
+def peer_evidence_verifier(config: NodeConfig, release: VerifiedRelease) -> AttestationVerifier:
     """What this node checks its peers' evidence with: NitroTPM documents
     chaining to ``[trust].attestation_root``, and TPM 2.0 quotes signed by one
-    of ``[trust].attestation_keys`` when any are pinned."""
+    of ``[trust].attestation_keys`` when any are pinned -- each pin only if the
+    booted ``release`` names it (module docstring); otherwise :class:`TpmUnavailable`."""
+    trust = release_attestation_trust(
+        read_release_cluster_config(config.release.install_root, release)
+    )
     root_pem = _read(
         config.trust.attestation_root, MAX_PEM_BYTES, TpmCheck.TRUST, "attestation root"
     )
@@ -287,6 +384,12 @@ def peer_evidence_verifier(config: NodeConfig) -> AttestationVerifier:
     if anchor is None:
         raise TpmUnavailable(
             TpmCheck.TRUST, f"the attestation root at {config.trust.attestation_root} does not load"
+        )
+    if not any(hmac.compare_digest(anchor.sha256, pin) for pin in trust.nitro_roots):
+        raise TpmUnavailable(
+            TpmCheck.TRUST,
+            f"the attestation root at {config.trust.attestation_root} is not one the"
+            f" release's {CONFIG_ARTIFACT} names",
         )
     authenticators: list[EvidenceAuthenticator] = [NitroAuthenticator(anchor)]
     keys: list[bytes] = []
@@ -298,6 +401,12 @@ def peer_evidence_verifier(config: NodeConfig) -> AttestationVerifier:
             ).public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
         if der is None:
             raise TpmUnavailable(TpmCheck.TRUST, f"the attestation key at {path} does not load")
+        fingerprint = hashlib.sha256(der).digest()
+        if not any(hmac.compare_digest(fingerprint, pin) for pin in trust.tpm2_attestation_keys):
+            raise TpmUnavailable(
+                TpmCheck.TRUST,
+                f"the attestation key at {path} is not one the release's {CONFIG_ARTIFACT} names",
+            )
         keys.append(der)
     if keys:
         authenticators.append(Tpm2QuoteAuthenticator(QuoteTrust.from_ak_public_keys(keys)))
