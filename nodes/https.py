@@ -9,10 +9,20 @@ that verified the document knows the key it is talking to is the attested
 node's. The key reaches OpenSSL through an anonymous in-memory file
 (``memfd``), closed once loaded.
 
-Hypercorn runs HTTP/1.1 only, with bounded header sizes, keep-alive and read
-timeouts; its own access and error logging is replaced by fixed events in
-Mantle's JSON pipeline (:mod:`actors.log`) that carry no request line, path,
-query or message text. The application logs its own routes.
+Hypercorn runs HTTP/1.1 (ALPN offers nothing else; a client that switches
+to HTTP/2 anyway, by prior knowledge or ``Upgrade: h2c``, gets one stream at a
+time and the application's 505), with bounded header sizes and these
+deadlines: the request line and headers within the keep-alive timeout of the
+connection's start (hypercorn's idle timer runs until a request's headers are
+complete), the body within the application's body deadline, and every write
+acknowledged within ``write_timeout_s`` (``TCP_USER_TIMEOUT``, inherited by
+every accepted socket), so a client that stops reading cannot hold a
+connection, its task or its buffered answer. There is deliberately no read
+timeout while a request is served: a client waiting for its answer sends
+nothing, and hypercorn's read timeout would end its request as a disconnect.
+Its own access and error logging is replaced by fixed events in Mantle's JSON
+pipeline (:mod:`actors.log`) that carry no request line, path, query or
+message text. The application logs its own routes.
 """
 
 from __future__ import annotations
@@ -126,13 +136,24 @@ class HttpsLimits:
 
     #: Bytes of a request line plus headers (h11's incomplete-event bound).
     max_header_bytes: int = 16 * 1024
+    #: Seconds a connection may stay idle, and the bound on sending a request
+    #: line and headers (hypercorn's idle timer runs from the connection's
+    #: start until a request's headers are complete).
     keep_alive_timeout_s: float = 5.0
-    #: Seconds a connection may stay silent while a request is read.
-    read_timeout_s: float = 15.0
+    #: Seconds sent data may stay unacknowledged (or unsent, against a zero
+    #: window) before the kernel aborts the connection (``TCP_USER_TIMEOUT``).
+    write_timeout_s: float = 30.0
     ssl_handshake_timeout_s: float = 10.0
     graceful_timeout_s: float = 5.0
     keep_alive_max_requests: int = 1000
     backlog: int = 128
+
+    def __post_init__(self) -> None:
+        # TCP_USER_TIMEOUT 0 is the kernel's default, i.e. no write deadline.
+        if not 0.001 <= self.write_timeout_s <= 3600:
+            raise ValueError("write_timeout_s must be in [0.001, 3600] seconds")
+        if not (self.keep_alive_timeout_s > 0 and self.ssl_handshake_timeout_s > 0):
+            raise ValueError("timeouts must be positive")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -206,7 +227,15 @@ def _config(identity: TlsIdentity, limits: HttpsLimits) -> Config:
     config.h11_max_incomplete_size = limits.max_header_bytes
     config.keep_alive_timeout = limits.keep_alive_timeout_s
     config.keep_alive_max_requests = limits.keep_alive_max_requests
-    config.read_timeout = int(limits.read_timeout_s)
+    # No read timeout: it would end a request whose client waits, silent, for
+    # its answer (hypercorn reports it to the app as a disconnect). Headers
+    # are bounded by the idle timer, bodies by the app's body deadline.
+    config.read_timeout = None
+    # Should a client switch to HTTP/2 (prior knowledge or h2c, which
+    # hypercorn honours whatever ALPN said), one stream at a time and the
+    # same header bound; the application answers it 505.
+    config.h2_max_concurrent_streams = 1
+    config.h2_max_header_list_size = limits.max_header_bytes
     config.ssl_handshake_timeout = limits.ssl_handshake_timeout_s
     config.graceful_timeout = limits.graceful_timeout_s
     config.include_server_header = False
@@ -239,6 +268,11 @@ async def serve_https(
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Inherited by every accepted socket: hypercorn's writes are shielded
+        # and have no deadline of their own.
+        sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(limits.write_timeout_s * 1000)
+        )
         sock.bind((host, port))
         sock.setblocking(False)
         sock.listen(limits.backlog)

@@ -34,7 +34,7 @@ from actors.log import configure_logging
 from actors.scheduler import ModelListing, NoCapacity, Overloaded, UnknownModel
 from actors.seams.engine import CancelToken
 from nodes.clock import TrioClock
-from nodes.https import HttpsEndpoint, generate_tls_identity, serve_https
+from nodes.https import HttpsEndpoint, HttpsLimits, generate_tls_identity, serve_https
 from nodes.random import SystemRandom
 from protocol.inference import GenerateChunk, GenerateRequest
 from protocol.messages import ErrorCode, ErrorReply
@@ -205,6 +205,7 @@ class _ServerThread:
     tmp: Path
     limits: IngressLimits
     attestation: AttestationSource | None = None
+    https_limits: HttpsLimits | None = None
     stop: trio.Event | None = None
 
     def run(self) -> None:
@@ -247,6 +248,7 @@ class _ServerThread:
                     identity=identity,
                     cert_path=cert_path,
                     shutdown_trigger=self.stop.wait,  # type: ignore[union-attr]
+                    limits=self.https_limits,
                     task_status=task_status,
                 )
             )
@@ -281,9 +283,10 @@ def start_ingress(
     tmp: Path,
     limits: IngressLimits | None = None,
     attestation: AttestationSource | None = None,
+    https_limits: HttpsLimits | None = None,
 ) -> IngressServer:
     started: queue.Queue[RunningIngress | BaseException] = queue.Queue()
-    runner = _ServerThread(started, tmp, limits or IngressLimits(), attestation)
+    runner = _ServerThread(started, tmp, limits or IngressLimits(), attestation, https_limits)
     thread = threading.Thread(target=runner.run, name="ingress-test-server", daemon=True)
     thread.start()
     result = started.get(timeout=30)
@@ -296,9 +299,10 @@ def running_ingress(
     tmp: Path,
     limits: IngressLimits | None = None,
     attestation: AttestationSource | None = None,
+    https_limits: HttpsLimits | None = None,
 ) -> Iterator[RunningIngress]:
     """Fixture body: a server for the duration of the fixture."""
-    server = start_ingress(tmp, limits, attestation)
+    server = start_ingress(tmp, limits, attestation, https_limits)
     try:
         yield server.running
     finally:

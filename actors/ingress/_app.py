@@ -150,6 +150,8 @@ def _usage(done: GenerateDone) -> Usage:
     return Usage(prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens)
 
 
+_HTTP_VERSIONS: Final = ("1.0", "1.1")
+
 _SSE_HEADERS: Final = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-store"),
@@ -198,6 +200,15 @@ class IngressApp:
             await self._lifespan(receive, send)
             return
         if kind != "http":
+            return
+        if scope.get("http_version") not in _HTTP_VERSIONS:
+            # HTTP/2 reached by prior knowledge or h2c, which hypercorn
+            # honours whatever ALPN offered: the limits here are HTTP/1.1's.
+            exchange = _Exchange(send)
+            await exchange.error(
+                OpenAIRequestError(RequestCheck.HTTP_VERSION, "this server speaks HTTP/1.1 only")
+            )
+            log.info("http_request", path="unknown", state=str(exchange.status), tenant=None)
             return
         path = scope.get("path", "")
         if isinstance(path, str) and path.startswith(CT_PREFIX):

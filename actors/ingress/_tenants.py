@@ -111,7 +111,11 @@ class TenantStore:
         with contextlib.suppress(UnicodeDecodeError):
             text = data.decode("utf-8")
         if text is not None:
-            with contextlib.suppress(tomllib.TOMLDecodeError):
+            # ValueError: an integer of more digits than Python converts
+            # (TOMLDecodeError is one too); RecursionError: arrays or inline
+            # tables nested deeper than tomllib recurses. Both are a syntax
+            # refusal, raised below, outside the handler.
+            with contextlib.suppress(ValueError, RecursionError):
                 parsed = tomllib.loads(text)
         if parsed is None:
             raise TenantStoreError(TenantCheck.SYNTAX, "the tenants file is not UTF-8 TOML")

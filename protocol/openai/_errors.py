@@ -45,6 +45,8 @@ class RequestCheck(enum.StrEnum):
     CONVERSATION_STATE = "conversation_state"
     #: Too many request headers, or too large (431).
     HEADERS = "headers"
+    #: Not HTTP/1.x: the API is served over HTTP/1.1 only (505).
+    HTTP_VERSION = "http_version"
     #: The API key is missing or unknown (401).
     AUTHENTICATION = "authentication"
     #: No such model (404).
@@ -79,6 +81,7 @@ _SHAPES: dict[RequestCheck, tuple[int, str, str | None]] = {
     RequestCheck.TOO_LARGE: (400, "invalid_request_error", "too_large"),
     RequestCheck.CONVERSATION_STATE: (400, "invalid_request_error", "unsupported_parameter"),
     RequestCheck.HEADERS: (431, "invalid_request_error", "request_header_fields_too_large"),
+    RequestCheck.HTTP_VERSION: (505, "invalid_request_error", "http_version_not_supported"),
     RequestCheck.AUTHENTICATION: (401, "invalid_request_error", "invalid_api_key"),
     RequestCheck.MODEL_NOT_FOUND: (404, "invalid_request_error", "model_not_found"),
     RequestCheck.ROUTE_NOT_FOUND: (404, "invalid_request_error", "not_found"),
