@@ -54,6 +54,11 @@ def expected_text(req: GenerateRequest) -> str:
     return "".join(chunk.text.reveal_text() for chunk in chunks)
 
 
+def prompt_tokens(req: GenerateRequest) -> int:
+    """The prompt tokens the scripted engine reports for ``req``."""
+    return ScriptedEngine(MODEL).count_prompt_tokens(req.turns)
+
+
 def text_of(stream: Sequence[Reply]) -> str:
     return "".join(r.text.reveal_text() for r in stream if isinstance(r, GenerateChunk))
 
@@ -146,6 +151,7 @@ class Cluster:
         announced: int | None = None,
         supervised: bool = False,
         engines: dict[str, CountingEngine] | None = None,
+        mailbox: int = DEFAULT_SCHEDULER_MAILBOX,
     ) -> None:
         self.kernel = Kernel()
         self.trace = TraceRecorder(lambda: self.kernel.now)
@@ -172,11 +178,11 @@ class Cluster:
                 "scheduler",
                 self.dispatcher.actor,
                 name="scheduler",
-                mailbox=DEFAULT_SCHEDULER_MAILBOX,
+                mailbox=mailbox,
             )
             self.ingress.spawn(Supervisor([spec]))
         else:
-            self.dispatcher.spawn()
+            self.dispatcher.spawn(mailbox=mailbox)
         self.nodes: dict[str, InferenceNode] = {}
         for name in nodes:
             pace = step[name] if isinstance(step, dict) else step

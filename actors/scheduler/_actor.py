@@ -156,6 +156,7 @@ class _Request:
         "submission",
         "tenant",
         "timer",
+        "tokens",
     )
 
     def __init__(
@@ -175,6 +176,7 @@ class _Request:
         self.node: _Node | None = None
         self.placed_at = 0.0
         self.next_chunk = 0
+        self.tokens = 0
         self.timer: TimerHandle | None = None
 
     @property
@@ -289,6 +291,10 @@ class SchedulerActor(Actor):
         self._queues: dict[str, _ModelQueue] = {}
         self._requests: dict[int, _Request] = {}
         self._known: set[str] = set(directory.configured)
+        # When the sweep's timer is due. Timers are messages, dropped at a full
+        # mailbox: one that is overdue by a whole interval was lost, and the
+        # next message runs the sweep (which arms the timer again).
+        self._sweep_due = 0.0
 
     # -------------------------------------------------------------- hooks
 
@@ -297,7 +303,7 @@ class SchedulerActor(Actor):
         # state: they end now, explicitly, rather than at their deadline.
         self._end_orphans()
         self._publish()
-        ctx.send_after(self._limits.heartbeat_interval, ctx.self, _Sweep())
+        self._arm_sweep(ctx)
 
     async def stopping(self, ctx: Context, reason: ExitReason) -> None:
         for node in list(self._nodes.values()):
@@ -309,6 +315,8 @@ class SchedulerActor(Actor):
 
     async def receive(self, ctx: Context, message: object) -> object:
         sender = ctx.sender
+        if ctx.clock.monotonic() > self._sweep_due + self._limits.heartbeat_interval:
+            self._sweep(ctx)  # its timer was dropped at a full mailbox
         if isinstance(message, Admit):
             return self._admit(ctx, message)
         if isinstance(message, Abandon | _Expire):
@@ -420,6 +428,7 @@ class SchedulerActor(Actor):
         request.node = node
         request.placed_at = ctx.clock.monotonic()
         request.next_chunk = 0
+        request.tokens = 0
         node.running[attempt] = request
 
     def _unplace(self, ctx: Context, request: _Request, *, count: bool = True) -> None:
@@ -464,7 +473,16 @@ class SchedulerActor(Actor):
             # cannot be delivered whole, so it ends explicitly.
             self._gap(ctx, node, request, message.attempt)
             return
+        tokens = request.tokens + message.chunk.tokens
+        limit = request.request.max_tokens
+        if request.next_chunk > limit or tokens > limit:
+            # More than the request allows (every chunk but a final flush
+            # carries a token): a node streaming without end would fill the
+            # submission, and the ingress, without bound. It ends here.
+            self._gap(ctx, node, request, message.attempt)
+            return
         request.next_chunk += 1
+        request.tokens = tokens
         request.submission.push(message.chunk)
 
     def _attempt_ended(
@@ -594,16 +612,32 @@ class SchedulerActor(Actor):
                 self._pump(ctx, node.model)
                 return
 
-    def _sweep(self, ctx: Context) -> None:
+    def _arm_sweep(self, ctx: Context) -> None:
         interval = self._limits.heartbeat_interval
-        silent_since = ctx.clock.monotonic() - MISSED_HEARTBEATS * interval
+        self._sweep_due = ctx.clock.monotonic() + interval
+        ctx.send_after(interval, ctx.self, _Sweep())
+
+    def _sweep(self, ctx: Context) -> None:
+        """Drop silent nodes; end requests past their deadline and those
+        whose reader left (their own ``_Expire`` or ``Abandon`` may have been
+        dropped at a full mailbox); arm the next sweep."""
+        now = ctx.clock.monotonic()
+        if now < self._sweep_due:
+            return  # a timer that arrived after an overdue sweep already ran
+        self._arm_sweep(ctx)
+        for submission, request in list(self._requests.items()):
+            if request.deadline <= now:
+                self._abandon(ctx, submission, expired=True)
+            elif request.submission.reader_gone:
+                self._abandon(ctx, submission, expired=False)
+        interval = self._limits.heartbeat_interval
+        silent_since = now - MISSED_HEARTBEATS * interval
         for node in list(self._nodes.values()):
             if node.last_seen < silent_since:
                 self._drop_node(ctx, node)
                 with contextlib.suppress(ActorError):
                     node.membership.tell(Rejoin(node.session), sender=ctx.self)
                 self._pump(ctx, node.model)
-        ctx.send_after(interval, ctx.self, _Sweep())
 
     def _drop_node(self, ctx: Context, node: _Node) -> None:
         """Forget ``node`` now; each request it was running is placed again

@@ -77,6 +77,12 @@ class SchedulerSubmission:
     def ended(self) -> bool:
         return self._ended
 
+    @property
+    def reader_gone(self) -> bool:
+        """Whether the reader saw the end or closed the submission (the
+        scheduler's sweep abandons a request whose ``Abandon`` was lost)."""
+        return self._finished
+
     def push(self, reply: Reply) -> None:
         """Called by the scheduler actor. Nothing is taken after the terminal
         reply, so a submission ends exactly once."""

@@ -109,7 +109,8 @@ def test_submit_streams_to_the_end_and_refuses_at_once_on_trio() -> None:
             assert [c.text.reveal_text() for c in chunks] == [  # type: ignore[union-attr]
                 c.text.reveal_text() for c in expected
             ]
-            assert done == GenerateDone(FinishReason.LENGTH, 6)
+            prompt = ScriptedEngine(MODEL).count_prompt_tokens(_request(6).turns)
+            assert done == GenerateDone(FinishReason.LENGTH, 6, prompt)
 
             # One runs, one waits, the next is refused at once.
             running = await dispatcher.submit(
@@ -129,7 +130,7 @@ def test_submit_streams_to_the_end_and_refuses_at_once_on_trio() -> None:
                 assert isinstance(reply, GenerateChunk)
                 break
             await running.aclose()
-            assert [r async for r in waiting][-1] == GenerateDone(FinishReason.LENGTH, 2)
+            assert [r async for r in waiting][-1] == GenerateDone(FinishReason.LENGTH, 2, prompt)
             assert engine.produced < 100
             assert dispatcher.stats.cancelled == 1
 
