@@ -17,7 +17,9 @@ Duties:
   type (415), body size (413: a body up to ``max_discard_bytes`` is read and
   dropped so the uploading client receives the answer), the body's read
   deadline (408, against slow bodies), messages, text sizes and tokens (400),
-  a 400 naming every parameter Mantle does not support. Admission errors map
+  a 400 naming every parameter Mantle does not support, 505 for anything but
+  HTTP/1.x (hypercorn switches to HTTP/2 on prior knowledge or h2c whatever
+  ALPN offered). Admission errors map
   to 404 (unknown model), 429 with ``Retry-After`` (overloaded) and 503 (no
   capacity).
 * **Every admitted request ends** with an answer or an explicit error (I7):
