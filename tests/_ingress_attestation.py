@@ -140,4 +140,3 @@ def attested_ingress(
 
 def spki_sha256(spki_der: bytes) -> bytes:
     return hashlib.sha256(spki_der).digest()
-

@@ -10,7 +10,6 @@ the bundle only carries what it is checked against them.
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,20 +17,30 @@ import pytest
 
 from mantle import client_release_view, load_pins
 from mantle.trust_state import TrustStateFile
-from nodes.demo import publish_release, write_attestation_root_pin
-from nodes.release import KeyFileError, ReleaseDirectory
+from nodes.devcluster import ClusterLayout, build_dev_release
+from nodes.random import SystemRandom
+from nodes.release import KeyFileError, ReleaseDirectory, artifact_spec_of
+from protocol.noise import KeyPair, NoiseProtocol
 from protocol.release import MalformedRelease, NotInLog, UntrustedRoot
 from simulations.nitrotpm import SimulatedNitroPKI
 
 
 def _publish(work: Path, now: datetime) -> tuple[Path, ReleaseDirectory]:
-    model = work / "model.gguf"
-    work.mkdir(parents=True)
-    model.write_bytes(b"GGUF" + bytes(1024))
-    pins = work / "pins"
-    published = publish_release(work, model, now, io.StringIO(), pins=pins)
-    write_attestation_root_pin(pins, SimulatedNitroPKI(str(work)))
-    return pins, published.bundle
+    """A dev cluster's release and pins (what ``mantle-node dev`` publishes)."""
+    layout = ClusterLayout(work)
+    layout.prepare()
+    provider = KeyPair.generate(
+        NoiseProtocol.from_name("Noise_K_25519_ChaChaPoly_BLAKE2s").dh, SystemRandom().token_bytes
+    )
+    published = build_dev_release(
+        layout,
+        model_id="model",
+        model=artifact_spec_of(b"GGUF" + bytes(1024)),
+        provider_static=provider.public,
+        pki=SimulatedNitroPKI(str(work)),
+        now=now,
+    )
+    return published.pins_dir, published.bundle
 
 
 def test_client_refuses_a_bundle_with_its_own_root_and_log(tmp_path: Path) -> None:
