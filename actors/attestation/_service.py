@@ -24,8 +24,8 @@ DEFAULT_MAX_AGE_MS: Final = 5 * 60 * 1000
 #: NitroTPM document's ``nonce`` field holds comfortably in one TPM2 quote digest.
 MIN_NONCE_BYTES: Final = 16
 MAX_NONCE_BYTES: Final = 64
-#: User data a client-path document may carry (a key binding is 32 bytes;
-#: a NitroTPM document's ``user_data`` holds at most 512).
+#: User data a client-path document may carry: a key binding is 32 bytes,
+#: and this is well within what a NitroTPM document's ``user_data`` holds.
 MAX_USER_DATA_BYTES: Final = 512
 #: Client-channel proofs (:meth:`AttestationService.attest_client_channel`)
 #: at the TPM at once. A TPM runs one command at a time, so more would only

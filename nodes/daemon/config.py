@@ -40,6 +40,7 @@ The schema (what ``mantle-node dev`` writes for each node of a local cluster)::
     keys_address = "127.0.0.1:7002" # llama only
     scheduler_node = "ingress-1"    # must be one of [link].peers
     slots = 1                       # 1..64
+    token_interval_s = 0.05         # optional, scripted only: a pause before each chunk
 
     [ingress]                       # role "ingress"
     listen = "127.0.0.1:8443"
@@ -93,6 +94,7 @@ MAX_CONFIG_BYTES: Final = 256 * 1024
 MAX_PEERS: Final = 256
 MAX_SLOTS: Final = 64
 MAX_QUEUED: Final = 100_000
+MAX_TOKEN_INTERVAL_S: Final = 10.0
 DEFAULT_DRAIN_DEADLINE_S: Final = 30.0
 MAX_DRAIN_DEADLINE_S: Final = 600.0
 DEFAULT_NITROTPM_TCTI: Final = "device:/dev/tpmrm0"
@@ -232,6 +234,8 @@ class InferenceConfig:
     #: llama only: the sealed weights, and the keys node that holds their data key.
     sealed_model: Path | None = None
     keys_address: Address | None = None
+    #: scripted only: seconds before each chunk (``None``: at once).
+    token_interval_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -670,13 +674,17 @@ def _inference(table: _Table, link: LinkConfig) -> InferenceConfig:
             "must name one of [link].peers (the node link reaches the scheduler)",
         )
     slots = table.integer("slots", 1, MAX_SLOTS)
+    interval: float | None = None
     if engine is EngineKind.LLAMA:
         sealed: Path | None = table.required_path("sealed_model")
         keys_address = table.address("keys_address", listen=False)
+        table.not_applicable("token_interval_s", 'applies to engine = "scripted" only')
     else:
         for name in ("sealed_model", "keys_address"):
             table.not_applicable(name, 'applies to engine = "llama" only')
         sealed, keys_address = None, None
+        if table.has("token_interval_s"):
+            interval = table.number("token_interval_s", 0.0, MAX_TOKEN_INTERVAL_S, 0.0)
     table.done()
     return InferenceConfig(
         model=model,
@@ -685,6 +693,7 @@ def _inference(table: _Table, link: LinkConfig) -> InferenceConfig:
         slots=slots,
         sealed_model=sealed,
         keys_address=keys_address,
+        token_interval_s=interval,
     )
 
 

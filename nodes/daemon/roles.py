@@ -294,7 +294,11 @@ async def _load_engine(runtime: NodeRuntime) -> Engine:
         from simulations.engine import ScriptedEngine
 
         _log.warning("scripted_engine", model=inference.model, state="development only")
-        return ScriptedEngine(inference.model)
+        if inference.token_interval_s is None:
+            return ScriptedEngine(inference.model)
+        from nodes.engines.paced import PacedEngine
+
+        return PacedEngine(ScriptedEngine(inference.model), inference.token_interval_s)
     from nodes.engines.llama import LlamaEngine
     from nodes.model_store import open_sealed_model
 

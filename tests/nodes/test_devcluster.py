@@ -140,6 +140,8 @@ def test_toml_round_trips_through_tomllib() -> None:
         "name": tricky,
         "count": 3,
         "flag": False,
+        "interval": 0.05,
+        "tiny": 1e-05,
         "list": ["a", tricky],
         "table": {"inline": [{"node": "x", "address": "127.0.0.1:1"}], "empty": []},
         "rows": [{"id": "a", "n": 1}, {"id": "b", "n": 2}],
