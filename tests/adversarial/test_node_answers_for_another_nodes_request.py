@@ -11,7 +11,7 @@ node.
 
 from __future__ import annotations
 
-from _scheduler_cluster import Cluster, expected_text, request, text_of
+from _scheduler_cluster import Cluster, expected_text, prompt_tokens, request, text_of
 
 from protocol.customer_data import CustomerData
 from protocol.inference import FinishReason, GenerateChunk, GenerateDone
@@ -43,7 +43,7 @@ def test_replies_from_another_node_never_reach_the_request() -> None:
         return stream  # type: ignore[return-value]
 
     stream = cluster.run(main)
-    assert stream[-1] == GenerateDone(FinishReason.LENGTH, 12)
+    assert stream[-1] == GenerateDone(FinishReason.LENGTH, 12, prompt_tokens(req))
     assert text_of(stream) == expected_text(req)  # type: ignore[arg-type]
     assert INJECTED not in text_of(stream)  # type: ignore[arg-type]
     assert cluster.dispatcher.stats.replies_ignored >= 3

@@ -14,6 +14,7 @@ from _scheduler_cluster import (
     Fixed,
     LinkProfile,
     expected_text,
+    prompt_tokens,
     request,
     text_of,
 )
@@ -44,7 +45,7 @@ def test_requests_complete_across_the_nodes() -> None:
 
     streams = cluster.run(main)
     for req, stream in zip(requests, streams, strict=True):
-        assert stream[-1] == GenerateDone(FinishReason.LENGTH, 5)
+        assert stream[-1] == GenerateDone(FinishReason.LENGTH, 5, prompt_tokens(req))
         assert text_of(stream) == expected_text(req)  # type: ignore[arg-type]
     assert all(node.engine.served >= 2 for node in cluster.nodes.values())
     assert cluster.check().ok, cluster.check()
@@ -92,7 +93,7 @@ def test_a_node_lost_before_streaming_retries_the_request_elsewhere(loss: str) -
         return stream  # type: ignore[return-value]
 
     stream = cluster.run(main)
-    assert stream[-1] == GenerateDone(FinishReason.LENGTH, 6)
+    assert stream[-1] == GenerateDone(FinishReason.LENGTH, 6, prompt_tokens(req))
     assert text_of(stream) == expected_text(req)  # type: ignore[arg-type]
     assert cluster.nodes["inf-2"].engine.served == 1
     assert cluster.dispatcher.stats.retries == 1
@@ -286,7 +287,10 @@ def test_a_worker_refuses_work_beyond_its_slots_and_the_request_waits() -> None:
         return streams  # type: ignore[return-value]
 
     streams = cluster.run(main)
-    assert all(s[-1] == GenerateDone(FinishReason.LENGTH, 4) for s in streams)
+    assert all(
+        s[-1] == GenerateDone(FinishReason.LENGTH, 4, prompt_tokens(request(4, n)))
+        for n, s in enumerate(streams)
+    )
     stats = cluster.dispatcher.stats
     assert stats.placements > 3  # some placements were refused and placed again
     assert stats.retries == 0 and stats.failed == 0
