@@ -48,6 +48,11 @@ def request(max_tokens: int = 4, seed: int = 7) -> GenerateRequest:
     )
 
 
+def prompt_tokens(req: GenerateRequest) -> int:
+    """What the scripted engine reports as ``req``'s prompt tokens."""
+    return ScriptedEngine(MODEL).count_prompt_tokens(req.turns)
+
+
 def expected_text(req: GenerateRequest) -> str:
     params = GenerationParams(req.max_tokens, req.temperature, req.top_p, req.seed)
     chunks = ScriptedEngine(MODEL).generate(req.turns, params, CancelToken())

@@ -24,6 +24,9 @@ DEFAULT_MAX_AGE_MS: Final = 5 * 60 * 1000
 #: NitroTPM document's ``nonce`` field holds comfortably in one TPM2 quote digest.
 MIN_NONCE_BYTES: Final = 16
 MAX_NONCE_BYTES: Final = 64
+#: User data a client-path document may carry: a key binding is 32 bytes,
+#: and this is well within what a NitroTPM document's ``user_data`` holds.
+MAX_USER_DATA_BYTES: Final = 512
 #: Client-channel proofs (:meth:`AttestationService.attest_client_channel`)
 #: at the TPM at once. A TPM runs one command at a time, so more would only
 #: queue inside it, where node links' answers would queue behind them.
@@ -136,19 +139,27 @@ class AttestationService:
                 self._priority_idle.set()
                 self._priority_idle = None
 
-    async def attest_client_channel(self, nonce: bytes) -> Evidence:
-        """Like :meth:`attest`, for a channel to a customer's client: bounded,
-        and behind every priority request (see the class docstring)."""
+    async def attest_client_channel(
+        self, nonce: bytes, *, user_data: bytes | None = None
+    ) -> Evidence:
+        """Like :meth:`attest`, for a customer's client: bounded, and behind
+        every priority request (see the class docstring). ``user_data`` goes
+        into the document as it is (the ingress binds its TLS key there, so a
+        client fetching ``/v1/attestation`` can pin the endpoint it talks to)."""
         _check_nonce(nonce)
+        if user_data is not None and (
+            not isinstance(user_data, bytes) or len(user_data) > MAX_USER_DATA_BYTES
+        ):
+            raise ValueError(f"user data is at most {MAX_USER_DATA_BYTES} bytes")
         async with self._client_proofs:
             while self._priority_active:
                 if self._priority_idle is None:
                     self._priority_idle = anyio.Event()
                 await self._priority_idle.wait()
-            return await self._attest(nonce)
+            return await self._attest(nonce, user_data)
 
-    async def _attest(self, nonce: bytes | None) -> Evidence:
-        call = functools.partial(self._custody.attest, self._tpm, nonce=nonce)
+    async def _attest(self, nonce: bytes | None, user_data: bytes | None = None) -> Evidence:
+        call = functools.partial(self._custody.attest, self._tpm, nonce=nonce, user_data=user_data)
         try:
             document = await self._run_blocking(call)
         except TPMError:

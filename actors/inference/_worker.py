@@ -300,6 +300,13 @@ class SchedulerMembership(Actor):
     async def started(self, ctx: Context) -> None:
         self._begin_joining(ctx)
 
+    async def stopping(self, ctx: Context, reason: ExitReason) -> None:
+        # A draining node leaves at once rather than after three silent
+        # heartbeat intervals, so the scheduler places nothing new here.
+        if self._joined:
+            with contextlib.suppress(ActorError):
+                self._scheduler.tell(LeaveScheduler(self._session), sender=ctx.self)
+
     async def receive(self, ctx: Context, message: object) -> object:
         sender = ctx.sender
         if isinstance(message, _JoinTick):

@@ -396,8 +396,10 @@ class IngressApp:
     async def _models(
         self, scope: Scope, receive: Receive, exchange: _Exchange, tenant: str
     ) -> None:
-        listed = sorted({m.model for m in self._dispatcher.models()})
-        await exchange.json(200, render_model_list(listed))
+        serving: dict[str, int] = {}
+        for listing in self._dispatcher.models():
+            serving[listing.model] = serving.get(listing.model, 0) + listing.nodes
+        await exchange.json(200, render_model_list(sorted(serving.items())))
 
     async def _attestation_document(
         self, scope: Scope, receive: Receive, exchange: _Exchange

@@ -40,11 +40,14 @@ The schema (what ``mantle-node dev`` writes for each node of a local cluster)::
     keys_address = "127.0.0.1:7002" # llama only
     scheduler_node = "ingress-1"    # must be one of [link].peers
     slots = 1                       # 1..64
+    token_interval_s = 0.05         # optional, scripted only: a pause before each chunk
 
     [ingress]                       # role "ingress"
     listen = "127.0.0.1:8443"
     tenants = "tenants.toml"        # [[tenants]] id = "dev", key_sha256 = "<64 hex digits>"
     tlog = "tlog.sqlite"
+    max_queued = 256                # optional: requests waiting per model (1..100000)
+    max_queued_per_tenant = 64      # optional: of them from one tenant (at most max_queued)
 
 Rules, all enforced here so that nothing later runs on a half-understood file:
 
@@ -66,9 +69,9 @@ Rules, all enforced here so that nothing later runs on a half-understood file:
   not want in a log, so no message quotes one. Errors are raised outside
   ``except`` blocks, so no exception's ``__context__`` carries the input.
 
-The tenants file an ingress node names is parsed here too (``load_tenants``):
-``[[tenants]]`` tables with an ``id`` and the hex SHA-256 of the tenant's API
-key (the key itself is never stored).
+The tenants file an ingress node names is the ingress room's
+(:meth:`actors.ingress.TenantStore.load`): ``[[tenants]]`` tables with an
+``id`` and the hex SHA-256 of the tenant's API key.
 """
 
 from __future__ import annotations
@@ -90,7 +93,8 @@ from protocol.sealed_model import MAX_MODEL_ID_LENGTH, MODEL_ID_PATTERN
 MAX_CONFIG_BYTES: Final = 256 * 1024
 MAX_PEERS: Final = 256
 MAX_SLOTS: Final = 64
-MAX_TENANTS: Final = 10_000
+MAX_QUEUED: Final = 100_000
+MAX_TOKEN_INTERVAL_S: Final = 10.0
 DEFAULT_DRAIN_DEADLINE_S: Final = 30.0
 MAX_DRAIN_DEADLINE_S: Final = 600.0
 DEFAULT_NITROTPM_TCTI: Final = "device:/dev/tpmrm0"
@@ -101,10 +105,8 @@ ROLES: Final = ("ingress", "inference", "keys")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
 _NODE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_TENANT_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HOST_LABEL: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _PORT: Final = re.compile(r"[0-9]{1,5}")
-_SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 _TCTI: Final = re.compile(r"(device|swtpm|mssim):[A-Za-z0-9/._=,:-]{1,250}")
 # tomllib reports where, then what; only the where is kept (see _parse_toml).
 _TOML_POSITION: Final = re.compile(r"\(at line [0-9]+, column [0-9]+\)|\(at end of document\)")
@@ -135,7 +137,7 @@ class ConfigCheck(enum.StrEnum):
     NOT_APPLICABLE = "not_applicable"
     #: Two entries that must differ do not (peers, tenants, roles).
     DUPLICATE = "duplicate"
-    #: A name that must refer to another entry does not.
+    #: A name that must refer to another entry does not (or two values disagree).
     REFERENCE = "reference"
 
 
@@ -232,6 +234,8 @@ class InferenceConfig:
     #: llama only: the sealed weights, and the keys node that holds their data key.
     sealed_model: Path | None = None
     keys_address: Address | None = None
+    #: scripted only: seconds before each chunk (``None``: at once).
+    token_interval_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +243,9 @@ class IngressConfig:
     listen: Address
     tenants: Path
     tlog: Path
+    #: The scheduler's queue bounds (``None``: its defaults).
+    max_queued: int | None = None
+    max_queued_per_tenant: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,14 +278,6 @@ class NodeConfig:
     def state_dir(self) -> Path:
         """Persistent node state (the release counter's binding, the keyring)."""
         return self.data_dir / "state"
-
-
-@dataclass(frozen=True, slots=True)
-class TenantKey:
-    """A tenant and the SHA-256 of its API key (the key itself is never stored)."""
-
-    tenant: str
-    key_sha256: bytes
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -391,7 +390,16 @@ class _Table:
         return value
 
     def integer(self, name: str, low: int, high: int) -> int:
-        value = self._get(name, True)
+        value = self.optional_integer(name, low, high, required=True)
+        assert value is not None
+        return value
+
+    def optional_integer(
+        self, name: str, low: int, high: int, *, required: bool = False
+    ) -> int | None:
+        value = self._get(name, required)
+        if value is None:
+            return None
         # bool is an int in Python; TOML's true is no number.
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(ConfigCheck.TYPE, self.key(name), "must be an integer")
@@ -672,13 +680,17 @@ def _inference(table: _Table, link: LinkConfig) -> InferenceConfig:
             "must name one of [link].peers (the node link reaches the scheduler)",
         )
     slots = table.integer("slots", 1, MAX_SLOTS)
+    interval: float | None = None
     if engine is EngineKind.LLAMA:
         sealed: Path | None = table.required_path("sealed_model")
         keys_address = table.address("keys_address", listen=False)
+        table.not_applicable("token_interval_s", 'applies to engine = "scripted" only')
     else:
         for name in ("sealed_model", "keys_address"):
             table.not_applicable(name, 'applies to engine = "llama" only')
         sealed, keys_address = None, None
+        if table.has("token_interval_s"):
+            interval = table.number("token_interval_s", 0.0, MAX_TOKEN_INTERVAL_S, 0.0)
     table.done()
     return InferenceConfig(
         model=model,
@@ -687,54 +699,25 @@ def _inference(table: _Table, link: LinkConfig) -> InferenceConfig:
         slots=slots,
         sealed_model=sealed,
         keys_address=keys_address,
+        token_interval_s=interval,
     )
 
 
 def _ingress(table: _Table) -> IngressConfig:
+    max_queued = table.optional_integer("max_queued", 1, MAX_QUEUED)
+    per_tenant = table.optional_integer("max_queued_per_tenant", 1, MAX_QUEUED)
+    if max_queued is not None and per_tenant is not None and per_tenant > max_queued:
+        raise ConfigError(
+            ConfigCheck.REFERENCE,
+            table.key("max_queued_per_tenant"),
+            "must be at most ingress.max_queued",
+        )
     config = IngressConfig(
         listen=table.required_address("listen", listen=True),
         tenants=table.required_path("tenants"),
         tlog=table.required_path("tlog"),
+        max_queued=max_queued,
+        max_queued_per_tenant=per_tenant,
     )
     table.done()
     return config
-
-
-def load_tenants(path: Path) -> tuple[TenantKey, ...]:
-    """The tenants file of an ingress node: ``[[tenants]]`` with ``id`` and
-    ``key_sha256`` (64 lower-case hex digits); ids and key hashes unique."""
-    top = _Table(_parse_toml(path, "tenants"), "tenants", path.parent)
-    items = top.array("tenants", max_items=MAX_TENANTS)
-    top.done()
-    tenants: list[TenantKey] = []
-    ids: set[str] = set()
-    digests: set[bytes] = set()
-    for position, item in enumerate(items):
-        where = f"tenants[{position}]"
-        if not isinstance(item, dict):
-            raise ConfigError(ConfigCheck.TYPE, where, "must be a table { id, key_sha256 }")
-        entry = _Table(item, where, path.parent)
-        tenant = entry.required_string("id", max_length=64)
-        if not _TENANT_ID.fullmatch(tenant):
-            raise ConfigError(
-                ConfigCheck.VALUE, entry.key("id"), "must be 1 to 64 characters of [A-Za-z0-9._-]"
-            )
-        digest_text = entry.required_string("key_sha256", max_length=64)
-        if not _SHA256_HEX.fullmatch(digest_text):
-            raise ConfigError(
-                ConfigCheck.VALUE, entry.key("key_sha256"), "must be 64 lower-case hex digits"
-            )
-        entry.done()
-        digest = bytes.fromhex(digest_text)
-        if tenant in ids:
-            raise ConfigError(
-                ConfigCheck.DUPLICATE, entry.key("id"), "names a tenant listed before"
-            )
-        if digest in digests:
-            raise ConfigError(
-                ConfigCheck.DUPLICATE, entry.key("key_sha256"), "is another tenant's key hash"
-            )
-        ids.add(tenant)
-        digests.add(digest)
-        tenants.append(TenantKey(tenant, digest))
-    return tuple(tenants)

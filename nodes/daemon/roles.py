@@ -34,7 +34,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import anyio
 import anyio.to_thread
@@ -42,27 +42,54 @@ import trio
 
 from actors import ActorRef, ActorSystem, ChildSpec, Restart, Supervisor
 from actors.attestation import AttestationService, PeerAttestationVerifier
-from actors.channel import NOT_ATTESTED, ChannelAttestation, connect_secure
-from actors.key_custody import KeyCustodyActor, KeyVault
+from actors.channel import connect_secure
+from actors.inference import InferenceActor, InferenceWorker, SchedulerMembership
+from actors.ingress import IngressLimits, TenantStore, create_app
+from actors.key_custody import (
+    MAX_KEY_MESSAGE_BYTES,
+    KeyCustodyActor,
+    KeyCustodyError,
+    KeyVault,
+    asker_channel_attestation,
+    custody_actor,
+    fetch_data_key,
+    keys_node_channel_attestation,
+    serve_key_custody,
+)
 from actors.log import get_logger
+from actors.scheduler import DEFAULT_SCHEDULER_MAILBOX, SchedulerDispatcher, SchedulerLimits
 from actors.seams.engine import Engine
 from nodes.boot import BootedNode
 from nodes.clock import TrioClock
 from nodes.daemon.config import EngineKind, NodeConfig
 from nodes.daemon.drain import Drain, gate_connections, gate_http
 from nodes.daemon.tpm import OpenedTpm, write_atomically
+from nodes.https import generate_tls_identity, serve_https
 from nodes.random import SystemRandom
+from nodes.store import SqliteStore
 from nodes.tcp import serve_secure
 from nodes.tcp_transport import PeerAddress, TcpNoiseTransport
-from protocol.attestation import AttestationVerifier
-from protocol.measurement import cluster_policy, model_artifact_name, model_policy
+from nodes.tlog import TlogHttpApp, TransparencyLog
+from protocol.attestation import AttestationVerifier, tls_key_binding
+from protocol.framing import SessionError
+from protocol.measurement import (
+    cluster_policy,
+    model_artifact_name,
+    model_policy,
+    release_models,
+)
 
 KEYRING_FILE: Final = "keyring"
 KEY_CUSTODY_NAME: Final = "key_custody"
 INFERENCE_NAME: Final = "inference"
 SCHEDULER_NAME: Final = "scheduler"
+MEMBERSHIP_NAME: Final = "scheduler_membership"
 #: How long the inference node waits for its data key (the keys node may start later).
 DATA_KEY_TIMEOUT_S: Final = 120.0
+#: Pause between two attempts to fetch the data key.
+DATA_KEY_RETRY_S: Final = 0.5
+#: Where an ingress node writes its boot's TLS certificate (under its data dir).
+TLS_CERT_FILE: Final = Path("tls") / "cert.pem"
 
 _log = get_logger("daemon")
 
@@ -82,10 +109,14 @@ class NodeRuntime:
     attestation: AttestationService
     peer_verifier: PeerAttestationVerifier
     evidence_verifier: AttestationVerifier
+    #: The log key the node pins (raw Ed25519), for the read-only log it serves.
+    log_public_key: bytes | None = None
     link_port: int | None = None
     keys_port: int | None = None
     https_port: int | None = None
     tls_cert: str | None = None
+    #: The ingress's dispatcher, shared by the scheduler actor and the HTTP app.
+    dispatcher: SchedulerDispatcher | None = None
     #: Role supervisors' child specs, started under the root supervisor.
     children: list[ChildSpec] = field(default_factory=list)
     #: Actors stopped first when draining (who brings new work: the membership).
@@ -93,9 +124,10 @@ class NodeRuntime:
     exit_stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
 
-async def _accept_any_client(remote_static: bytes, payload: bytes) -> None:
-    """The requester of a data key is not checked at the handshake: it proves
-    its attestation inside ``keys.data_key_request``, which the vault verifies."""
+async def _identity_by_attestation(remote_static: bytes, payload: bytes) -> None:
+    """No static key is known in advance (they are born at boot): on the key
+    channel the keys node is admitted by its attestation, checked right after
+    the handshake, and an asker proves itself inside ``keys.data_key_request``."""
 
 
 def build_transport(runtime: NodeRuntime) -> TcpNoiseTransport:
@@ -106,10 +138,6 @@ def build_transport(runtime: NodeRuntime) -> TcpNoiseTransport:
         peer.node: PeerAddress(peer.address.host, peer.address.port, None)
         for peer in config.link.peers
     }
-    options: dict[str, Any] = {}
-    if "ingress" in config.roles:
-        # Inference nodes join the ingress node; they are not configured here.
-        options["accept_joining"] = True
     return TcpNoiseTransport(
         config.node,
         static=runtime.booted.custody.static,
@@ -120,7 +148,8 @@ def build_transport(runtime: NodeRuntime) -> TcpNoiseTransport:
         listen_host=config.link.listen.host,
         listen_port=config.link.listen.port,
         clock=runtime.clock,
-        **options,
+        # Inference nodes join the ingress node; they are not configured there.
+        accept_joining="ingress" in config.roles,
     )
 
 
@@ -172,12 +201,10 @@ def _keys_children(runtime: NodeRuntime) -> list[ChildSpec]:
 
 
 async def start_keys_listener(runtime: NodeRuntime) -> None:
-    from actors.key_custody import serve_key_custody  # type: ignore[attr-defined]
-
     config = runtime.config
     assert config.keys is not None
-    custody_ref = runtime.system.ref(config.node, KEY_CUSTODY_NAME)
-    handler = gate_connections(serve_key_custody(custody_ref), runtime.drain)
+    custody = custody_actor(runtime.system.ref(config.node, KEY_CUSTODY_NAME))
+    handler = gate_connections(serve_key_custody(custody), runtime.drain)
     runtime.keys_port = await runtime.servers.start(
         functools.partial(
             serve_secure,
@@ -186,11 +213,12 @@ async def start_keys_listener(runtime: NodeRuntime) -> None:
             handler,
             static=runtime.booted.custody.static,
             entropy=runtime.random.token_bytes,
-            verify_peer=_accept_any_client,
+            verify_peer=_identity_by_attestation,
             # Anyone may connect: the node's proof takes the bounded client path.
-            attestation=ChannelAttestation(
-                prove=runtime.attestation.attest_client_channel, require=NOT_ATTESTED
+            attestation=keys_node_channel_attestation(
+                prove=runtime.attestation.attest_client_channel
             ),
+            max_payload=MAX_KEY_MESSAGE_BYTES,
         )
     )
 
@@ -198,31 +226,64 @@ async def start_keys_listener(runtime: NodeRuntime) -> None:
 # -- inference -------------------------------------------------------------------------------
 
 
-async def _fetch_model_key(runtime: NodeRuntime) -> None:
-    """The data key of the node's model, from the keys node, which must attest
-    to the cluster policy; the key arrives wrapped to this node's attested key."""
-    from actors.key_custody import fetch_data_key  # type: ignore[attr-defined]
+class DataKeyUnavailable(Exception):
+    """The inference node got no data key for its model within the deadline.
+    ``check`` names the last attempt's failure (its type or key-exchange check)."""
 
+    def __init__(self, check: str) -> None:
+        super().__init__(f"no data key within {DATA_KEY_TIMEOUT_S:g} s (last: {check})")
+        self.check = check
+
+
+async def _fetch_once(runtime: NodeRuntime) -> int:
     config = runtime.config
     assert config.inference is not None and config.inference.keys_address is not None
     address = config.inference.keys_address
-    with trio.fail_after(DATA_KEY_TIMEOUT_S):
-        stream = await anyio.connect_tcp(address.host, address.port)
-        channel = await connect_secure(
-            stream,
-            static=runtime.booted.custody.static,
-            entropy=runtime.random.token_bytes,
-            verify_peer=_accept_any_client,
-            attestation=ChannelAttestation(prove=NOT_ATTESTED, require=runtime.peer_verifier),
+    stream = await anyio.connect_tcp(address.host, address.port)
+    channel = await connect_secure(
+        stream,
+        static=runtime.booted.custody.static,
+        entropy=runtime.random.token_bytes,
+        verify_peer=_identity_by_attestation,
+        attestation=asker_channel_attestation(verify_keys_node=runtime.peer_verifier),
+        max_payload=MAX_KEY_MESSAGE_BYTES,
+    )
+    async with channel:
+        return await fetch_data_key(
+            channel,
+            runtime.booted.custody,
+            runtime.opened.tpm,
+            config.inference.model,
+            evidence_kind=runtime.opened.kind,
+            run_blocking=anyio.to_thread.run_sync,
         )
-        async with channel:
-            await fetch_data_key(
-                channel,
-                runtime.booted.custody,
-                runtime.opened.tpm,
-                config.inference.model,
-                channel.remote_static,
-            )
+
+
+async def _fetch_model_key(runtime: NodeRuntime) -> None:
+    """The data key of the node's model, from the keys node, which must attest
+    to the cluster policy; the key arrives wrapped to this node's attested key.
+    Retried until the keys node is up (and holds the key), within
+    :data:`DATA_KEY_TIMEOUT_S`."""
+    last = "none"
+    attempts = 0
+    with trio.move_on_after(DATA_KEY_TIMEOUT_S):
+        while True:
+            attempts += 1
+            failure: str | None = None
+            try:
+                version = await _fetch_once(runtime)
+            except KeyCustodyError as refused:
+                failure = str(getattr(refused, "check", type(refused).__name__))
+            except (OSError, SessionError, TimeoutError) as failed:
+                failure = type(failed).__name__
+            if failure is None:
+                _log.info("data_key_received", key_version=version, count=attempts)
+                return
+            last = failure
+            if attempts == 1 or attempts % 20 == 0:
+                _log.warning("data_key_retry", check=failure, count=attempts)
+            await trio.sleep(DATA_KEY_RETRY_S)
+    raise DataKeyUnavailable(last)
 
 
 async def _load_engine(runtime: NodeRuntime) -> Engine:
@@ -233,7 +294,11 @@ async def _load_engine(runtime: NodeRuntime) -> Engine:
         from simulations.engine import ScriptedEngine
 
         _log.warning("scripted_engine", model=inference.model, state="development only")
-        return ScriptedEngine(inference.model)
+        if inference.token_interval_s is None:
+            return ScriptedEngine(inference.model)
+        from nodes.engines.paced import PacedEngine
+
+        return PacedEngine(ScriptedEngine(inference.model), inference.token_interval_s)
     from nodes.engines.llama import LlamaEngine
     from nodes.model_store import open_sealed_model
 
@@ -244,6 +309,8 @@ async def _load_engine(runtime: NodeRuntime) -> Engine:
     custody = runtime.booted.custody
 
     def load() -> Engine:
+        # Decrypted into memory only, checked against the release, loaded,
+        # and the memory file closed once llama.cpp holds the weights.
         with open_sealed_model(
             sealed,
             custody.data_key_for,
@@ -253,21 +320,19 @@ async def _load_engine(runtime: NodeRuntime) -> Engine:
         ) as weights:
             return LlamaEngine(Path(weights.path), model_id=inference.model)
 
-    return await anyio.to_thread.run_sync(load)
+    engine = await anyio.to_thread.run_sync(load)
+    _log.info("model_loaded", model=inference.model)
+    return engine
 
 
 async def _inference_children(runtime: NodeRuntime) -> list[ChildSpec]:
-    from actors.inference import (  # type: ignore[attr-defined]
-        InferenceActor,
-        InferenceWorker,
-        SchedulerMembership,
-    )
-
     config = runtime.config
     inference = config.inference
     assert inference is not None
     engine = await _load_engine(runtime)
     scheduler = runtime.system.ref(inference.scheduler_node, SCHEDULER_NAME)
+    # Drained first: stopping the membership takes the node off the scheduler.
+    runtime.stop_first.append(runtime.system.ref(config.node, MEMBERSHIP_NAME))
     return [
         ChildSpec(
             id=INFERENCE_NAME,
@@ -279,14 +344,15 @@ async def _inference_children(runtime: NodeRuntime) -> list[ChildSpec]:
             shutdown=config.drain_deadline_s,
         ),
         ChildSpec(
-            id="scheduler_membership",
+            id=MEMBERSHIP_NAME,
+            # The node link to the scheduler's node is dialled on the first
+            # send, which is the membership's join.
             start=lambda: SchedulerMembership(
-                scheduler=scheduler,
-                model=inference.model,
-                slots=inference.slots,
-                clock=runtime.clock,
+                scheduler, model=inference.model, slots=inference.slots
             ),
-            name="scheduler_membership",
+            name=MEMBERSHIP_NAME,
+            # Stopped on purpose when draining: not restarted then.
+            restart=Restart.TRANSIENT,
         ),
     ]
 
@@ -295,62 +361,79 @@ async def _inference_children(runtime: NodeRuntime) -> list[ChildSpec]:
 
 
 def _ingress_children(runtime: NodeRuntime) -> list[ChildSpec]:
-    from actors.scheduler import SchedulerActor  # type: ignore[attr-defined]
-
+    ingress = runtime.config.ingress
+    assert ingress is not None
+    limits = SchedulerLimits()
+    if ingress.max_queued is not None or ingress.max_queued_per_tenant is not None:
+        max_queued = ingress.max_queued or limits.max_queued
+        limits = SchedulerLimits(
+            max_queued=max_queued,
+            max_queued_per_tenant=min(
+                ingress.max_queued_per_tenant or limits.max_queued_per_tenant, max_queued
+            ),
+        )
+    dispatcher = SchedulerDispatcher(
+        runtime.system,
+        limits=limits,
+        known_models=release_models(runtime.booted.release),
+        name=SCHEDULER_NAME,
+    )
+    runtime.dispatcher = dispatcher
     return [
         ChildSpec(
             id=SCHEDULER_NAME,
-            start=lambda: SchedulerActor(clock=runtime.clock),
+            start=dispatcher.actor,
             name=SCHEDULER_NAME,
+            mailbox=DEFAULT_SCHEDULER_MAILBOX,
         )
     ]
 
 
 async def start_ingress(runtime: NodeRuntime) -> None:
-    from actors.ingress import create_app  # type: ignore[attr-defined]
-    from actors.scheduler import SchedulerDispatcher  # type: ignore[attr-defined]
-    from nodes.daemon.config import load_tenants
-    from nodes.https import TlsIdentity, serve_https
-    from nodes.store import SqliteStore
-    from nodes.tlog import TlogHttpApp, TransparencyLog
-    from protocol.attestation import tls_key_binding  # type: ignore[attr-defined]
-
     config = runtime.config
     ingress = config.ingress
-    assert ingress is not None
-    tenants = load_tenants(ingress.tenants)
-    tls = TlsIdentity.generate(runtime.random)
-    binding = tls_key_binding(tls.spki_der)
-    custody, tpm = runtime.booted.custody, runtime.opened.tpm
+    assert ingress is not None and runtime.dispatcher is not None
+    tenants = TenantStore.load(ingress.tenants)
+    identity = generate_tls_identity()
+    binding = tls_key_binding(identity.spki_der)
+    attestation = runtime.attestation
 
     async def attest_tls(nonce: bytes) -> bytes:
-        # This node's document, its user data binding the TLS key this very
-        # boot generated, so a verifying client can pin the TLS endpoint.
-        return await anyio.to_thread.run_sync(
-            functools.partial(custody.attest, tpm, nonce=nonce, user_data=binding)
-        )
+        # This node's document over the client's nonce, its user data binding
+        # the TLS key this very boot generated, so a verifying client can pin
+        # the endpoint. Customers' path: bounded, behind the node links'.
+        evidence = await attestation.attest_client_channel(nonce, user_data=binding)
+        return evidence.document
 
-    log = TransparencyLog(SqliteStore(ingress.tlog, read_only=True), clock=runtime.clock)
-    dispatcher = SchedulerDispatcher(
-        runtime.system, runtime.system.ref(config.node, SCHEDULER_NAME)
+    log = TransparencyLog(
+        SqliteStore(ingress.tlog, read_only=True),
+        clock=runtime.clock,
+        public_key=runtime.log_public_key,
     )
     app = create_app(
-        dispatcher=dispatcher,
+        dispatcher=runtime.dispatcher,
         tenants=tenants,
         attestation=attest_tls,
+        tls_spki_der=identity.spki_der,
         tlog_app=TlogHttpApp(log),
         clock=runtime.clock,
+        random=runtime.random,
+        limits=IngressLimits(),
     )
-    runtime.https_port = await runtime.servers.start(
+    cert_path = config.data_dir / TLS_CERT_FILE
+    cert_path.parent.mkdir(mode=0o700, exist_ok=True)
+    endpoint = await runtime.servers.start(
         functools.partial(
             serve_https,
             gate_http(app, runtime.drain),
-            ingress.listen.host,
-            ingress.listen.port,
-            tls,
+            identity=identity,
+            host=ingress.listen.host,
+            port=ingress.listen.port,
+            cert_path=cert_path,
         )
     )
-    runtime.tls_cert = tls.cert_pem.decode()
+    runtime.https_port = endpoint.port
+    runtime.tls_cert = str(cert_path)
 
 
 # -- the tree --------------------------------------------------------------------------------
@@ -359,9 +442,6 @@ async def start_ingress(runtime: NodeRuntime) -> None:
 async def role_supervisors(runtime: NodeRuntime) -> list[ChildSpec]:
     """One child supervisor per role, in a fixed order (keys, ingress, inference)."""
     roles = runtime.config.roles
-    specs: list[ChildSpec] = []
-    builders: list[tuple[str, Callable[[], Awaitable[list[ChildSpec]]]]] = []
-    build: Callable[[], Awaitable[list[ChildSpec]]]
 
     async def keys() -> list[ChildSpec]:
         return _keys_children(runtime)
@@ -372,10 +452,15 @@ async def role_supervisors(runtime: NodeRuntime) -> list[ChildSpec]:
     async def inference() -> list[ChildSpec]:
         return await _inference_children(runtime)
 
-    for role, build in (("keys", keys), ("ingress", ingress), ("inference", inference)):
-        if role in roles:
-            builders.append((role, build))
+    builders: tuple[tuple[str, Callable[[], Awaitable[list[ChildSpec]]]], ...] = (
+        ("keys", keys),
+        ("ingress", ingress),
+        ("inference", inference),
+    )
+    specs: list[ChildSpec] = []
     for role, build in builders:
+        if role not in roles:
+            continue
         children = await build()
         specs.append(
             ChildSpec(

@@ -223,6 +223,7 @@ async def serve(config: NodeConfig, booted: BootedNode, opened: OpenedTpm) -> in
                 attestation=attestation,
                 peer_verifier=peer_verifier_for(booted, evidence_verifier, clock),
                 evidence_verifier=evidence_verifier,
+                log_public_key=_log_key(config.trust.log_key),
             )
             transport = build_transport(runtime)
             RemoteLayer(system, transport)

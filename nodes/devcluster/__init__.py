@@ -53,7 +53,6 @@ from nodes.devcluster._provision import (
     KEY_VERSION,
     connect_to_keys_node,
     provision_model,
-    send_data_key_import,
 )
 from nodes.devcluster._ready import ReadyNode, parse_ready, read_ready
 from nodes.devcluster._release import (
@@ -108,7 +107,6 @@ __all__ = [
     "parse_ready",
     "provision_model",
     "read_ready",
-    "send_data_key_import",
     "toml_dumps",
     "write_node_config",
     "write_tenants",

@@ -118,6 +118,13 @@ class DevClusterSettings:
     model_id: str | None = None
     startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
     stop_grace_s: float = DEFAULT_STOP_GRACE_S
+    #: Inference slots per node (generations one node runs at once).
+    slots: int = 1
+    #: The scripted engine only: seconds before each chunk (``None``: at once).
+    token_interval_s: float | None = None
+    #: The scheduler's queue bounds on the ingress (``None``: its defaults).
+    max_queued: int | None = None
+    max_queued_per_tenant: int | None = None
     #: The interpreter the nodes run on (this one: the release lists its code).
     python: str = field(default_factory=lambda: sys.executable)
 
@@ -135,6 +142,15 @@ class DevClusterSettings:
             raise ValueError("a model id is 1-128 characters of [A-Za-z0-9._-] segments")
         if self.engine is EngineKind.SCRIPTED and self.model is not None:
             raise ValueError("the scripted engine serves no model file")
+        if self.token_interval_s is not None and (
+            self.engine is not EngineKind.SCRIPTED or not 0 < self.token_interval_s <= 10
+        ):
+            raise ValueError("a token interval (0 to 10 s) applies to the scripted engine only")
+        if not 1 <= self.slots <= 64:
+            raise ValueError("1 to 64 slots per inference node")
+        for limit in (self.max_queued, self.max_queued_per_tenant):
+            if limit is not None and not 1 <= limit <= 100_000:
+                raise ValueError("a queue limit is 1 to 100000 requests")
         if not self.startup_timeout_s > 0 or not self.stop_grace_s > 0:
             raise ValueError("timeouts are positive")
 
@@ -384,7 +400,12 @@ class DevCluster:
             )
         ingress = await self._start_node(
             INGRESS_NODE,
-            ingress_node_document(layout, settings.port),
+            ingress_node_document(
+                layout,
+                settings.port,
+                max_queued=settings.max_queued,
+                max_queued_per_tenant=settings.max_queued_per_tenant,
+            ),
             cwd=cwd,
             env=env,
             deadline=deadline,
@@ -392,7 +413,11 @@ class DevCluster:
         if ingress.https_port is None or ingress.tls_cert is None:
             raise self._not_ready(INGRESS_NODE, "reports no HTTPS port or TLS certificate")
         inference = InferenceSettings(
-            model_id=model_id, engine=settings.engine, sealed_model=sealed
+            model_id=model_id,
+            engine=settings.engine,
+            sealed_model=sealed,
+            slots=settings.slots,
+            token_interval_s=settings.token_interval_s,
         )
         started = [
             self._launch(

@@ -81,6 +81,8 @@ class InferenceSettings:
     #: The sealed weights (the llama engine only).
     sealed_model: Path | None
     slots: int = 1
+    #: The scripted engine only: seconds before each chunk (``None``: at once).
+    token_interval_s: float | None = None
 
 
 def _common(layout: ClusterLayout, node: str, roles: Sequence[str]) -> dict[str, object]:
@@ -117,15 +119,26 @@ def keys_node_document(layout: ClusterLayout) -> Document:
     return document  # type: ignore[return-value]
 
 
-def ingress_node_document(layout: ClusterLayout, https_port: int) -> Document:
+def ingress_node_document(
+    layout: ClusterLayout,
+    https_port: int,
+    *,
+    max_queued: int | None = None,
+    max_queued_per_tenant: int | None = None,
+) -> Document:
     document = _common(layout, INGRESS_NODE, ["ingress"])
     # Inference nodes join the ingress: it dials nobody.
     document["link"] = {"listen": f"{LOOPBACK}:0", "peers": []}
-    document["ingress"] = {
+    ingress: dict[str, object] = {
         "listen": f"{LOOPBACK}:{https_port}",
         "tenants": str(layout.tenants),
         "tlog": str(layout.tlog),
     }
+    if max_queued is not None:
+        ingress["max_queued"] = max_queued
+    if max_queued_per_tenant is not None:
+        ingress["max_queued_per_tenant"] = max_queued_per_tenant
+    document["ingress"] = ingress
     return document  # type: ignore[return-value]
 
 
@@ -154,6 +167,8 @@ def inference_node_document(
             raise ValueError("the llama engine serves sealed weights: none given")
         inference["sealed_model"] = str(settings.sealed_model)
         inference["keys_address"] = f"{LOOPBACK}:{keys_port}"
+    elif settings.token_interval_s is not None:
+        inference["token_interval_s"] = settings.token_interval_s
     document["inference"] = inference
     return document  # type: ignore[return-value]
 

@@ -29,12 +29,12 @@ import anyio
 import anyio.to_thread
 
 from actors.attestation import PeerAttestationVerifier
-from actors.channel import (
-    NODE_LINK_PROTOCOL,
-    NOT_ATTESTED,
-    ChannelAttestation,
-    SecureChannel,
-    connect_secure,
+from actors.channel import NODE_LINK_PROTOCOL, SecureChannel, connect_secure
+from actors.key_custody import (
+    MAX_KEY_MESSAGE_BYTES,
+    KeyExchangeRefused,
+    asker_channel_attestation,
+    import_data_key,
 )
 from nodes.clock import TrioClock
 from nodes.devcluster._errors import DevClusterCheck, DevClusterError
@@ -47,9 +47,7 @@ from protocol.attestation import (
     TrustAnchor,
 )
 from protocol.framing import PeerRejected, SessionError
-from protocol.key_custody import DataKeyImported, KeyDenied, seal_data_key_import
 from protocol.measurement import cluster_policy
-from protocol.messages import Envelope, ErrorReply
 from protocol.noise import KeyPair, NoiseProtocol
 from protocol.release import VerifiedRelease
 from protocol.sealed_model import DATA_KEY_SIZE
@@ -57,7 +55,6 @@ from protocol.sealed_model import DATA_KEY_SIZE
 _NOISE: Final = NoiseProtocol.from_name(NODE_LINK_PROTOCOL)
 #: The dev cluster's first data key version for its one model.
 KEY_VERSION: Final = 1
-_REQUEST_ID: Final = 1
 #: How long the key import may take once the keys node is ready.
 IMPORT_TIMEOUT_S: Final = 60.0
 
@@ -89,45 +86,8 @@ async def connect_to_keys_node(
         static=KeyPair.generate(_NOISE.dh, random.token_bytes),
         entropy=random.token_bytes,
         verify_peer=_key_bound_by_attestation,
-        attestation=ChannelAttestation(prove=NOT_ATTESTED, require=check),
-    )
-
-
-async def send_data_key_import(
-    channel: SecureChannel,
-    provider_static: KeyPair,
-    model_id: str,
-    data_key: bytes,
-    keys_node_static: bytes,
-    *,
-    key_version: int = KEY_VERSION,
-    random: SystemRandom,
-) -> int:
-    """Send ``data_key`` for ``model_id`` to the keys node, sealed from
-    ``provider_static`` to ``keys_node_static`` (the channel's attested key);
-    the version it stored, or :class:`DevClusterError` naming the refusal."""
-    request = seal_data_key_import(
-        model_id,
-        data_key,
-        keys_node_static,
-        random.token_bytes,
-        provider=provider_static,
-        key_version=key_version,
-    )
-    await channel.send_message(Envelope.wrap(request, request_id=_REQUEST_ID))
-    reply = (await channel.receive_message()).body
-    if isinstance(reply, DataKeyImported) and reply.model_id == model_id:
-        return reply.key_version
-    if isinstance(reply, KeyDenied):
-        detail = reply.denial.value + (
-            f" ({reply.attestation_check})" if reply.attestation_check else ""
-        )
-    elif isinstance(reply, ErrorReply):
-        detail = f"error {reply.code.value}"
-    else:
-        detail = f"an unexpected {type(reply).__name__}"
-    raise DevClusterError(
-        DevClusterCheck.KEY_IMPORT, f"the keys node refused the model's data key: {detail}"
+        attestation=asker_channel_attestation(verify_keys_node=check),
+        max_payload=MAX_KEY_MESSAGE_BYTES,
     )
 
 
@@ -183,9 +143,24 @@ async def provision_model(
                 DevClusterCheck.KEY_IMPORT,
                 f"the model's data key was not sent to the keys node: {refusal}",
             )
+        denied: str | None = None
         async with channel:
-            stored = await send_data_key_import(
-                channel, provider, model_id, data_key, channel.remote_static, random=random
+            try:
+                stored = await import_data_key(
+                    channel,
+                    provider,
+                    model_id,
+                    data_key,
+                    key_version=KEY_VERSION,
+                    entropy=random.token_bytes,
+                )
+            except KeyExchangeRefused as refused:
+                denied = str(refused) + (
+                    f" ({refused.attestation_check})" if refused.attestation_check else ""
+                )
+        if denied is not None:
+            raise DevClusterError(
+                DevClusterCheck.KEY_IMPORT, f"the keys node refused the model's data key: {denied}"
             )
     del data_key
     if stored != KEY_VERSION:

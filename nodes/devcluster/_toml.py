@@ -12,10 +12,11 @@ Files written here are read back by :mod:`tomllib` in the tests.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
-Scalar: TypeAlias = str | int | bool
+Scalar: TypeAlias = str | int | float | bool
 Value: TypeAlias = Scalar | Sequence[Scalar] | Sequence[Mapping[str, Scalar]]
 Table: TypeAlias = Mapping[str, Value]
 Document: TypeAlias = Mapping[str, "Value | Table | Sequence[Table]"]
@@ -32,6 +33,8 @@ def _scalar(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)  # "0.05", "1e-05": both TOML floats
     if isinstance(value, str):
         # JSON escapes every control character but DEL, which TOML also forbids.
         return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")

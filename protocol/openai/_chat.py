@@ -292,14 +292,22 @@ class ChatStreamRenderer:
         return sse_data(_dumps(error_body(error)))
 
 
-def render_model_list(models: list[str]) -> bytes:
-    """``GET /v1/models``."""
+def render_model_list(models: Sequence[tuple[str, int]]) -> bytes:
+    """``GET /v1/models``: each ``(model id, inference nodes serving it now)``.
+    The count is an extra field (``nodes``) the SDK keeps as it is; a model
+    the release lists that no node serves yet shows 0 (requests get 503)."""
     return _dumps(
         {
             "object": "list",
             "data": [
-                {"id": model, "object": "model", "created": 0, "owned_by": "mantle"}
-                for model in models
+                {
+                    "id": model,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "mantle",
+                    "nodes": nodes,
+                }
+                for model, nodes in models
             ],
         }
     )

@@ -232,3 +232,22 @@ async def test_client_channel_proofs_run_one_at_a_time_behind_priority_requests(
 def test_at_least_one_client_proof_can_run() -> None:
     with pytest.raises(ValueError):
         _service(ManualClock(START_MS), max_concurrent_client_proofs=0)
+
+
+@pytest.mark.anyio
+async def test_client_path_documents_carry_the_callers_user_data() -> None:
+    # The ingress binds its TLS key here: a client verifying the document
+    # compares it with the certificate it was shown.
+    clock = ManualClock(START_MS)
+    service, _tpm, custody = _service(clock)
+    nonce, binding = bytes(range(32)), bytes(range(100, 132))
+    evidence = await service.attest_client_channel(nonce, user_data=binding)
+    payload = unverified_payload(evidence.document)
+    assert payload["user_data"] == binding and payload["nonce"] == nonce
+    assert payload["public_key"] == custody.key_binding
+    plain = unverified_payload((await service.attest_client_channel(nonce)).document)
+    assert plain["user_data"] is None
+    for bad in (b"x" * 513, "text"):
+        with pytest.raises(ValueError):
+            await service.attest_client_channel(nonce, user_data=bad)  # type: ignore[arg-type]
+    assert service.attestations == 2

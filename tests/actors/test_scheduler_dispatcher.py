@@ -47,6 +47,10 @@ def _request(max_tokens: int, model: str = MODEL) -> GenerateRequest:
     )
 
 
+#: The prompt's tokens as the scripted engine counts them (reported in ``GenerateDone``).
+PROMPT_TOKENS = ScriptedEngine(MODEL).count_prompt_tokens(_request(1).turns)
+
+
 class SlowEngine(ScriptedEngine):
     """The scripted engine taking ``delay`` seconds per token in its thread."""
 
@@ -109,8 +113,7 @@ def test_submit_streams_to_the_end_and_refuses_at_once_on_trio() -> None:
             assert [c.text.reveal_text() for c in chunks] == [  # type: ignore[union-attr]
                 c.text.reveal_text() for c in expected
             ]
-            prompt = ScriptedEngine(MODEL).count_prompt_tokens(_request(6).turns)
-            assert done == GenerateDone(FinishReason.LENGTH, 6, prompt)
+            assert done == GenerateDone(FinishReason.LENGTH, 6, PROMPT_TOKENS)
 
             # One runs, one waits, the next is refused at once.
             running = await dispatcher.submit(
@@ -130,7 +133,8 @@ def test_submit_streams_to_the_end_and_refuses_at_once_on_trio() -> None:
                 assert isinstance(reply, GenerateChunk)
                 break
             await running.aclose()
-            assert [r async for r in waiting][-1] == GenerateDone(FinishReason.LENGTH, 2, prompt)
+            last = [r async for r in waiting][-1]
+            assert last == GenerateDone(FinishReason.LENGTH, 2, PROMPT_TOKENS)
             assert engine.produced < 100
             assert dispatcher.stats.cancelled == 1
 

@@ -12,7 +12,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-import actors.key_custody
 from tests._daemon_kit import DaemonKit, Node, lines, run_to_end
 
 KEYS = '[keys]\nlisten = "127.0.0.1:0"\n'
@@ -75,10 +74,6 @@ def test_unusable_tpm_seed_exits_1(kit: DaemonKit) -> None:
     assert failure["check"] == "seed_file"
 
 
-@pytest.mark.skipif(
-    not hasattr(actors.key_custody, "serve_key_custody"),
-    reason="the key-custody channel adapter (serve_key_custody) has not landed yet",
-)
 def test_keys_node_boots_reports_ready_and_drains(kit: DaemonKit) -> None:
     config = kit.node_toml("keys-1", KEYS)
     ready = kit.data_dir("keys-1") / "ready.json"

@@ -14,7 +14,6 @@ from nodes.daemon.config import (
     EngineKind,
     TpmBackend,
     load_config,
-    load_tenants,
     parse_address,
 )
 
@@ -268,32 +267,26 @@ def test_unreadable_and_oversized_files(tmp_path: Path) -> None:
     assert caught.value.check is ConfigCheck.SYNTAX
 
 
-def test_tenants_file(tmp_path: Path) -> None:
-    digest = "ab" * 32
-    path = tmp_path / "tenants.toml"
-    path.write_text(f'[[tenants]]\nid = "dev"\nkey_sha256 = "{digest}"\n')
-    (tenant,) = load_tenants(path)
-    assert tenant.tenant == "dev" and tenant.key_sha256 == bytes.fromhex(digest)
-    for text, check, key in (
+def test_ingress_queue_limits_are_optional_and_checked(tmp_path: Path) -> None:
+    ingress_node = BASE.replace('roles = ["keys"]', 'roles = ["ingress"]').replace(
+        '[keys]\nlisten = "127.0.0.1:0"\n', ""
+    )
+    config = load_config(write(tmp_path, ingress_node + INGRESS))
+    assert config.ingress is not None
+    assert config.ingress.tenants == tmp_path / "t.toml"
+    assert (config.ingress.max_queued, config.ingress.max_queued_per_tenant) == (None, None)
+    limited = INGRESS + "max_queued = 4\nmax_queued_per_tenant = 2\n"
+    config = load_config(write(tmp_path, ingress_node + limited))
+    assert config.ingress is not None
+    assert (config.ingress.max_queued, config.ingress.max_queued_per_tenant) == (4, 2)
+    for extra, check, key in (
+        ("max_queued = 0\n", ConfigCheck.VALUE, "ingress.max_queued"),
+        ('max_queued = "4"\n', ConfigCheck.TYPE, "ingress.max_queued"),
         (
-            f'[[tenants]]\nid = "dev"\nkey_sha256 = "{CANARY}"\n',
-            ConfigCheck.VALUE,
-            "tenants[0].key_sha256",
-        ),
-        (
-            f'[[tenants]]\nid = "a"\nkey_sha256 = "{digest}"\n'
-            f'[[tenants]]\nid = "b"\nkey_sha256 = "{digest}"\n',
-            ConfigCheck.DUPLICATE,
-            "tenants[1].key_sha256",
-        ),
-        (
-            f'[[tenants]]\nid = "a"\nkey_sha256 = "{digest}"\napi_key = "{CANARY}"\n',
-            ConfigCheck.UNKNOWN_KEY,
-            "tenants[0].api_key",
+            "max_queued = 2\nmax_queued_per_tenant = 3\n",
+            ConfigCheck.REFERENCE,
+            "ingress.max_queued_per_tenant",
         ),
     ):
-        path.write_text(text)
-        with pytest.raises(ConfigError) as caught:
-            load_tenants(path)
-        assert (caught.value.check, caught.value.key) == (check, key)
-        assert CANARY not in str(caught.value)
+        error = refused(tmp_path, ingress_node + INGRESS + extra)
+        assert (error.check, error.key) == (check, key)

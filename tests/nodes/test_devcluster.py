@@ -6,13 +6,11 @@ a simulated node then boots), ``ready.json``, and the supervision of real
 child processes (a trivial child stands in for a node: the thing supervised
 is the process, not what it runs). The whole cluster test starts
 ``mantle-node dev --engine scripted`` as a subprocess and asks its ingress
-over TLS; it needs the node daemon, and is skipped while ``nodes.daemon``
-does not exist.
+over TLS.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import select
@@ -142,6 +140,8 @@ def test_toml_round_trips_through_tomllib() -> None:
         "name": tricky,
         "count": 3,
         "flag": False,
+        "interval": 0.05,
+        "tiny": 1e-05,
         "list": ["a", tricky],
         "table": {"inline": [{"node": "x", "address": "127.0.0.1:1"}], "empty": []},
         "rows": [{"id": "a", "n": 1}, {"id": "b", "n": 2}],
@@ -165,6 +165,10 @@ def test_api_keys_are_random_and_stored_only_as_their_hash(tmp_path: Path) -> No
 
 def _read_config(layout: ClusterLayout, node: str) -> dict[str, object]:
     return tomllib.loads(layout.node_config(node).read_text())
+
+
+def _written(layout: ClusterLayout) -> list[str]:
+    return sorted(path.parent.name for path in layout.data_dir.glob("nodes/*/node.toml"))
 
 
 def test_node_configs_follow_the_schema(tmp_path: Path) -> None:
@@ -227,6 +231,24 @@ def test_node_configs_follow_the_schema(tmp_path: Path) -> None:
     assert isinstance(scripted, dict)
     assert scripted["engine"] == "scripted"
     assert "sealed_model" not in scripted and "keys_address" not in scripted
+    # The daemon's own reader takes every file as it is (unknown keys, a
+    # missing role table or a key of another engine would be refused).
+    from nodes.daemon.config import EngineKind as DaemonEngine
+    from nodes.daemon.config import load_config
+
+    parsed = {name: load_config(layout.node_config(name)) for name in _written(layout)}
+    assert parsed[KEYS_NODE].keys is not None and parsed[KEYS_NODE].data_dir == (
+        layout.node_dir(KEYS_NODE)
+    )
+    assert parsed[INGRESS_NODE].ingress is not None
+    assert parsed[INGRESS_NODE].ingress.tenants == layout.tenants
+    assert parsed[INGRESS_NODE].drain_deadline_s < DevClusterSettings().stop_grace_s
+    llama_config = parsed["inference-1"].inference
+    assert llama_config is not None and llama_config.engine is DaemonEngine.LLAMA
+    assert llama_config.sealed_model == sealed
+    assert llama_config.keys_address is not None and llama_config.keys_address.port == 7002
+    scripted_config = parsed["inference-2"].inference
+    assert scripted_config is not None and scripted_config.engine is DaemonEngine.SCRIPTED
     with pytest.raises(ValueError, match="sealed"):
         inference_node_document(
             layout,
@@ -488,11 +510,6 @@ def test_default_model_id_is_the_demo_models() -> None:
 
 # -- the whole cluster ------------------------------------------------------------------
 
-NEEDS_DAEMON = pytest.mark.skipif(
-    importlib.util.find_spec("nodes.daemon") is None,
-    reason="needs the node daemon (nodes.daemon): mantle-node run",
-)
-
 
 def _read_lines(process: subprocess.Popen[bytes], count: int, timeout: float) -> list[str]:
     assert process.stdout is not None
@@ -515,7 +532,6 @@ def _read_lines(process: subprocess.Popen[bytes], count: int, timeout: float) ->
     return lines
 
 
-@NEEDS_DAEMON
 def test_dev_cluster_serves_models_over_tls_and_stops_on_sigint(tmp_path: Path) -> None:
     data_dir = tmp_path / "dev"
     process = subprocess.Popen(
@@ -545,13 +561,17 @@ def test_dev_cluster_serves_models_over_tls_and_stops_on_sigint(tmp_path: Path) 
             listing = json.loads(response.read())
         assert lists_model(listing, "scripted", 2), listing
         assert process.poll() is None
+        # Each node removes its ready.json when it drains: read the pids now.
+        pids = [
+            json.loads(ClusterLayout(data_dir).ready_file(name).read_text())["pid"]
+            for name in (KEYS_NODE, INGRESS_NODE, "inference-1", "inference-2")
+        ]
 
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
         assert process.stdout is not None and process.stdout.read() == b""
         # Every node it started is gone.
-        for name in (KEYS_NODE, INGRESS_NODE, "inference-1", "inference-2"):
-            pid = json.loads(ClusterLayout(data_dir).ready_file(name).read_text())["pid"]
+        for pid in pids:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
     finally:

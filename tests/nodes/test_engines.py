@@ -214,3 +214,33 @@ def test_scripted_engine_stops_before_a_stop_sequence() -> None:
     assert reason is FinishReason.STOP
     assert _text(chunks) == full[: full.index(stop)]
     assert engine.count_prompt_tokens(_ask("x")) < engine.count_prompt_tokens(_ask("x y z"))
+
+
+def test_paced_engine_passes_the_wrapped_engines_answer_through_at_its_pace() -> None:
+    import time
+
+    from nodes.engines.paced import PacedEngine
+
+    turns = _ask("pace me")
+    params = GenerationParams(4, 1.0, 1.0, 9)
+    paced = PacedEngine(ScriptedEngine("scripted"), 0.05)
+    assert paced.model_id == "scripted"
+    assert paced.count_prompt_tokens(turns) == ScriptedEngine().count_prompt_tokens(turns)
+    started = time.monotonic()
+    generator = paced.generate(turns, params, CancelToken())
+    texts: list[str] = []
+    try:
+        while True:
+            texts.append(next(generator).text.reveal_text())
+    except StopIteration as end:
+        finish = end.value
+    assert time.monotonic() - started >= 4 * 0.05
+    expected = [
+        c.text.reveal_text() for c in ScriptedEngine().generate(turns, params, CancelToken())
+    ]
+    assert texts == expected and finish is FinishReason.LENGTH
+    cancel = CancelToken()
+    cancel.cancel()
+    assert list(paced.generate(turns, params, cancel)) == []
+    with pytest.raises(ValueError):
+        PacedEngine(ScriptedEngine(), 0.0)

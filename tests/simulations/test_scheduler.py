@@ -288,7 +288,8 @@ def test_a_worker_refuses_work_beyond_its_slots_and_the_request_waits() -> None:
 
     streams = cluster.run(main)
     assert all(
-        s[-1] == GenerateDone(FinishReason.LENGTH, 4, prompt_tokens(request())) for s in streams
+        s[-1] == GenerateDone(FinishReason.LENGTH, 4, prompt_tokens(request(4, n)))
+        for n, s in enumerate(streams)
     )
     stats = cluster.dispatcher.stats
     assert stats.placements > 3  # some placements were refused and placed again
