@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from nodes.daemon.tpm import ReleaseAttestationTrust
 from nodes.release import ReleaseDirectory
 from protocol.attestation import TrustAnchor
 from simulations.nitrotpm import SimulatedNitroPKI
@@ -27,11 +28,10 @@ PKI_SEED = b"daemon-test-pki-seed-0123456789abcdef"
 def cluster_config(*root_pems: bytes, attestation_keys_sha256: tuple[str, ...] = ()) -> bytes:
     """A release's ``config/cluster.json`` naming these attestation roots (and
     TPM 2.0 attestation keys) as the evidence its nodes accept."""
-    trust: dict[str, list[str]] = {
-        "nitro_roots_sha256": [TrustAnchor.from_pem(pem).sha256.hex() for pem in root_pems]
-    }
-    if attestation_keys_sha256:
-        trust["tpm2_attestation_keys_sha256"] = list(attestation_keys_sha256)
+    trust = ReleaseAttestationTrust(
+        nitro_roots=frozenset(TrustAnchor.from_pem(pem).sha256 for pem in root_pems),
+        tpm2_attestation_keys=frozenset(bytes.fromhex(pin) for pin in attestation_keys_sha256),
+    ).table()
     return (json.dumps({"cluster": "daemon-test", "attestation_trust": trust}) + "\n").encode()
 
 

@@ -59,11 +59,6 @@ def expected_text(req: GenerateRequest) -> str:
     return "".join(chunk.text.reveal_text() for chunk in chunks)
 
 
-def prompt_tokens(req: GenerateRequest) -> int:
-    """The prompt tokens the scripted engine reports for ``req``."""
-    return ScriptedEngine(MODEL).count_prompt_tokens(req.turns)
-
-
 def text_of(stream: Sequence[Reply]) -> str:
     return "".join(r.text.reveal_text() for r in stream if isinstance(r, GenerateChunk))
 

@@ -311,6 +311,16 @@ class ReleaseAttestationTrust:
     nitro_roots: frozenset[bytes]
     tpm2_attestation_keys: frozenset[bytes]
 
+    def table(self) -> dict[str, list[str]]:
+        """The ``attestation_trust`` table naming these pins (what a release
+        publisher writes into ``config/cluster.json``)."""
+        table = {"nitro_roots_sha256": sorted(pin.hex() for pin in self.nitro_roots)}
+        if self.tpm2_attestation_keys:
+            table["tpm2_attestation_keys_sha256"] = sorted(
+                pin.hex() for pin in self.tpm2_attestation_keys
+            )
+        return table
+
 
 def _pin_list(table: dict[str, object], name: str, *, required: bool) -> frozenset[bytes]:
     value = table.get(name, None if required else [])

@@ -38,6 +38,7 @@ from mantle import (
 )
 from mantle.trust_state import TrustStateFile
 from nodes.clock import TrioClock
+from nodes.daemon.tpm import ReleaseAttestationTrust
 from nodes.devcluster._layout import ClusterLayout
 from nodes.release import (
     ReleaseDirectory,
@@ -49,6 +50,7 @@ from nodes.release import (
 )
 from nodes.store import SqliteStore
 from nodes.tlog import TransparencyLog
+from protocol.attestation import TrustAnchor
 from protocol.release import ArtifactSpec, VerifiedRelease
 from simulations.nitrotpm import SimulatedNitroPKI, image_measurements_file, running_image
 
@@ -74,9 +76,20 @@ class DevRelease:
     model_id: str
 
 
-def cluster_config(model_id: str) -> bytes:
-    """The release's cluster config (measured into every node's PCR 14)."""
-    config = {"cluster": "dev", "models": [model_id], "simulated_tpm": True}
+def cluster_config(model_id: str, pki: SimulatedNitroPKI) -> bytes:
+    """The release's cluster config (measured into every node's PCR 14): its
+    model, and the attestation root its nodes accept (this run's simulated
+    PKI; a node refuses any root its release does not name)."""
+    trust = ReleaseAttestationTrust(
+        nitro_roots=frozenset({TrustAnchor.from_der(pki.root_der).sha256}),
+        tpm2_attestation_keys=frozenset(),
+    )
+    config = {
+        "cluster": "dev",
+        "models": [model_id],
+        "simulated_tpm": True,
+        "attestation_trust": trust.table(),
+    }
     return json.dumps(config, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
@@ -105,7 +118,7 @@ def build_dev_release(
         publisher = ReleasePublisher(
             install_root=layout.install_root,
             log=log,
-            config=cluster_config(model_id),
+            config=cluster_config(model_id, pki),
             source_manifest=running_source_manifest(),
             image_measurements=image_measurements_file(running_image()),
             signer_count=SIGNER_COUNT,
