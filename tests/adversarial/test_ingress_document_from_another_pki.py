@@ -18,7 +18,9 @@ from protocol.attestation import AttestationError, Check
 def test_a_document_of_another_pki_is_refused(tmp_path: Path) -> None:
     genuine = boot_ingress(tmp_path / "genuine")
     forged = boot_ingress(tmp_path / "forged", pki_seed="the operator's own CA")
-    with attested_ingress(tmp_path, genuine, forged.document) as client:
-        with pytest.raises(AttestationError) as refused:
-            client.verify()
+    with (
+        attested_ingress(tmp_path, genuine, forged.document) as client,
+        pytest.raises(AttestationError) as refused,
+    ):
+        client.verify()
     assert refused.value.check is Check.CHAIN_ROOT

@@ -21,7 +21,6 @@ from protocol.measurement import RELEASE_PCR
 def test_a_node_whose_registers_show_another_release_is_refused(tmp_path: Path) -> None:
     node = boot_ingress(tmp_path)
     node.tpm.pcr_extend(RELEASE_PCR, hashlib.sha384(b"patched serving code").digest())
-    with attested_ingress(tmp_path, node) as client:
-        with pytest.raises(AttestationError) as refused:
-            client.verify()
+    with attested_ingress(tmp_path, node) as client, pytest.raises(AttestationError) as refused:
+        client.verify()
     assert refused.value.check is Check.PCR_POLICY

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from actors.seams.engine import CancelToken, Chunk, GenerationParams
-from nodes.demo import demo_model_path
+from nodes.devcluster import demo_model_path
 from nodes.engines.llama import EngineBusy, EngineLoadError, LlamaEngine, native_log_counts
 from protocol.customer_data import CustomerData
 from protocol.inference import ChatTurn, FinishReason, Role
