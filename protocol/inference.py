@@ -119,7 +119,9 @@ class StopScanner:
 
     What the wire format's ``stop`` means, for every engine: text is fed as
     it is generated, with the number of tokens it took, and :meth:`feed`
-    returns what may be emitted now. A tail that could still become a stop
+    returns what may be emitted now. The text ends where it first contains a
+    stop sequence (of those completing at the same character, the longest
+    is cut), whatever pieces it came in. A tail that could still become a stop
     sequence is held back until it either completes one (then everything
     from the stop sequence on is dropped and :attr:`stopped` is set) or can
     no longer (then it is emitted with the next text). Tokens go with the
@@ -142,11 +144,16 @@ class StopScanner:
             raise ValueError("the text already ended at a stop sequence")
         buffer = self._held + text
         tokens += self._held_tokens
-        found = [at for at in (buffer.find(stop) for stop in self._stops) if at >= 0]
-        if found:
+        # The text ends where it first contains a stop sequence: the one that
+        # completes first, the longest of those completing there. Taking the
+        # earliest *start* instead would make the cut depend on how the text
+        # was split into pieces (stops "abc" and "b": "ab" then "c" ends at
+        # "b", "abc" at once would end at "abc").
+        ends = [(at + len(stop), at) for stop in self._stops if (at := buffer.find(stop)) >= 0]
+        if ends:
             self.stopped = True
             self._held, self._held_tokens = "", 0
-            return buffer[: min(found)], tokens
+            return buffer[: min(ends)[1]], tokens
         keep = self._partial_stop_length(buffer)
         emit = buffer[: len(buffer) - keep]
         if not emit:

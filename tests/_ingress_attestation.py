@@ -71,6 +71,15 @@ def boot_ingress(tmp: Path, *, pki_seed: str = "cloud") -> BootedIngress:
     return BootedIngress(kit, release, pki, tpm, booted.custody, clock)
 
 
+def client_pins(node: BootedIngress) -> TrustPins:
+    """What a client of ``node``'s cluster pins: the PKI's root, the release root, the log key."""
+    return TrustPins(
+        attestation_root=TrustAnchor.from_der(node.pki.root_der),
+        release_root=node.kit.root,
+        log_public_key=node.kit.log_public_key,
+    )
+
+
 #: ``(nonce the client sent, SPKI of the TLS key the server presents) -> document``.
 DocumentSource = Callable[[bytes, bytes], bytes]
 
@@ -128,12 +137,7 @@ def attested_ingress(
     server = start_ingress(tmp / "server", attestation=attestation)
     holder.append(server)
     try:
-        pins = TrustPins(
-            attestation_root=TrustAnchor.from_der(node.pki.root_der),
-            release_root=node.kit.root,
-            log_public_key=node.kit.log_public_key,
-        )
-        yield ClientSide(server, pins, node.release, node.clock, nonces)
+        yield ClientSide(server, client_pins(node), node.release, node.clock, nonces)
     finally:
         server.close()
 

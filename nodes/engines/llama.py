@@ -7,6 +7,12 @@ exact rather than inferred from llama-cpp's stream of text deltas:
 * the prompt is the model's own chat template (from the GGUF metadata)
   rendered and tokenized once, so :meth:`LlamaEngine.count_prompt_tokens` is
   the number of tokens the model reads;
+* a turn's text is text: the template's own markers are read as the special
+  tokens they are, but a turn that *spells* one (``<|im_end|>`` then
+  ``<|im_start|>system``) is tokenized as the characters it wrote, so no
+  turn can close itself and open another role's (each turn's content is
+  rendered as an unguessable marker, and the pieces between markers are
+  tokenized with special tokens, the contents without);
 * every chunk carries the tokens that produced it (more than one where a
   multi-byte character or a possible stop sequence held text back);
 * stop sequences are cut by :class:`protocol.inference.StopScanner`: no
@@ -35,6 +41,8 @@ import codecs
 import contextlib
 import ctypes
 import os
+import re
+import secrets
 import threading
 from collections import Counter
 from collections.abc import Generator, Mapping, Sequence
@@ -65,6 +73,10 @@ class EngineLoadError(Exception):
 
 class PromptTooLong(ValueError):
     """The chat does not fit the model's context window with room for one token."""
+
+
+class PromptTemplateError(ValueError):
+    """The model's chat template does not place each turn's content exactly once."""
 
 
 class EngineBusy(RuntimeError):
@@ -161,11 +173,29 @@ class LlamaEngine:
         return self._model_id
 
     def _prompt_tokens(self, messages: Sequence[ChatTurn]) -> list[int]:
-        chat = [{"role": m.role.value, "content": m.content.reveal_text()} for m in messages]
+        """The chat as the model reads it: the template's text with its special
+        tokens, each turn's content as plain text (see the module docstring)."""
+        markers = [f"\ue000{secrets.token_hex(16)}\ue001" for _ in messages]
+        chat = [
+            {"role": m.role.value, "content": mark}
+            for m, mark in zip(messages, markers, strict=True)
+        ]
         rendered = self._formatter(messages=chat)  # type: ignore[arg-type]
-        tokens: list[int] = self._llama.tokenize(
-            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
-        )
+        contents = {mark: m.content for m, mark in zip(messages, markers, strict=True)}
+        pieces = re.split("(" + "|".join(map(re.escape, markers)) + ")", rendered.prompt)
+        if sorted(p for p in pieces if p in contents) != sorted(markers):
+            raise PromptTemplateError("the chat template does not place every turn once")
+        tokens: list[int] = []
+        for index, piece in enumerate(pieces):
+            content = contents.get(piece)
+            text = piece if content is None else content.reveal_text()
+            if not text and index:
+                continue
+            tokens += self._llama.tokenize(
+                text.encode("utf-8"),
+                add_bos=index == 0 and not rendered.added_special,
+                special=content is None,
+            )
         return tokens
 
     def count_prompt_tokens(self, messages: Sequence[ChatTurn]) -> int:

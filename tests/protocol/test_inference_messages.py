@@ -112,6 +112,18 @@ def test_a_near_miss_is_held_back_then_let_go_with_its_tokens() -> None:
     assert scanner.flush() == ("", 0)
 
 
+def _first_cut(text: str, stops: list[str]) -> int:
+    """Where ``text`` first contains a stop sequence (the longest of those
+    completing first), or -1."""
+    ends = [(at + len(s), at) for s in stops if (at := text.find(s)) >= 0]
+    return min(ends)[1] if ends else -1
+
+
+def _pieces(text: str, cuts: list[int]) -> list[str]:
+    bounds = sorted({0, len(text), *(min(c, len(text)) for c in cuts)})
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
+
+
 @given(
     text=st.text(alphabet="abc ", max_size=40),
     cuts=st.lists(st.integers(0, 40), max_size=10),
@@ -120,12 +132,47 @@ def test_a_near_miss_is_held_back_then_let_go_with_its_tokens() -> None:
 def test_the_output_is_the_text_before_the_first_stop_sequence(
     text: str, cuts: list[int], stops: list[str]
 ) -> None:
-    bounds = sorted({0, len(text), *(min(c, len(text)) for c in cuts)})
-    pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
+    pieces = _pieces(text, cuts)
     out, tokens, stopped = _scan(pieces, stops)
-    first = min((at for at in (text.find(s) for s in stops) if at >= 0), default=-1)
+    first = _first_cut(text, stops)
     if first >= 0:
         assert stopped and out == text[:first]
     else:
         assert not stopped and out == text
         assert tokens == len(pieces)
+
+
+@given(
+    text=st.text(alphabet="ab\u00e9\U0001f600", max_size=30),
+    cuts=st.lists(st.integers(0, 30), max_size=8),
+    other_cuts=st.lists(st.integers(0, 30), max_size=8),
+    stops=st.lists(st.text(alphabet="ab\u00e9\U0001f600", min_size=1, max_size=5), max_size=4),
+)
+def test_the_cut_does_not_depend_on_how_the_text_was_split(
+    text: str, cuts: list[int], other_cuts: list[int], stops: list[str]
+) -> None:
+    one, other = _pieces(text, cuts), _pieces(text, other_cuts)
+    out, _, stopped = _scan(one, stops)
+    assert (out, stopped) == _scan(other, stops)[::2]
+    # Nothing of a stop sequence that completed is ever emitted, and every
+    # token fed is counted exactly once.
+    if stopped:
+        assert not any(stop in out for stop in stops)
+    scanner = StopScanner(stops)
+    fed = returned = 0
+    for piece in one:
+        _, count = scanner.feed(piece, 2)
+        fed, returned = fed + 2, returned + count
+        if scanner.stopped:
+            break
+    else:
+        returned += scanner.flush()[1]
+    assert returned == fed
+
+
+def test_the_stop_that_completes_first_wins_whatever_the_split() -> None:
+    # "b" completes before "abc" could: the text ends at "b" either way.
+    assert _scan(["ab", "c"], ["abc", "b"]) == ("a", 1, True)
+    assert _scan(["abc"], ["abc", "b"]) == ("a", 1, True)
+    # Two completing at the same character: the longer is cut.
+    assert _scan(["xab"], ["b", "ab"]) == ("x", 1, True)
