@@ -13,7 +13,10 @@ What is measured, all in one run on this machine:
    in this process, on the same GGUF, with the same prompt, ``max_tokens``,
    temperature 0, seed and thread count as the node's engine, measured
    alternately with the cluster (pairs, the order flipping each pair) while
-   the cluster is idle. Reported: medians over the pairs of
+   the cluster is idle. The node evaluates every prompt afresh, so the
+   baseline is reset before each call too (llama-cpp-python's reuse of an
+   identical prefix is shown on its own line, for information). Reported:
+   medians over the pairs of
    * time to first token (request sent -> first content delta), and its
      overhead over the baseline (target <= 10 ms);
    * decode tokens/s: (completion tokens - 1) / (last delta - first delta),
@@ -77,7 +80,13 @@ class Direct:
             verbose=False,
         )
 
-    def run(self, max_tokens: int) -> Sample:
+    def run(self, max_tokens: int, *, fresh: bool = True) -> Sample:
+        if fresh:
+            # The node evaluates every prompt afresh (no KV-cache reuse across
+            # requests: one customer's prompt must not shape another's
+            # latency), so the baseline does too; llama-cpp-python would
+            # otherwise reuse the previous call's identical prefix.
+            self._llama.reset()
         start = time.perf_counter()
         first = last = None
         tokens = 0
@@ -161,6 +170,10 @@ def single_stream(pairs: int, max_tokens: int) -> None:
                                 through_cluster, client, model, max_tokens
                             )
                         )
+            cached = [
+                await anyio.to_thread.run_sync(lambda: direct.run(max_tokens, fresh=False))
+                for _ in range(3)
+            ]
             b_ttft = _median([s.ttft_s for s in base])
             m_ttft = _median([s.ttft_s for s in mantle])
             b_rate = _median([s.decode_tokens_per_s for s in base])
