@@ -10,7 +10,7 @@ What is measured, all in one run on this machine:
    time goes through the official ``openai`` SDK over TLS to the ingress,
    through the scheduler, over the attested Noise link to the inference node
    and back. The baseline is ``llama_cpp.Llama.create_chat_completion(stream=True)``
-   in this process, on the same GGUF, with the same prompt, ``max_tokens``,
+   in a process of its own (as the node is), on the same GGUF, with the same prompt, ``max_tokens``,
    temperature 0, seed and thread count as the node's engine, measured
    alternately with the cluster (pairs, the order flipping each pair) while
    the cluster is idle. The node evaluates every prompt afresh, so the
@@ -33,8 +33,10 @@ What is measured, all in one run on this machine:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -67,7 +69,7 @@ def _decode_rate(tokens: int, first: float, last: float) -> float:
 
 
 class Direct:
-    """llama-cpp-python on the same GGUF, in this process."""
+    """llama-cpp-python on the same GGUF (in the worker process, see DirectProcess)."""
 
     def __init__(self, model: Path) -> None:
         from llama_cpp import Llama
@@ -108,6 +110,54 @@ class Direct:
         return Sample(first - start, _decode_rate(tokens, first, last), tokens)
 
 
+class DirectProcess:
+    """The baseline in a process of its own, as the inference node is: this
+    process runs the SDK client, the cluster's nodes run in theirs, and the
+    baseline's llama.cpp threads share the cores on the same terms."""
+
+    def __init__(self) -> None:
+        self._child = subprocess.Popen(
+            [sys.executable, __file__, "--direct-worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._child.stdout is not None
+        if self._child.stdout.readline().strip() != "ready":
+            raise RuntimeError("the baseline process did not start")
+
+    def run(self, max_tokens: int, *, fresh: bool = True) -> Sample:
+        assert self._child.stdin is not None and self._child.stdout is not None
+        self._child.stdin.write(json.dumps({"max_tokens": max_tokens, "fresh": fresh}) + "\n")
+        self._child.stdin.flush()
+        answer = json.loads(self._child.stdout.readline())
+        return Sample(answer["ttft_s"], answer["decode_tokens_per_s"], answer["tokens"])
+
+    def close(self) -> None:
+        assert self._child.stdin is not None
+        self._child.stdin.close()
+        self._child.wait(timeout=30)
+
+
+def direct_worker() -> None:
+    direct = Direct(demo_model_path())
+    direct.run(8)  # warm-up: the first call pays for allocations
+    print("ready", flush=True)
+    for line in sys.stdin:
+        order = json.loads(line)
+        sample = direct.run(order["max_tokens"], fresh=order["fresh"])
+        print(
+            json.dumps(
+                {
+                    "ttft_s": sample.ttft_s,
+                    "decode_tokens_per_s": sample.decode_tokens_per_s,
+                    "tokens": sample.completion_tokens,
+                }
+            ),
+            flush=True,
+        )
+
+
 def through_cluster(client: openai.OpenAI, model: str, max_tokens: int) -> Sample:
     start = time.perf_counter()
     first = last = None
@@ -143,9 +193,7 @@ def _median(values: list[float]) -> float:
 
 
 def single_stream(pairs: int, max_tokens: int) -> None:
-    model_path = demo_model_path()
-    direct = Direct(model_path)
-    direct.run(8)  # warm-up: the first call pays for allocations
+    direct = DirectProcess()
 
     async def main() -> None:
         started = time.perf_counter()
@@ -192,7 +240,10 @@ def single_stream(pairs: int, max_tokens: int) -> None:
                 f"ratio {m_rate / b_rate:.3f}x (target >= 0.95x)"
             )
 
-    anyio.run(main, backend="trio")
+    try:
+        anyio.run(main, backend="trio")
+    finally:
+        direct.close()
 
 
 def serving_overhead(seconds: float, concurrency: int) -> None:
@@ -240,7 +291,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--quick", action="store_true", help="3 pairs, 64 tokens, 3 s")
+    parser.add_argument("--direct-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.direct_worker:
+        direct_worker()
+        return
     if args.quick:
         args.pairs, args.max_tokens, args.seconds = 3, 64, 3.0
     single_stream(args.pairs, args.max_tokens)
