@@ -43,8 +43,9 @@ each ``sched.place`` in its own linked actor through
 :meth:`InferenceActor.generate`, at most ``slots`` at once (one more is
 refused ``OVERLOADED`` at once), streams ``sched.chunk`` (numbered),
 ``sched.done`` and ``sched.error`` back to the placing scheduler and honours
-``sched.cancel`` through the generation's cancel token.
-:class:`SchedulerMembership` joins the scheduler with the model and slots,
+``sched.cancel`` through the generation's cancel token; after
+:class:`DrainWorker` (its node drains) it takes no new placement and lets
+what it runs finish. :class:`SchedulerMembership` joins the scheduler with the model and slots,
 heartbeats the worker's load, leaves when the worker dies and joins again
 under a new session whenever the scheduler's ``Down`` (a lost link, a
 restarted scheduler) or a ``sched.rejoin`` says it must.
@@ -54,6 +55,7 @@ from actors.inference._actor import Generate, InferenceActor, Reply, ReplySink
 from actors.inference._channel import FIRST_REQUEST_TIMEOUT_S, serve_inference
 from actors.inference._worker import (
     WORKER_NAME,
+    DrainWorker,
     InferenceWorker,
     SchedulerMembership,
     WorkerLoad,
@@ -63,6 +65,7 @@ from actors.inference._worker import (
 __all__ = [
     "FIRST_REQUEST_TIMEOUT_S",
     "WORKER_NAME",
+    "DrainWorker",
     "Generate",
     "InferenceActor",
     "InferenceWorker",

@@ -41,6 +41,14 @@ class WorkerStatus:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class DrainWorker:
+    """Local ask to the worker when its node drains: it takes no new
+    placement from then on (each is refused ``OVERLOADED``, which the
+    scheduler places elsewhere without counting an attempt) and reports no
+    free slot, while what it runs finishes. Answered with :class:`WorkerLoad`."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class WorkerLoad:
     free_slots: int
     running: tuple[bytes, ...]
@@ -150,14 +158,18 @@ class InferenceWorker(Actor):
         self._requesters: dict[ActorRef, tuple[int, int]] = {}
         self._finished: deque[bytes] = deque()
         self._finished_set: set[bytes] = set()
+        self._draining = False
 
     @property
     def slots(self) -> int:
         return self._slots
 
     async def receive(self, ctx: Context, message: object) -> object:
-        if isinstance(message, WorkerStatus):
-            return WorkerLoad(self._slots - len(self._running), tuple(self._running))
+        if isinstance(message, DrainWorker):
+            self._draining = True
+        if isinstance(message, WorkerStatus | DrainWorker):
+            free = 0 if self._draining else self._slots - len(self._running)
+            return WorkerLoad(free, tuple(self._running))
         if isinstance(message, Exit):
             self._exited(ctx, message)
             return None
@@ -182,7 +194,7 @@ class InferenceWorker(Actor):
     def _place(self, ctx: Context, sender: ActorRef, place: PlaceAttempt) -> None:
         if place.attempt in self._running or place.attempt in self._finished_set:
             return  # the same placement delivered twice
-        if len(self._running) >= self._slots:
+        if self._draining or len(self._running) >= self._slots:
             refused = AttemptFailed(place.attempt, ErrorReply(ErrorCode.OVERLOADED, True))
             with contextlib.suppress(ActorError):
                 sender.tell(refused, sender=ctx.self)
@@ -384,6 +396,7 @@ class SchedulerMembership(Actor):
 
 __all__ = [
     "WORKER_NAME",
+    "DrainWorker",
     "InferenceWorker",
     "SchedulerMembership",
     "WorkerLoad",

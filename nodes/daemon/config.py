@@ -35,7 +35,7 @@ The schema (what ``mantle-node dev`` writes for each node of a local cluster)::
 
     [inference]                     # role "inference"
     model = "smollm2-135m-instruct"
-    engine = "llama"                # "llama" | "scripted"
+    engine = "llama"                # "llama" | "scripted" (simulated TPM only)
     sealed_model = "model.sealed"   # llama only
     keys_address = "127.0.0.1:7002" # llama only
     scheduler_node = "ingress-1"    # must be one of [link].peers
@@ -58,6 +58,9 @@ Rules, all enforced here so that nothing later runs on a half-understood file:
   (a role left out, or a section copied from another node), never something to
   ignore. Likewise keys that belong to another TPM backend or engine are
   refused (``seed_file`` on a ``tpm2`` node, ``sealed_model`` on a scripted one).
+* **The scripted engine runs on the simulated TPM only**: nothing measures
+  the engine, so on a TPM whose documents peers admit a scripted node would
+  serve made-up words under the measurement of the release's model.
 * **Relative paths resolve against the config file's directory**, never the
   working directory, so a cluster directory can be moved as a whole.
 * **Addresses are ``host:port``**, parsed strictly: a dotted IPv4 literal, a
@@ -565,6 +568,19 @@ def load_config(path: Path) -> NodeConfig:
     )
     ingress = _ingress(sections["ingress"]) if sections["ingress"] is not None else None
     top.done()
+    if (
+        inference is not None
+        and inference.engine is EngineKind.SCRIPTED
+        and tpm.backend is not TpmBackend.SIMULATED
+    ):
+        # Nothing measures the engine (node.toml is the operator's): on a
+        # TPM whose documents peers admit, a scripted node would answer with
+        # made-up words under the measurement of the release's model.
+        raise ConfigError(
+            ConfigCheck.REFERENCE,
+            "inference.engine",
+            'engine = "scripted" runs on the simulated TPM backend only (development)',
+        )
     return NodeConfig(
         path=path,
         node=node,

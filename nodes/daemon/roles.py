@@ -40,10 +40,16 @@ import anyio
 import anyio.to_thread
 import trio
 
-from actors import ActorRef, ActorSystem, ChildSpec, Restart, Supervisor
+from actors import ActorError, ActorSystem, ChildSpec, Restart, Supervisor
 from actors.attestation import AttestationService, PeerAttestationVerifier
 from actors.channel import connect_secure
-from actors.inference import InferenceActor, InferenceWorker, SchedulerMembership
+from actors.inference import (
+    DrainWorker,
+    InferenceActor,
+    InferenceWorker,
+    SchedulerMembership,
+    WorkerLoad,
+)
 from actors.ingress import IngressLimits, TenantStore, create_app
 from actors.key_custody import (
     MAX_KEY_MESSAGE_BYTES,
@@ -88,6 +94,9 @@ MEMBERSHIP_NAME: Final = "scheduler_membership"
 DATA_KEY_TIMEOUT_S: Final = 120.0
 #: Pause between two attempts to fetch the data key.
 DATA_KEY_RETRY_S: Final = 0.5
+#: While draining, how often the inference worker is asked whether it still runs anything.
+DRAIN_POLL_S: Final = 0.1
+_WORKER_STATUS_TIMEOUT_S: Final = 2.0
 #: Where an ingress node writes its boot's TLS certificate (under its data dir).
 TLS_CERT_FILE: Final = Path("tls") / "cert.pem"
 
@@ -119,8 +128,9 @@ class NodeRuntime:
     dispatcher: SchedulerDispatcher | None = None
     #: Role supervisors' child specs, started under the root supervisor.
     children: list[ChildSpec] = field(default_factory=list)
-    #: Actors stopped first when draining (who brings new work: the membership).
-    stop_first: list[ActorRef] = field(default_factory=list)
+    #: What the roles wait for once the node drains, before its actors stop:
+    #: their work in flight finishing (the drain deadline bounds them all).
+    settle: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     exit_stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
 
@@ -325,14 +335,31 @@ async def _load_engine(runtime: NodeRuntime) -> Engine:
     return engine
 
 
+async def _finish_generations(runtime: NodeRuntime) -> None:
+    """The inference node's drain: its worker takes no new placement and
+    reports no free slot (the scheduler places elsewhere), and this returns
+    once what it runs has finished. The membership stays joined meanwhile:
+    a leave would make the scheduler end every request this node still
+    streams, which is what draining is there to avoid."""
+    worker = runtime.system.ref(runtime.config.node, INFERENCE_NAME)
+    while True:
+        try:
+            # Asked every time: a worker restarted meanwhile drains too.
+            load = await worker.ask(DrainWorker(), _WORKER_STATUS_TIMEOUT_S)
+        except ActorError:
+            return  # no worker, nothing running
+        if not isinstance(load, WorkerLoad) or not load.running:
+            return
+        await trio.sleep(DRAIN_POLL_S)
+
+
 async def _inference_children(runtime: NodeRuntime) -> list[ChildSpec]:
     config = runtime.config
     inference = config.inference
     assert inference is not None
     engine = await _load_engine(runtime)
     scheduler = runtime.system.ref(inference.scheduler_node, SCHEDULER_NAME)
-    # Drained first: stopping the membership takes the node off the scheduler.
-    runtime.stop_first.append(runtime.system.ref(config.node, MEMBERSHIP_NAME))
+    runtime.settle.append(functools.partial(_finish_generations, runtime))
     return [
         ChildSpec(
             id=INFERENCE_NAME,
@@ -351,7 +378,7 @@ async def _inference_children(runtime: NodeRuntime) -> list[ChildSpec]:
                 scheduler, model=inference.model, slots=inference.slots
             ),
             name=MEMBERSHIP_NAME,
-            # Stopped on purpose when draining: not restarted then.
+            # Stopped with the tree after the drain (its stopping leaves).
             restart=Restart.TRANSIENT,
         ),
     ]

@@ -17,9 +17,11 @@ In order:
    (:mod:`nodes.daemon.roles`), then ``<data_dir>/ready.json`` written
    atomically;
 6. on SIGTERM or SIGINT: ``ready.json`` removed, new work refused (closed
-   connections, HTTP 503), in-flight work given ``drain_deadline_s`` to
-   finish, then everything stopped in reverse order and exit 0. A second
-   signal cuts the drain short. A root supervisor that gives up, or any
+   connections, HTTP 503; an inference worker takes no new placement),
+   in-flight work given ``drain_deadline_s`` to finish; then the actor tree
+   stops in reverse order while the listeners still run, so what is left
+   ends with an explicit error (:data:`END_GRACE_S`), then the listeners
+   close and exit 0. A second signal cuts the drain short. A root supervisor that gives up, or any
    unexpected failure, is exit 1 (logged by type and location only).
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 from dataclasses import dataclass
@@ -78,6 +81,9 @@ EXIT_CONFIG: Final = 2
 EXIT_BOOT_REFUSED: Final = 3
 #: How long the actor system gets to stop after the drain.
 SHUTDOWN_TIMEOUT_S: Final = 10.0
+#: After the drain: how long the stopping actor tree and the listeners get to
+#: deliver the explicit ends of what was still in flight.
+END_GRACE_S: Final = 5.0
 ROOT_SUPERVISOR: Final = "node"
 
 _log = get_logger("daemon")
@@ -261,17 +267,31 @@ async def serve(config: NodeConfig, booted: BootedNode, opened: OpenedTpm) -> in
                 servers.cancel_scope.cancel()
                 return EXIT_FAILED
             drain.begin()
-            for ref in runtime.stop_first:
-                system.stop(ref)
             _log.info("draining", count=drain.in_flight, duration_ms=config.drain_deadline_s * 1000)
 
             async def idle() -> None:
-                finished = await drain.wait_idle(config.drain_deadline_s)
+                finished = False
+                with trio.move_on_after(config.drain_deadline_s):
+                    await drain.wait_idle(math.inf)
+                    for settle in runtime.settle:
+                        await settle()
+                    finished = True
                 _log.info(
                     "drained", state="idle" if finished else "deadline", count=drain.in_flight
                 )
 
+            async def end_what_is_left() -> None:
+                # The actor tree stops while the listeners still run, so what
+                # is still in flight ends explicitly: the scheduler ends each
+                # open request with an error, which the ingress writes as its
+                # last event; a worker answers its attempts UNAVAILABLE.
+                system.stop(root)
+                with trio.move_on_after(END_GRACE_S):
+                    await system.wait_terminated(root, None)
+                    await drain.wait_idle(END_GRACE_S)
+
             await _first_of(idle, next_signal)
+            await _first_of(end_what_is_left, next_signal)
             servers.cancel_scope.cancel()
             runtime.exit_stack.close()
     _log.info("node_stopped", node=config.node)
