@@ -9,7 +9,11 @@ from mantle.commands import build_parser as _build_parser
 from mantle.commands import dispatch
 
 #: Subcommand modules, imported in this order (an explicit list, not discovery).
-SUBCOMMAND_MODULES: tuple[str, ...] = ("mantle._cli_attest",)
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "mantle._cli_attest",
+    "mantle._cli_verify",
+    "mantle._cli_chat",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

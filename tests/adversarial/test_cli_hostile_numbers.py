@@ -52,6 +52,9 @@ class NumericOption:
 OPTIONS = (
     NumericOption("mantle", ("attest", "inspect"), "--max-age", 0, TEN_YEARS_S, integer=False),
     NumericOption("mantle", ("attest", "inspect"), "--at", 0, MAX_UNIX_MS),
+    NumericOption("mantle", ("verify",), "--timeout", 1, 600, integer=False),
+    NumericOption("mantle", ("chat",), "--max-tokens", 1, 8192),
+    NumericOption("mantle", ("chat",), "--timeout", 1, 600, integer=False),
     NumericOption("mantle-node", ("release", "init"), "--threshold", 1, 256),
     NumericOption("mantle-node", ("release", "init"), "--root-threshold", 1, 256),
     NumericOption("mantle-node", ("release", "init"), "--expires-days", 1, 3650),
@@ -132,6 +135,11 @@ def _other_arguments(option: NumericOption, files: dict[str, Path]) -> list[str]
     match (option.program, option.command):
         case ("mantle", ("attest", "inspect")):
             return [str(files["doc.cbor"]), "--root", str(files["root.pem"])]
+        case ("mantle", ("verify",)):
+            return ["https://127.0.0.1:9", "--pins", str(base), "--tls-cert", str(base / "c.pem")]
+        case ("mantle", ("chat",)):
+            trust = ["--pins", str(base), "--tls-cert", str(base / "c.pem")]
+            return ["https://127.0.0.1:9", *trust, "--api-key", "k", "a question"]
         case ("mantle-node", ("release", "init")):
             return ["--root", str(base / "new-root.json"), "--threshold", "1"]
         case ("mantle-node", ("release", "build")):
