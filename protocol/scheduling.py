@@ -269,8 +269,8 @@ class NodeAttestation:
 
 __all__ = [
     "ID_SIZE",
-    "MAX_HEARTBEAT_INTERVAL",
     "MAX_ATTEST_NONCE",
+    "MAX_HEARTBEAT_INTERVAL",
     "MAX_MODEL_LEN",
     "MAX_SLOTS",
     "MIN_ATTEST_NONCE",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -314,7 +315,7 @@ class _ModelQueue:
         """The head of the first tenant, in ring order, whose head ``fits``
         (a sealed request waits for its own candidates without holding up
         other tenants; each tenant's queue stays FIFO)."""
-        for tenant, queue in self.tenants.items():
+        for tenant, queue in self.tenants.items():  # noqa: B007 (used after the loop)
             if fits(queue[0]):
                 break
         else:
@@ -508,18 +509,21 @@ class SchedulerActor(Actor):
             free = [n for n in self._nodes.values() if n.model == model and n.free]
             if not free:
                 return
-
-            def best(request: _Request) -> _Node | None:
-                fitting = [n for n in free if self._may_hold(n, request.candidates)]
-                # Most free slots first; the name breaks ties (reproducible runs).
-                return min(fitting, key=lambda n: (-n.free, n.name)) if fitting else None
-
-            request = queue.pop(lambda r: best(r) is not None)
+            request = queue.pop(functools.partial(self._fits_any, free))
             if request is None:
                 return
-            node = best(request)
+            node = self._best(free, request)
             assert node is not None
             self._place(ctx, request, node)
+
+    def _fits_any(self, free: list[_Node], request: _Request) -> bool:
+        return self._best(free, request) is not None
+
+    def _best(self, free: list[_Node], request: _Request) -> _Node | None:
+        """Of the ``free`` nodes, the one ``request`` goes to: most free
+        slots first, the name breaking ties (reproducible runs)."""
+        fitting = [n for n in free if self._may_hold(n, request.candidates)]
+        return min(fitting, key=lambda n: (-n.free, n.name)) if fitting else None
 
     def _place(self, ctx: Context, request: _Request, node: _Node) -> None:
         attempt = ctx.random.token_bytes(ID_SIZE)
@@ -528,7 +532,10 @@ class SchedulerActor(Actor):
         placement: PlaceAttempt | PlaceSealed
         if isinstance(request.request, SealedRequest):
             if not self._may_hold(node, request.candidates):
-                raise AssertionError("a sealed request is placed on its candidates only")
+                # Never reached through _pump; checked here, where it is sent.
+                self._stats.failed += 1
+                self._end(request, ErrorReply(ErrorCode.UNAVAILABLE, False))
+                return
             placement = PlaceSealed(attempt, request.request)
         else:
             placement = PlaceAttempt(attempt, request.request)

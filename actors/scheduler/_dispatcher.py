@@ -34,7 +34,6 @@ from actors.scheduler._api import (
     PeerKeys,
     SealedRecord,
     SubmissionReply,
-    UnknownModel,
 )
 from protocol.e2e import SealedRequest
 from protocol.inference import GenerateChunk, GenerateRequest
@@ -57,9 +56,7 @@ DEFAULT_ATTEST_TIMEOUT: Final = 5.0
 
 def _is_chunk(reply: SubmissionReply) -> bool:
     """Whether ``reply`` is a piece of the answer rather than its end."""
-    return isinstance(reply, GenerateChunk) or (
-        isinstance(reply, SealedRecord) and not reply.final
-    )
+    return isinstance(reply, GenerateChunk) or (isinstance(reply, SealedRecord) and not reply.final)
 
 
 class SchedulerSubmission:
