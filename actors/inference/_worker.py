@@ -211,6 +211,8 @@ class InferenceWorker(Actor):
         #: ``UNAVAILABLE``, so the scheduler tries another candidate).
         self._sealed = sealed
         self._seen_requests = SeenRequests()
+        #: Placements that reached this worker (plain and sealed), a count only.
+        self.placements_received = 0
         self._running: dict[bytes, _Attempt] = {}
         self._by_task: dict[ActorRef, _Attempt] = {}
         # requester -> (monitor, attempts running for it): a requester that
@@ -248,6 +250,7 @@ class InferenceWorker(Actor):
             attempt.fail(ctx.self, ErrorCode.UNAVAILABLE, True)
 
     def _place(self, ctx: Context, sender: ActorRef, place: PlaceAttempt | PlaceSealed) -> None:
+        self.placements_received += 1
         if place.attempt in self._running or place.attempt in self._finished_set:
             return  # the same placement delivered twice
         refusal: ErrorReply | None = None
