@@ -37,7 +37,8 @@ Evidence (the scheduler's side asks a node's worker, over the attested link):
 
 * :class:`AttestNode` (``sched.attest``): a fresh document over a client's
   ``nonce``, asked with an actor ask; answered :class:`NodeAttestation`
-  (``sched.attested``: the document and its kind) or ``core.error``.
+  (``sched.attested``: the document, its kind and the node's static key) or
+  ``core.error``.
 
 An *attempt* is one placement of one request on one node; a request retried
 elsewhere gets a new attempt id, so a late reply from a node the request left
@@ -257,14 +258,19 @@ class AttestNode:
 @message("sched.attested")
 @dataclasses.dataclass(frozen=True, slots=True)
 class NodeAttestation:
-    """The node's answer to :class:`AttestNode`: its document and the kind."""
+    """The node's answer to :class:`AttestNode`: its document, the kind, and
+    the Noise static key the document binds (a client seals to the key and
+    checks it against the document's binding)."""
 
     kind: DocumentKind
     document: Annotated[bytes, MaxLen(MAX_EVIDENCE_BYTES)]
+    static_key: Annotated[bytes, MaxLen(32)]
 
     def __post_init__(self) -> None:
         if not self.document:
             raise ValueError("a document is not empty")
+        if len(self.static_key) != 32:
+            raise ValueError("a static key is 32 bytes")
 
 
 __all__ = [

@@ -145,7 +145,10 @@ class InferenceNode:
         cluster.link_keys[name] = self.custody.static_public
         self.tpm = SimulatedNitroTPM(seed=name, pki=cluster.pki, clock=cluster.wall)
         self.sealed = SealedServing(self.custody, MODEL_SHA384, RELEASE_VERSION)
-        self.attestor = self.system.spawn(NodeAttestor(self.attest), name=ATTESTOR_NAME)
+        self.attestor = self.system.spawn(
+            NodeAttestor(self.attest, static_public=self.custody.static_public),
+            name=ATTESTOR_NAME,
+        )
         self.worker = self.start_worker()
         self.membership = self.start_membership()
 

@@ -146,8 +146,9 @@ class NodeAttestor(Actor):
     client path, so a flood of clients' listings never delays this node's own
     links' proofs; ``core.error`` (``UNAVAILABLE``) when the TPM fails."""
 
-    def __init__(self, attest: ClientAttest) -> None:
+    def __init__(self, attest: ClientAttest, *, static_public: bytes) -> None:
         self._attest = attest
+        self._static_public = static_public
 
     async def receive(self, ctx: Context, message: object) -> object:
         if not isinstance(message, AttestNode):
@@ -157,7 +158,7 @@ class NodeAttestor(Actor):
             evidence = await self._attest(message.nonce)
         if evidence is None:
             return ErrorReply(ErrorCode.UNAVAILABLE, True)
-        return NodeAttestation(evidence.kind, evidence.document)
+        return NodeAttestation(evidence.kind, evidence.document, self._static_public)
 
 
 __all__ = [

@@ -37,7 +37,7 @@ Duties:
   client's nonce of the nodes serving ``M``, fetched through the scheduler
   over the attested links (``Dispatcher.node_documents``: at most 16, each
   node within its timeout, failures left out), as ``{"nodes": [{"node",
-  "document": base64, "kind"}]}``, at most ``max_concurrent_attestations``
+  "document": base64, "kind", "static_key": base64}]}``, at most ``max_concurrent_attestations``
   listings at once (429 beyond); ``GET /v1/mantle/release`` -- the bundle
   this node booted (:class:`ReleaseFiles`: ``{"root.json",
   "targets.json", "log-proof.json"}``, base64), for the client to check

@@ -633,6 +633,7 @@ class IngressApp:
                         "node": found.node,
                         "document": base64.b64encode(found.document).decode("ascii"),
                         "kind": found.kind.value,
+                        "static_key": base64.b64encode(found.static_key).decode("ascii"),
                     }
                     for found in documents
                 ]

@@ -50,6 +50,8 @@ class NodeDocument:
     node: str
     kind: DocumentKind
     document: bytes = field(repr=False)
+    #: The Noise static key the document binds (what a client seals to).
+    static_key: bytes = field(repr=False, default=b"")
 
 
 class PeerKeys(Protocol):

@@ -276,7 +276,9 @@ class SchedulerDispatcher:
                 with contextlib.suppress(ActorError):
                     answer = await node.attestor.ask(question, self._attest_timeout)
                     if isinstance(answer, NodeAttestation):
-                        found[node.name] = NodeDocument(node.name, answer.kind, answer.document)
+                        found[node.name] = NodeDocument(
+                            node.name, answer.kind, answer.document, answer.static_key
+                        )
             finally:
                 waiting[0] -= 1
                 if not waiting[0]:

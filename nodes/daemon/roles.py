@@ -369,7 +369,9 @@ async def _inference_children(runtime: NodeRuntime) -> list[ChildSpec]:
         ChildSpec(
             id=ATTESTOR_NAME,
             # Clients' nonces take the attestation service's client path.
-            start=lambda: NodeAttestor(attestation.attest_client_channel),
+            start=lambda: NodeAttestor(
+                attestation.attest_client_channel, static_public=booted.custody.static_public
+            ),
             name=ATTESTOR_NAME,
         ),
         ChildSpec(

@@ -201,6 +201,7 @@ def test_node_documents_come_over_the_links_with_the_receipt_key_binding() -> No
     for found in documents:
         node = cluster.nodes[found.node]  # type: ignore[attr-defined]
         assert found.kind is DocumentKind.NITRO  # type: ignore[attr-defined]
+        assert found.static_key == node.custody.static_public  # type: ignore[attr-defined]
         # Read back without a check (the client verifies; this looks at fields).
         payload = unverified_payload(found.document)  # type: ignore[attr-defined]
         assert payload["nonce"] == nonce
