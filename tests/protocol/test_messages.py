@@ -165,6 +165,14 @@ def strategy_for(spec: Spec) -> st.SearchStrategy[Any]:
     if isinstance(spec, StrSpec):
         return st.text(max_size=min(spec.max_len, 48))
     if isinstance(spec, BytesSpec):
+        if spec.max_len <= 128:
+            # Keys, digests and signatures are exactly their limit (records
+            # check it, several per record), so that length is drawn mostly.
+            exact = st.binary(min_size=spec.max_len, max_size=spec.max_len)
+            shorter = st.binary(max_size=min(spec.max_len, 48))
+            return st.sampled_from((True,) * 7 + (False,)).flatmap(
+                lambda at_limit: exact if at_limit else shorter
+            )
         return st.binary(max_size=min(spec.max_len, 48))
     if isinstance(spec, CustomerDataSpec):
         limit = min(spec.max_len, 48)
