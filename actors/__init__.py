@@ -61,13 +61,15 @@ parentheses is where a class is imported from, when not here)::
     ├── AdmissionError                   (actors.scheduler; .check: AdmissionCheck)
     │   ├── UnknownModel                 no such model in the cluster
     │   ├── Overloaded                   its queue is full (.retry_after)
-    │   └── NoCapacity                   no node serves it now
+    │   ├── NoCapacity                   no node serves it now
+    │   └── Replayed                     a sealed request id admitted before
     ├── AttestationUnavailable           (actors.attestation; .check: UnavailableCheck)
     ├── ReattestationFailed              (actors.attestation; .check: ReattestCheck)
     ├── AdmissionError                   (actors.scheduler; .check: AdmissionCheck)
     │   ├── UnknownModel                 no such model in the cluster (HTTP 404)
     │   ├── Overloaded                   the queue is full; .retry_after (HTTP 429)
-    │   └── NoCapacity                   no node serves the model now (HTTP 503)
+    │   ├── NoCapacity                   no node serves the model now (HTTP 503)
+    │   └── Replayed                     a sealed request id admitted before (HTTP 409)
     ├── TenantStoreError                 (actors.ingress; .check: TenantCheck, .entry)
     ├── StoreError                       (actors.seams)
     ├── TPMError                         (actors.seams)

@@ -68,6 +68,7 @@ message's contents, a document's bytes or any other input::
     │   ├── SealedModelFormatError
     │   └── SealedModelTruncatedError
     ├── SessionError                 (framing; .check: SessionCheck; its subclasses are drawn there)
+    ├── StreamError                  (e2e_stream; .check: StreamCheck)
     └── TlogError                    (tlog)
         ├── InvalidProof
         ├── InvalidTreeHead

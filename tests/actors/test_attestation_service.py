@@ -19,7 +19,7 @@ from actors.attestation import (
     PeerAttestationVerifier,
     run_inline,
 )
-from actors.key_custody import NodeKeyCustody
+from actors.key_custody import KeyringError, NodeKeyCustody
 from actors.seams.clock import Clock
 from nodes.random import SystemRandom
 from protocol.attestation import (
@@ -34,6 +34,7 @@ from protocol.attestation import (
     noise_key_binding,
     unverified_payload,
 )
+from protocol.e2e import receipt_key_binding, verify_receipt
 from simulations.clock import ManualClock
 from simulations.nitrotpm import SimulatedNitroPKI, SimulatedNitroTPM, TpmOp
 
@@ -251,3 +252,52 @@ async def test_client_path_documents_carry_the_callers_user_data() -> None:
         with pytest.raises(ValueError):
             await service.attest_client_channel(nonce, user_data=bad)  # type: ignore[arg-type]
     assert service.attestations == 2
+
+
+def test_an_inference_nodes_documents_bind_its_receipt_key_on_every_path() -> None:
+    """The priority path (node links), the client path (clients' nonces) and
+    the cached document all carry the receipt key's binding as user data; a
+    caller naming its own user data (the ingress's TLS key) keeps it, and a
+    node without a receipt key binds none."""
+    clock = ManualClock(START_MS)
+    tpm = SimulatedNitroTPM(seed="receipts", pki=PKI, clock=clock)
+    custody = NodeKeyCustody(random=SystemRandom(), receipt_key=True)
+    service = AttestationService(
+        tpm=tpm, custody=custody, kind=DocumentKind.NITRO, clock=clock, run_blocking=run_inline
+    )
+    assert custody.receipt_public is not None
+    binding = receipt_key_binding(custody.receipt_public)
+    nonce = bytes(range(32))
+
+    async def main() -> list[bytes]:
+        return [
+            (await service.attest(nonce)).document,
+            (await service.attest_client_channel(nonce)).document,
+            (await service.refresh()).document,
+            (await service.attest_client_channel(nonce, user_data=b"tls")).document,
+        ]
+
+    linked, client, cached, tls = trio.run(main)
+    for document in (linked, client, cached):
+        assert unverified_payload(document)["user_data"] == binding
+    assert unverified_payload(tls)["user_data"] == b"tls"
+    plain = NodeKeyCustody(random=SystemRandom())
+    assert plain.receipt_key_binding is None
+    assert unverified_payload(plain.attest(tpm, nonce=nonce))["user_data"] in (None, b"")
+
+
+def test_receipts_are_signed_by_the_custodys_receipt_key_only() -> None:
+    custody = NodeKeyCustody(random=SystemRandom(), receipt_key=True)
+    fields = {
+        "request_id": bytes(16),
+        "request_sha256": bytes(32),
+        "response_sha256": b"\x01" * 32,
+        "model": "m",
+        "model_sha384": bytes(48),
+        "release_version": 2,
+    }
+    receipt = custody.sign_receipt(**fields)  # type: ignore[arg-type]
+    assert receipt.receipt_key == custody.receipt_public
+    verify_receipt(receipt, request_sha256=bytes(32), response_sha256=b"\x01" * 32)
+    with pytest.raises(KeyringError):
+        NodeKeyCustody(random=SystemRandom()).sign_receipt(**fields)  # type: ignore[arg-type]
