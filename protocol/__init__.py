@@ -31,6 +31,8 @@ message's contents, a document's bytes or any other input::
     │       ├── UnsupportedQuoteSignature
     │       └── UntrustedAttestationKey
     ├── CounterRefused               (counter_binding; .check: CounterCheck)
+    ├── E2EError                     (e2e; .check: E2ECheck)
+    │   └── ReceiptError
     ├── KeyCustodyError              (key_custody)
     │   ├── EnvelopeError            .denial: Denial
     │   └── KeyringError
