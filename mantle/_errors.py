@@ -76,7 +76,7 @@ class APIError(Exception):
         status: int,
         message: str,
         *,
-        type: str | None = None,  # noqa: A002 - the OpenAI error body's field
+        type: str | None = None,
         param: str | None = None,
         code: str | None = None,
     ) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -243,7 +243,8 @@ class Exchange:
             return self._prepared.opener.open(record)
         except E2EError as error:
             refusal = error
-        check = ClientCheck.RECEIPT if refusal.check.startswith("receipt.") else ClientCheck.RESPONSE
+        receipt = refusal.check.startswith("receipt.")
+        check = ClientCheck.RECEIPT if receipt else ClientCheck.RESPONSE
         raise AttestationError(check, f"{refusal.check}: the answer is refused")
 
     def _check_receipt(self, final: ResponseFinal) -> SavedReceipt:
@@ -317,9 +318,7 @@ class Exchange:
 
     @staticmethod
     def _chunks(data: bytes) -> list[Any]:
-        return [
-            chat_types.ChatCompletionChunk.model_validate_json(p) for p in _sse_payloads(data)
-        ]
+        return [chat_types.ChatCompletionChunk.model_validate_json(p) for p in _sse_payloads(data)]
 
     @staticmethod
     def _events(data: bytes) -> list[Any]:

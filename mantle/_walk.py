@@ -173,15 +173,9 @@ class TrustWalk:
     async def verify(self, model: str) -> VerifiedNodes:
         """Steps 1-3 of the module docstring for ``model``; stores the raised
         floor and the tree head only once all of them passed."""
-        floor, stored_head = self._load_state()
-        release, proof = await self._release(floor)
-        head = await self._tree_head(proof, stored_head)
+        release, head = await self.release()
         nodes, refused = await self._nodes(model, release)
-        try:
-            self._state.advance(release.min_version, head)
-        except TrustStateError as error:
-            detail = str(error)
-            raise AttestationError(ClientCheck.TRUST_STATE, detail) from None
+        self.store(release, head)
         return VerifiedNodes(
             model=model,
             release=release,
@@ -190,6 +184,22 @@ class TrustWalk:
             refused=refused,
             verified_at_ms=self._clock.wall_ms(),
         )
+
+    async def release(self) -> tuple[VerifiedRelease, SignedTreeHead]:
+        """Steps 1 and 2: the verified release and the log's tree head,
+        consistent with everything seen before. Stores nothing (:meth:`store`)."""
+        floor, stored_head = self._load_state()
+        release, proof = await self._release(floor)
+        head = await self._tree_head(proof, stored_head)
+        return release, head
+
+    def store(self, release: VerifiedRelease, head: SignedTreeHead) -> None:
+        """Keep the release's floor and the tree head for later runs."""
+        try:
+            self._state.advance(release.min_version, head)
+        except TrustStateError as error:
+            detail = str(error)
+            raise AttestationError(ClientCheck.TRUST_STATE, detail) from None
 
     def _load_state(self) -> tuple[int, SignedTreeHead | None]:
         try:
