@@ -226,6 +226,11 @@ class BootedNode:
     custody: NodeKeyCustody
     #: The first attestation document, binding the node's Noise static key.
     document: bytes
+    #: The bundle files boot verified (``root.json``, ``targets.json``,
+    #: ``log-proof.json``), which an ingress hands to clients as they are.
+    root_metadata: bytes = b""
+    targets_metadata: bytes = b""
+    log_proof: bytes = b""
 
 
 def _release_failure(error: ReleaseError) -> BootError:
@@ -465,7 +470,9 @@ def measured_boot(
                 raise BootError(
                     BootCheck.PCR_STATE, f"PCR {index} does not hold the expected value after boot"
                 )
-        custody = NodeKeyCustody(random=random)
+        # An inference node (one with a model) signs receipts with a key born
+        # here, in memory; its binding is in every document from this one on.
+        custody = NodeKeyCustody(random=random, receipt_key=inputs.model_id is not None)
         document = custody.attest(tpm, nonce=None)
     except TPMError as error:
         raise BootError(BootCheck.TPM, f"TPM command failed during measurement: {error}") from None
@@ -475,4 +482,7 @@ def measured_boot(
         pcrs=expected,
         custody=custody,
         document=document,
+        root_metadata=inputs.root_metadata,
+        targets_metadata=inputs.targets_metadata,
+        log_proof=inputs.log_proof,
     )

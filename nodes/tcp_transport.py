@@ -284,6 +284,16 @@ class TcpNoiseTransport:
             # and the configured link (dialled) takes over.
             joined.scope.cancel()
 
+    def peer_static(self, peer: str) -> bytes | None:
+        """The Noise static key of the link to ``peer`` while it is up: the
+        key its handshake proved and its attestation bound (a link keeps its
+        key while up), or ``None``. What the scheduler places sealed requests
+        by (:class:`actors.scheduler.PeerKeys`)."""
+        link = self._joined.get(peer) or self._links.get(peer)
+        if link is None or link.down or link.channel is None:
+            return None
+        return link.channel.remote_static
+
     @property
     def joined_peers(self) -> frozenset[str]:
         """The joined peers whose links are up (see the module docstring)."""

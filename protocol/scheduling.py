@@ -22,6 +22,23 @@ Work (the scheduler <-> the node's worker named ``"inference"``):
   (``sched.chunk``, ``sched.done``, ``sched.error``): the generation's
   replies, each naming its attempt.
 
+Sealed work (the end-to-end path, :mod:`protocol.e2e`):
+
+* :class:`PlaceSealed` (``sched.place_sealed``): run the sealed ``request``
+  as ``attempt``; only a node one of its envelopes names can open it, and
+  the scheduler places it on no other;
+* :class:`AttemptRecord` (``sched.record``): the ``index``-th sealed response
+  record of ``attempt`` as the node sealed it, ``final`` on the last one
+  (chunk records, then one final record with usage and receipt); the
+  scheduler relays the bytes, which it cannot open. ``sched.cancel`` and
+  ``sched.error`` serve sealed attempts as they serve plain ones.
+
+Evidence (the scheduler's side asks a node's worker, over the attested link):
+
+* :class:`AttestNode` (``sched.attest``): a fresh document over a client's
+  ``nonce``, asked with an actor ask; answered :class:`NodeAttestation`
+  (``sched.attested``: the document and its kind) or ``core.error``.
+
 An *attempt* is one placement of one request on one node; a request retried
 elsewhere gets a new attempt id, so a late reply from a node the request left
 never reaches it. Ids are opaque 16-byte values drawn by the scheduler.
@@ -35,6 +52,8 @@ import dataclasses
 import math
 from typing import Annotated, Final
 
+from protocol.attestation import MAX_EVIDENCE_BYTES, DocumentKind
+from protocol.e2e import MAX_RECORD_BYTES, SealedRequest
 from protocol.inference import GenerateChunk, GenerateDone, GenerateRequest
 from protocol.messages import U32, ErrorReply, IntRange, MaxLen, message
 
@@ -46,6 +65,10 @@ MAX_SLOTS: Final = 256
 MAX_MODEL_LEN: Final = 128
 #: Longest heartbeat interval a scheduler may ask for, in seconds.
 MAX_HEARTBEAT_INTERVAL: Final = 3600.0
+
+#: A client's nonce for :class:`AttestNode`: 32 to 64 bytes.
+MIN_ATTEST_NONCE: Final = 32
+MAX_ATTEST_NONCE: Final = 64
 
 Id = Annotated[bytes, MaxLen(ID_SIZE)]
 Slots = Annotated[int, IntRange(1, MAX_SLOTS)]
@@ -189,19 +212,80 @@ class AttemptFailed:
         _check_id(self.attempt)
 
 
+@message("sched.place_sealed")
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlaceSealed:
+    """Open ``request`` with this node's static key and generate it; every
+    reply names ``attempt`` (records as ``sched.record``, or ``sched.error``)."""
+
+    attempt: Id
+    request: SealedRequest
+
+    def __post_init__(self) -> None:
+        _check_id(self.attempt)
+
+
+@message("sched.record")
+@dataclasses.dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """The ``index``-th (from 0) sealed response record of ``attempt``;
+    ``final`` marks the last (the attempt ended). Relayed in order only."""
+
+    attempt: Id
+    index: U32
+    record: Annotated[bytes, MaxLen(MAX_RECORD_BYTES)]
+    final: bool
+
+    def __post_init__(self) -> None:
+        _check_id(self.attempt)
+        if not self.record:
+            raise ValueError("a record is not empty")
+
+
+@message("sched.attest")
+@dataclasses.dataclass(frozen=True, slots=True)
+class AttestNode:
+    """A fresh document of the node over ``nonce`` (a client's, 32 to 64 bytes)."""
+
+    nonce: Annotated[bytes, MaxLen(MAX_ATTEST_NONCE)]
+
+    def __post_init__(self) -> None:
+        if len(self.nonce) < MIN_ATTEST_NONCE:
+            raise ValueError(f"a nonce is {MIN_ATTEST_NONCE} to {MAX_ATTEST_NONCE} bytes")
+
+
+@message("sched.attested")
+@dataclasses.dataclass(frozen=True, slots=True)
+class NodeAttestation:
+    """The node's answer to :class:`AttestNode`: its document and the kind."""
+
+    kind: DocumentKind
+    document: Annotated[bytes, MaxLen(MAX_EVIDENCE_BYTES)]
+
+    def __post_init__(self) -> None:
+        if not self.document:
+            raise ValueError("a document is not empty")
+
+
 __all__ = [
     "ID_SIZE",
+    "MAX_ATTEST_NONCE",
     "MAX_HEARTBEAT_INTERVAL",
     "MAX_MODEL_LEN",
     "MAX_SLOTS",
+    "MIN_ATTEST_NONCE",
     "AttemptChunk",
     "AttemptDone",
     "AttemptFailed",
+    "AttemptRecord",
+    "AttestNode",
     "CancelAttempt",
     "Heartbeat",
     "JoinAccepted",
     "JoinScheduler",
     "LeaveScheduler",
+    "NodeAttestation",
     "PlaceAttempt",
+    "PlaceSealed",
     "Rejoin",
 ]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from actors import ActorSystem, CrashReport
+from actors.scheduler import SealedRecord
 from protocol.inference import GenerateChunk, GenerateDone
 from protocol.messages import ErrorReply
 
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
     from simulations.network import NetworkStats
 
 _TERMINAL = (GenerateDone, ErrorReply)
+
+
+def _is_terminal(reply: object) -> bool:
+    return isinstance(reply, _TERMINAL) or (isinstance(reply, SealedRecord) and reply.final)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,18 +97,21 @@ def replies_match(mismatched: int) -> CheckResult:
 def every_submission_ends(admitted: int, streams: Sequence[Sequence[object]]) -> CheckResult:
     """I7 at the scheduler: each of the ``admitted`` submissions was read to
     its end, and its stream holds chunks then exactly one terminal reply
-    (``GenerateDone`` or ``ErrorReply``), last. A stream read after
+    (``GenerateDone`` or ``ErrorReply``; for a sealed request, sealed
+    records then the final one or an ``ErrorReply``), last. A stream read after
     ``aclose`` may be cut short (its reader went away); pass only streams
     whose reader stayed."""
     violations = []
     if len(streams) != admitted:
         violations.append(f"{admitted} submissions admitted but {len(streams)} streams read")
     for index, stream in enumerate(streams):
-        terminals = [i for i, reply in enumerate(stream) if isinstance(reply, _TERMINAL)]
+        terminals = [i for i, reply in enumerate(stream) if _is_terminal(reply)]
         if not terminals:
             violations.append(f"submission {index} never ended")
         elif terminals != [len(stream) - 1]:
             violations.append(f"submission {index} has a terminal reply before its end")
-        if any(not isinstance(reply, (GenerateChunk, *_TERMINAL)) for reply in stream):
+        if any(
+            not isinstance(reply, (GenerateChunk, SealedRecord, *_TERMINAL)) for reply in stream
+        ):
             violations.append(f"submission {index} carried something other than a reply")
     return CheckResult("every_submission_ends", tuple(violations))

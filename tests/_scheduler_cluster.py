@@ -9,14 +9,19 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 from actors import ActorRef, ActorSystem, ChildSpec, CrashReport, Supervisor
+from actors.attestation import Evidence
 from actors.inference import (
+    ATTESTOR_NAME,
     InferenceActor,
     InferenceWorker,
+    NodeAttestor,
     Reply,
     SchedulerMembership,
+    SealedServing,
     WorkerLoad,
     WorkerStatus,
 )
+from actors.key_custody import NodeKeyCustody
 from actors.remote import RemoteLayer
 from actors.scheduler import (
     DEFAULT_SCHEDULER_MAILBOX,
@@ -26,18 +31,25 @@ from actors.scheduler import (
 )
 from actors.seams.clock import Clock
 from actors.seams.engine import CancelToken, Chunk, GenerationParams
+from protocol.attestation import DocumentKind
 from protocol.customer_data import CustomerData
+from protocol.e2e import RequestBody, RequestKey, SealedRequest, seal_request
 from protocol.inference import ChatTurn, GenerateChunk, GenerateRequest, Role
 from simulations.checkers import CheckResult, every_submission_ends
+from simulations.clock import ManualClock
 from simulations.engine import ScriptedEngine
 from simulations.kernel import Kernel, SimDriver
 from simulations.network import Fixed, LinkProfile, SimNetwork
+from simulations.nitrotpm import SimulatedNitroPKI, SimulatedNitroTPM
 from simulations.random import RecordedRandom
 from simulations.trace import TraceRecorder
 
 MODEL = "scripted-model"
 CANARY = "CANARY-sched-71c2 Where do the rivers go?"
 INGRESS = "ingress"
+#: What the release names as the model's digest, and its version, in receipts.
+MODEL_SHA384 = bytes(range(48))
+RELEASE_VERSION = 3
 
 _T = TypeVar("_T")
 
@@ -93,6 +105,20 @@ class CountingEngine(ScriptedEngine):
             yield chunk
 
 
+def seal(
+    cluster: Cluster, req: GenerateRequest, candidates: Sequence[str]
+) -> tuple[SealedRequest, RequestKey]:
+    """``req`` sealed for the named nodes' static keys, as a client sealing
+    to the nodes it verified does."""
+    return seal_request(
+        RequestBody.of(req),
+        model=req.model,
+        max_tokens=req.max_tokens,
+        candidates=[cluster.nodes[name].custody.static_public for name in candidates],
+        entropy=cluster.rng.token_bytes,
+    )
+
+
 class InferenceNode:
     def __init__(
         self,
@@ -113,8 +139,18 @@ class InferenceNode:
         self.slots = slots
         self.inference = InferenceActor(self.engine, self.pace)
         self.announced = announced if announced is not None else slots
+        # The node's keys, born in memory as measured boot makes them; the
+        # link key the scheduler learns for this node is its static key.
+        self.custody = NodeKeyCustody(random=cluster.rng, receipt_key=True)
+        cluster.link_keys[name] = self.custody.static_public
+        self.tpm = SimulatedNitroTPM(seed=name, pki=cluster.pki, clock=cluster.wall)
+        self.sealed = SealedServing(self.custody, MODEL_SHA384, RELEASE_VERSION)
+        self.attestor = self.system.spawn(NodeAttestor(self.attest), name=ATTESTOR_NAME)
         self.worker = self.start_worker()
         self.membership = self.start_membership()
+
+    async def attest(self, nonce: bytes) -> Evidence:
+        return Evidence(DocumentKind.NITRO, self.custody.attest(self.tpm, nonce=nonce))
 
     def start_membership(self) -> ActorRef:
         self.membership = self.system.spawn(
@@ -128,7 +164,7 @@ class InferenceNode:
         return self.membership
 
     def start_worker(self) -> ActorRef:
-        self.worker_actor = InferenceWorker(self.inference, slots=self.slots)
+        self.worker_actor = InferenceWorker(self.inference, slots=self.slots, sealed=self.sealed)
         self.worker = self.system.spawn(self.worker_actor, name="inference")
         return self.worker
 
@@ -164,6 +200,11 @@ class Cluster:
             detect_after=0.2,
         )
         self.crashes: list[CrashReport] = []
+        self.pki = SimulatedNitroPKI("scheduler-cluster")
+        self.wall = ManualClock(1_760_000_000_000)
+        #: The static key of each node's link as the transport authenticated
+        #: it (a test may swap one, as a node coming back with another key).
+        self.link_keys: dict[str, bytes] = {}
         self.ingress = ActorSystem(
             INGRESS, SimDriver(self.kernel), random=self.rng, on_crash=self.crashes.append
         )
@@ -172,6 +213,7 @@ class Cluster:
             self.ingress,
             limits=limits if limits is not None else SchedulerLimits(heartbeat_interval=0.5),
             known_models=[MODEL],
+            peer_keys=self.link_keys.get,
         )
         if supervised:
             spec = ChildSpec(

@@ -48,10 +48,31 @@ refused ``OVERLOADED`` at once), streams ``sched.chunk`` (numbered),
 heartbeats the worker's load, leaves when the worker dies and joins again
 under a new session whenever the scheduler's ``Down`` (a lost link, a
 restarted scheduler) or a ``sched.rejoin`` says it must.
+
+End to end (:mod:`protocol.e2e`): given :class:`SealedServing` (the node's
+key custody, the release's model digest and version), the worker runs
+``sched.place_sealed``: it opens the request with the node's static key
+(``open_request``; one not sealed for this node is refused ``UNAVAILABLE``,
+retryable elsewhere, one that does not open ``BAD_REQUEST``), refuses a
+request id it already opened (no request key seals two answers here),
+generates, and streams every chunk as a sealed ``sched.record``, the last
+one holding the usage and a receipt over the request's and the answer's
+digests, the model digest and the release version, signed by the receipt
+key in custody. :class:`NodeAttestor` (``inference_attestor``) answers
+``sched.attest`` with a document over the client's nonce from the
+attestation service's client path (its ``user_data`` the receipt key's
+binding).
 """
 
 from actors.inference._actor import Generate, InferenceActor, Reply, ReplySink
 from actors.inference._channel import FIRST_REQUEST_TIMEOUT_S, serve_inference
+from actors.inference._sealed import (
+    ATTESTOR_NAME,
+    REMEMBERED_REQUESTS,
+    ClientAttest,
+    NodeAttestor,
+    SealedServing,
+)
 from actors.inference._worker import (
     WORKER_NAME,
     InferenceWorker,
@@ -61,14 +82,19 @@ from actors.inference._worker import (
 )
 
 __all__ = [
+    "ATTESTOR_NAME",
     "FIRST_REQUEST_TIMEOUT_S",
+    "REMEMBERED_REQUESTS",
     "WORKER_NAME",
+    "ClientAttest",
     "Generate",
     "InferenceActor",
     "InferenceWorker",
+    "NodeAttestor",
     "Reply",
     "ReplySink",
     "SchedulerMembership",
+    "SealedServing",
     "WorkerLoad",
     "WorkerStatus",
     "serve_inference",

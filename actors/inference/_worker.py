@@ -10,7 +10,15 @@ from typing import Final
 
 from actors import Actor, ActorError, ActorRef, Context, Down, Exit, ExitReason
 from actors.inference._actor import Generate, InferenceActor, Reply
+from actors.inference._sealed import (
+    OpenedRequest,
+    SealedServing,
+    SeenRequests,
+    open_sealed,
+    seal_reply,
+)
 from actors.seams.engine import CancelToken
+from protocol.e2e import E2EError
 from protocol.inference import GenerateChunk, GenerateDone
 from protocol.messages import ErrorCode, ErrorReply
 from protocol.scheduling import (
@@ -19,12 +27,14 @@ from protocol.scheduling import (
     AttemptChunk,
     AttemptDone,
     AttemptFailed,
+    AttemptRecord,
     CancelAttempt,
     Heartbeat,
     JoinAccepted,
     JoinScheduler,
     LeaveScheduler,
     PlaceAttempt,
+    PlaceSealed,
     Rejoin,
 )
 
@@ -73,23 +83,75 @@ class _Attempt:
 
 class _Generation(Actor):
     """Runs one attempt through :meth:`InferenceActor.generate` (one actor
-    per attempt, so a worker with several slots generates concurrently)."""
+    per attempt, so a worker with several slots generates concurrently).
 
-    def __init__(self, inference: InferenceActor, attempt: _Attempt, place: PlaceAttempt) -> None:
+    A sealed attempt is opened here first, with the node's static key; its
+    chunks and its end go back sealed (``sched.record``), the last record
+    with the usage and a receipt signed by the node's receipt key."""
+
+    def __init__(
+        self,
+        inference: InferenceActor,
+        attempt: _Attempt,
+        place: PlaceAttempt | PlaceSealed,
+        sealed: SealedServing | None = None,
+    ) -> None:
         self._inference = inference
         self._attempt = attempt
         self._place = place
+        self._sealed = sealed
 
     async def started(self, ctx: Context) -> None:
         attempt = self._attempt
         gone = False
+        place = self._place
+        opened: OpenedRequest | None = None
+        if isinstance(place, PlaceSealed):
+            serving = self._sealed
+            result = (
+                open_sealed(place.request, serving)
+                if serving is not None
+                else ErrorReply(ErrorCode.UNAVAILABLE, True)
+            )
+            if isinstance(result, ErrorReply):
+                # Not for this node, or not opening: ended with a code only.
+                attempt.ended = True
+                with contextlib.suppress(ActorError):
+                    attempt.reply_to.tell(AttemptFailed(attempt.id, result), sender=ctx.self)
+                ctx.stop()
+                return
+            opened = result
+            request = opened.request
+        else:
+            request = place.request
+
+        def sealed_record(message: GenerateChunk | GenerateDone) -> AttemptRecord | None:
+            assert opened is not None and isinstance(place, PlaceSealed)
+            assert self._sealed is not None
+            record: bytes | None = None
+            with contextlib.suppress(E2EError):
+                record = seal_reply(message, opened, place.request, self._sealed)
+            if record is None:
+                return None
+            final = isinstance(message, GenerateDone)
+            wrapped = AttemptRecord(attempt.id, attempt.chunks, record, final)
+            attempt.chunks += 1
+            attempt.ended = final
+            return wrapped
 
         async def reply(message: Reply) -> None:
             nonlocal gone
             if attempt.ended:
                 return  # already ended by the worker: the rest is dropped
-            wrapped: AttemptChunk | AttemptDone | AttemptFailed
-            if isinstance(message, GenerateChunk):
+            wrapped: AttemptChunk | AttemptDone | AttemptFailed | AttemptRecord | None
+            if opened is not None and not isinstance(message, ErrorReply):
+                wrapped = sealed_record(message)
+                if wrapped is None:
+                    # The answer cannot be sealed within the format's limits.
+                    wrapped = AttemptFailed(attempt.id, ErrorReply(ErrorCode.INTERNAL, False))
+                    attempt.ended = True
+                    attempt.token.cancel()
+            elif isinstance(message, GenerateChunk):
                 wrapped = AttemptChunk(attempt.id, attempt.chunks, message)
                 attempt.chunks += 1
             elif isinstance(message, GenerateDone):
@@ -109,7 +171,7 @@ class _Generation(Actor):
 
         failure: Exception | None = None
         try:
-            await self._inference.generate(Generate(self._place.request, reply, attempt.token))
+            await self._inference.generate(Generate(request, reply, attempt.token))
         except Exception as error:
             failure = None if gone else error
         if failure is not None:
@@ -138,11 +200,19 @@ class InferenceWorker(Actor):
 
     trap_exit = True
 
-    def __init__(self, inference: InferenceActor, *, slots: int) -> None:
+    def __init__(
+        self, inference: InferenceActor, *, slots: int, sealed: SealedServing | None = None
+    ) -> None:
         if not 1 <= slots <= MAX_SLOTS:
             raise ValueError(f"a worker has 1 to {MAX_SLOTS} slots")
         self._inference = inference
         self._slots = slots
+        #: The node's keys for sealed requests (``None``: it refuses them,
+        #: ``UNAVAILABLE``, so the scheduler tries another candidate).
+        self._sealed = sealed
+        self._seen_requests = SeenRequests()
+        #: Placements that reached this worker (plain and sealed), a count only.
+        self.placements_received = 0
         self._running: dict[bytes, _Attempt] = {}
         self._by_task: dict[ActorRef, _Attempt] = {}
         # requester -> (monitor, attempts running for it): a requester that
@@ -167,7 +237,7 @@ class InferenceWorker(Actor):
         sender = ctx.sender
         if sender is None:
             return None
-        if isinstance(message, PlaceAttempt):
+        if isinstance(message, PlaceAttempt | PlaceSealed):
             self._place(ctx, sender, message)
         elif isinstance(message, CancelAttempt):
             attempt = self._running.get(message.attempt)
@@ -179,13 +249,22 @@ class InferenceWorker(Actor):
         for attempt in list(self._running.values()):
             attempt.fail(ctx.self, ErrorCode.UNAVAILABLE, True)
 
-    def _place(self, ctx: Context, sender: ActorRef, place: PlaceAttempt) -> None:
+    def _place(self, ctx: Context, sender: ActorRef, place: PlaceAttempt | PlaceSealed) -> None:
+        self.placements_received += 1
         if place.attempt in self._running or place.attempt in self._finished_set:
             return  # the same placement delivered twice
+        refusal: ErrorReply | None = None
         if len(self._running) >= self._slots:
-            refused = AttemptFailed(place.attempt, ErrorReply(ErrorCode.OVERLOADED, True))
+            refusal = ErrorReply(ErrorCode.OVERLOADED, True)
+        elif isinstance(place, PlaceSealed) and not self._seen_requests.first_sight(
+            place.request.request_id
+        ):
+            # A request id this node already served: answering it again would
+            # seal a second answer under the same request key. Never.
+            refusal = ErrorReply(ErrorCode.BAD_REQUEST, False)
+        if refusal is not None:
             with contextlib.suppress(ActorError):
-                sender.tell(refused, sender=ctx.self)
+                sender.tell(AttemptFailed(place.attempt, refusal), sender=ctx.self)
             return
         attempt = _Attempt(place.attempt, sender)
         monitor, count = self._requesters.get(sender, (0, 0))
@@ -193,7 +272,7 @@ class InferenceWorker(Actor):
             monitor = ctx.monitor(sender)
         self._requesters[sender] = (monitor, count + 1)
         self._running[attempt.id] = attempt
-        attempt.task = ctx.spawn_link(_Generation(self._inference, attempt, place))
+        attempt.task = ctx.spawn_link(_Generation(self._inference, attempt, place, self._sealed))
         self._by_task[attempt.task] = attempt
 
     def _exited(self, ctx: Context, exit: Exit) -> None:

@@ -32,6 +32,22 @@ Duties:
   once (429 beyond); ``GET /healthz``; the transparency log's read API under
   ``/ct/v1/`` (the injected sub-application). These need no API key.
 
+* **The end-to-end path** (the Mantle client; tenant key required):
+  ``GET /v1/mantle/nodes?model=M&nonce=HEX`` -- fresh documents over the
+  client's nonce of the nodes serving ``M``, fetched through the scheduler
+  over the attested links (``Dispatcher.node_documents``: at most 16, each
+  node within its timeout, failures left out), as ``{"nodes": [{"node",
+  "document": base64, "kind"}]}``, at most ``max_concurrent_attestations``
+  listings at once (429 beyond); ``GET /v1/mantle/release`` -- the bundle
+  this node booted (:class:`ReleaseFiles`: ``{"root.json",
+  "targets.json", "log-proof.json"}``, base64), for the client to check
+  against its own pins; ``POST /v1/mantle/chat`` -- a
+  :class:`~protocol.e2e.SealedRequest` (``application/vnd.mantle.e2e+msgpack``,
+  at most ``MAX_SEALED_REQUEST_BYTES``), of which the ingress reads the
+  routing fields only, answered with the node's sealed records as they come
+  (:mod:`protocol.e2e_stream` framing); refusals as for chat (401, 404, 413,
+  415, 429, 503), and 409 for a request id submitted before.
+
 Mantle keeps no conversation state (``store: true`` and
 ``previous_response_id`` are refused). Customer text stays in
 :class:`~protocol.customer_data.CustomerData` until it is rendered into
@@ -46,6 +62,7 @@ from actors.ingress._app import (
     AttestationSource,
     IngressApp,
     IngressLimits,
+    ReleaseFiles,
     create_app,
 )
 from actors.ingress._tenants import (
@@ -66,6 +83,7 @@ __all__ = [
     "AttestationSource",
     "IngressApp",
     "IngressLimits",
+    "ReleaseFiles",
     "Tenant",
     "TenantCheck",
     "TenantStore",

@@ -12,6 +12,7 @@ log line: events carry the route, the status, the tenant and timings.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -23,11 +24,26 @@ import anyio
 
 from actors.ingress._tenants import MAX_API_KEY_BYTES, TenantStore
 from actors.log import exception_summary, get_logger
-from actors.scheduler import Dispatcher, NoCapacity, Overloaded, Submission, UnknownModel
+from actors.scheduler import (
+    Dispatcher,
+    NoCapacity,
+    Overloaded,
+    Replayed,
+    SealedRecord,
+    Submission,
+    UnknownModel,
+)
 from actors.seams.clock import Clock
 from actors.seams.random import Random
 from protocol.attestation import tls_key_binding
 from protocol.customer_data import CustomerData
+from protocol.e2e import MAX_SEALED_REQUEST_BYTES, E2EError, SealedRequest
+from protocol.e2e_stream import (
+    SEALED_REQUEST_MEDIA_TYPE,
+    STREAM_MEDIA_TYPE,
+    error_frame,
+    record_frame,
+)
 from protocol.inference import GenerateChunk, GenerateDone, GenerateRequest
 from protocol.messages import ErrorCode, ErrorReply
 from protocol.openai import (
@@ -57,7 +73,12 @@ AttestationSource: TypeAlias = Callable[[bytes], Awaitable[bytes]]
 CT_PREFIX: Final = "/ct/v1/"
 MIN_NONCE_BYTES: Final = 32
 MAX_NONCE_BYTES: Final = 64
+#: Longest model id in a query (the wire's bound).
+MAX_MODEL_QUERY_LEN: Final = 128
 _U32_SPAN: Final = 1 << 32
+_MODEL_QUERY_CHARS: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/@+"
+)
 
 log = get_logger("actors.ingress")
 
@@ -90,6 +111,28 @@ class IngressLimits:
             raise ValueError("max_headers >= 8 and max_header_bytes >= 1024")
         if self.max_concurrent_attestations < 1:
             raise ValueError("max_concurrent_attestations must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReleaseFiles:
+    """The release bundle this node booted, as the files it verified
+    (``root.json``, ``targets.json``, ``log-proof.json``): what
+    ``GET /v1/mantle/release`` hands a client, which checks them against its
+    own pinned release root and log key, never against anything served."""
+
+    root: bytes = dataclasses.field(repr=False)
+    targets: bytes = dataclasses.field(repr=False)
+    log_proof: bytes = dataclasses.field(repr=False)
+
+    def render(self) -> bytes:
+        return json.dumps(
+            {
+                "root.json": base64.b64encode(self.root).decode("ascii"),
+                "targets.json": base64.b64encode(self.targets).decode("ascii"),
+                "log-proof.json": base64.b64encode(self.log_proof).decode("ascii"),
+            },
+            separators=(",", ":"),
+        ).encode("ascii")
 
 
 @dataclasses.dataclass(slots=True)
@@ -126,8 +169,11 @@ class _Exchange:
         await self.json(error.status, render_error(error), extra)
 
 
-def _reply_error(reply: ErrorReply) -> OpenAIRequestError:
-    """The HTTP error for an ``ErrorReply`` from the cluster (codes only)."""
+def _reply_error(reply: ErrorReply | SealedRecord) -> OpenAIRequestError:
+    """The HTTP error for an ``ErrorReply`` from the cluster (codes only); a
+    sealed record where a plain reply belongs is the cluster's failure."""
+    if isinstance(reply, SealedRecord):
+        return OpenAIRequestError(RequestCheck.SERVER_ERROR, "the cluster failed the request")
     code = reply.code
     if code is ErrorCode.NOT_FOUND:
         return OpenAIRequestError(RequestCheck.MODEL_NOT_FOUND, "the model does not exist")
@@ -173,8 +219,11 @@ class IngressApp:
         clock: Clock,
         random: Random,
         limits: IngressLimits,
+        release: ReleaseFiles | None = None,
     ) -> None:
         self._dispatcher = dispatcher
+        self._release = release.render() if release is not None else None
+        self._listings_running = 0
         self._tenants = tenants
         self._attestation = attestation
         self._tls_binding = tls_key_binding(tls_spki_der)
@@ -189,6 +238,9 @@ class IngressApp:
             "/v1/chat/completions": ("POST", self._chat),
             "/v1/responses": ("POST", self._responses),
             "/v1/attestation": ("GET", self._attestation_document),
+            "/v1/mantle/nodes": ("GET", self._mantle_nodes),
+            "/v1/mantle/release": ("GET", self._mantle_release),
+            "/v1/mantle/chat": ("POST", self._mantle_chat),
             "/healthz": ("GET", self._health),
         }
 
@@ -307,12 +359,12 @@ class IngressApp:
         return self._tenants.authenticate(key)
 
     @staticmethod
-    def _content_type_is_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    def _content_type_is(headers: list[tuple[bytes, bytes]], expected: bytes) -> bool:
         values = [v for k, v in headers if k.lower() == b"content-type"]
         if len(values) != 1:
             return False
         media, *params = values[0].split(b";")
-        if media.strip().lower() != b"application/json":
+        if media.strip().lower() != expected:
             return False
         for param in params:
             name, _, value = param.partition(b"=")
@@ -323,18 +375,27 @@ class IngressApp:
                 return False
         return True
 
-    async def _read_body(self, scope: Scope, receive: Receive, exchange: _Exchange) -> bytes | None:
+    async def _read_body(
+        self,
+        scope: Scope,
+        receive: Receive,
+        exchange: _Exchange,
+        *,
+        media_type: str = "application/json",
+        limit: int | None = None,
+    ) -> bytes | None:
         """The request body, or ``None`` after answering why it was refused
         (or when the client went away: nobody is left to answer)."""
         headers = scope.get("headers") or []
-        if not self._content_type_is_json(headers):
+        if not self._content_type_is(headers, media_type.encode("ascii")):
             await exchange.error(
                 OpenAIRequestError(
-                    RequestCheck.CONTENT_TYPE, "the request body must be application/json"
+                    RequestCheck.CONTENT_TYPE, f"the request body must be {media_type}"
                 )
             )
             return None
-        limit = self._limits.api.max_body_bytes
+        if limit is None:
+            limit = self._limits.api.max_body_bytes
         declared = _content_length(headers)
         too_large = OpenAIRequestError(
             RequestCheck.BODY_SIZE, f"the request body is larger than {limit} bytes"
@@ -510,11 +571,109 @@ class IngressApp:
         answer: _Answer = _ResponsesStream(renderer) if parsed.stream else _ResponsesWhole(renderer)
         await self._generate(parsed.generate, tenant, receive, exchange, answer)
 
+    # -- end to end (the Mantle client) ---------------------------------------------
+
+    async def _mantle_release(
+        self, scope: Scope, receive: Receive, exchange: _Exchange, tenant: str
+    ) -> None:
+        if self._release is None:
+            await exchange.error(
+                OpenAIRequestError(RequestCheck.ROUTE_NOT_FOUND, "this node serves no release")
+            )
+            return
+        await exchange.json(200, self._release)
+
+    async def _mantle_nodes(
+        self, scope: Scope, receive: Receive, exchange: _Exchange, tenant: str
+    ) -> None:
+        query = _nodes_query(scope.get("query_string", b""))
+        if query is None:
+            await exchange.error(
+                OpenAIRequestError(
+                    RequestCheck.INVALID_PARAMETER,
+                    f"?model=ID&nonce=HEX, nothing else: a model id of 1 to "
+                    f"{MAX_MODEL_QUERY_LEN} characters and a nonce of {MIN_NONCE_BYTES} "
+                    f"to {MAX_NONCE_BYTES} bytes in hex",
+                    param="nonce",
+                )
+            )
+            return
+        model, nonce = query
+        if self._listings_running >= self._limits.max_concurrent_attestations:
+            await exchange.error(
+                OpenAIRequestError(RequestCheck.RATE_LIMITED, "attestations are busy; retry"),
+                [(b"retry-after", b"1")],
+            )
+            return
+        self._listings_running += 1
+        refusal: OpenAIRequestError | None = None
+        extra: list[tuple[bytes, bytes]] = []
+        documents = None
+        try:
+            documents = await self._dispatcher.node_documents(model, nonce)
+        except UnknownModel:
+            refusal = OpenAIRequestError(
+                RequestCheck.MODEL_NOT_FOUND,
+                "the model does not exist in this cluster (GET /v1/models lists them)",
+                param="model",
+            )
+        except (Overloaded, NoCapacity):
+            extra.append((b"retry-after", b"1"))
+            refusal = OpenAIRequestError(RequestCheck.RATE_LIMITED, "the scheduler is busy; retry")
+        finally:
+            self._listings_running -= 1
+        if refusal is not None or documents is None:
+            assert refusal is not None
+            await exchange.error(refusal, extra)
+            return
+        payload = json.dumps(
+            {
+                "nodes": [
+                    {
+                        "node": found.node,
+                        "document": base64.b64encode(found.document).decode("ascii"),
+                        "kind": found.kind.value,
+                    }
+                    for found in documents
+                ]
+            },
+            separators=(",", ":"),
+        ).encode("ascii")
+        await exchange.json(200, payload)
+
+    async def _mantle_chat(
+        self, scope: Scope, receive: Receive, exchange: _Exchange, tenant: str
+    ) -> None:
+        """A sealed request: its routing fields (model, max tokens, the nodes'
+        key bindings) are all that is read; the records are relayed as the
+        node sealed them."""
+        body = await self._read_body(
+            scope,
+            receive,
+            exchange,
+            media_type=SEALED_REQUEST_MEDIA_TYPE,
+            limit=MAX_SEALED_REQUEST_BYTES,
+        )
+        if body is None:
+            return
+        sealed: SealedRequest | None = None
+        with contextlib.suppress(E2EError):
+            sealed = SealedRequest.decode(body)
+        if sealed is None:
+            await exchange.error(
+                OpenAIRequestError(
+                    RequestCheck.INVALID_PARAMETER,
+                    "the body is not an encoded sealed request (e2e.request)",
+                )
+            )
+            return
+        await self._generate(sealed, tenant, receive, exchange, _SealedStream())
+
     # -- generation ----------------------------------------------------------------
 
     async def _generate(
         self,
-        request: GenerateRequest,
+        request: GenerateRequest | SealedRequest,
         tenant: str,
         receive: Receive,
         exchange: _Exchange,
@@ -541,6 +700,10 @@ class IngressApp:
         except NoCapacity:
             refusal = OpenAIRequestError(
                 RequestCheck.NO_CAPACITY, "no node serves the model right now; retry later"
+            )
+        except Replayed:
+            refusal = OpenAIRequestError(
+                RequestCheck.REPLAYED, "this request id was already submitted; seal it afresh"
             )
         if refusal is not None or submission is None:
             assert refusal is not None
@@ -597,15 +760,39 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     return int(values[0])
 
 
-def _nonce_from_query(raw: object) -> bytes | None:
-    if not isinstance(raw, bytes) or not raw.startswith(b"nonce=") or b"&" in raw:
-        return None
-    text = raw[len(b"nonce=") :]
+def _hex_nonce(text: bytes) -> bytes | None:
     if not 2 * MIN_NONCE_BYTES <= len(text) <= 2 * MAX_NONCE_BYTES or len(text) % 2:
         return None
     if not all(c in b"0123456789abcdefABCDEF" for c in text):
         return None
     return bytes.fromhex(text.decode("ascii"))
+
+
+def _nodes_query(raw: object) -> tuple[str, bytes] | None:
+    """``model`` and ``nonce`` of ``?model=M&nonce=HEX`` (either order, each
+    once, nothing else; the model id in the characters model ids use, with
+    no percent-encoding), or ``None``."""
+    if not isinstance(raw, bytes) or len(raw) > 512:
+        return None
+    fields: dict[bytes, bytes] = {}
+    for part in raw.split(b"&"):
+        name, sep, value = part.partition(b"=")
+        if not sep or name not in (b"model", b"nonce") or name in fields:
+            return None
+        fields[name] = value
+    if len(fields) != 2:
+        return None
+    model = fields[b"model"].decode("ascii", "replace")
+    if not 0 < len(model) <= MAX_MODEL_QUERY_LEN or not set(model) <= _MODEL_QUERY_CHARS:
+        return None
+    nonce = _hex_nonce(fields[b"nonce"])
+    return (model, nonce) if nonce is not None else None
+
+
+def _nonce_from_query(raw: object) -> bytes | None:
+    if not isinstance(raw, bytes) or not raw.startswith(b"nonce=") or b"&" in raw:
+        return None
+    return _hex_nonce(raw[len(b"nonce=") :])
 
 
 async def _run_with_timeout(
@@ -734,6 +921,49 @@ class _Stream(_Answer):
         raise NotImplementedError
 
 
+class _SealedStream(_Answer):
+    """The sealed records, one frame each (:mod:`protocol.e2e_stream`), as
+    they come; an error before the first is an HTTP error, after it an error
+    frame. The records are the node's bytes: nothing here can open them."""
+
+    async def relay(self, submission: Submission, exchange: _Exchange) -> bool:
+        async for reply in submission:
+            if isinstance(reply, SealedRecord):
+                if not exchange.started:
+                    await exchange.start(200, list(_STREAM_HEADERS))
+                await exchange.body(record_frame(reply.record), more=not reply.final)
+                if reply.final:
+                    return True
+            elif isinstance(reply, ErrorReply):
+                await self.fail(exchange, _reply_error(reply))
+                return True
+            else:
+                # A plaintext reply to a sealed request: never relayed.
+                await self.fail(
+                    exchange,
+                    OpenAIRequestError(RequestCheck.SERVER_ERROR, "the cluster failed the request"),
+                )
+                return True
+        await self.fail(
+            exchange,
+            OpenAIRequestError(RequestCheck.SERVER_ERROR, "the request ended without an answer"),
+        )
+        return True
+
+    async def fail(self, exchange: _Exchange, error: OpenAIRequestError) -> None:
+        if exchange.started:
+            await exchange.body(error_frame(render_error(error)))
+        else:
+            await exchange.error(error)
+
+
+_STREAM_HEADERS: Final = [
+    (b"content-type", STREAM_MEDIA_TYPE.encode("ascii")),
+    (b"cache-control", b"no-store"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
 class _ChatStream(_Stream):
     def __init__(self, renderer: ChatStreamRenderer) -> None:
         self._renderer = renderer
@@ -778,6 +1008,7 @@ def create_app(
     clock: Clock,
     random: Random,
     limits: IngressLimits | None = None,
+    release: ReleaseFiles | None = None,
 ) -> IngressApp:
     """The ingress's ASGI application.
 
@@ -786,7 +1017,9 @@ def create_app(
     certificate the HTTPS server presents (``nodes.https``), which
     ``/v1/attestation`` reports next to the document. ``tlog_app`` serves
     ``/ct/v1/`` (the daemon passes ``nodes.tlog.TlogHttpApp``). ``random``
-    draws response ids and the seed of unseeded requests.
+    draws response ids and the seed of unseeded requests. ``release`` is
+    the bundle this node booted, served at ``/v1/mantle/release`` (without
+    it that route answers 404).
     """
     return IngressApp(
         dispatcher=dispatcher,
@@ -797,4 +1030,5 @@ def create_app(
         clock=clock,
         random=random,
         limits=limits if limits is not None else IngressLimits(),
+        release=release,
     )

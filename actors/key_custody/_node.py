@@ -10,6 +10,14 @@ is readable only inside this measured node. On a ``keys`` node the
 :class:`~actors.key_custody.KeyVault` uses this same key for imports and
 grants: one key per node, the attested one.
 
+An inference node's custody also holds its **receipt key**: an Ed25519 key
+pair born in memory with the custody (``receipt_key=True``) and never
+written. Its binding, :func:`protocol.e2e.receipt_key_binding` of the public
+key, is the ``user_data`` of every document the node makes unless a caller
+names other user data, so a client that verified a node's document knows
+which key signs that node's receipts; the private key signs them here and
+never leaves (:meth:`NodeKeyCustody.sign_receipt`).
+
 Data keys received from the ``keys`` role are kept here, in memory, and handed
 to the model loader through :meth:`NodeKeyCustody.data_key_for`. A grant is
 accepted only if it was sealed by the keys node's static key -- the one the
@@ -18,10 +26,14 @@ caller verified in the keys node's attestation document.
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from actors.seams.random import Random
 from actors.seams.tpm import TPM
 from protocol.attestation import DocumentKind
 from protocol.attestation.binding import noise_key_binding
+from protocol.e2e import Receipt, receipt_key_binding, sign_receipt
 from protocol.key_custody import (
     DataKeyGrant,
     DataKeyRequest,
@@ -39,9 +51,16 @@ from protocol.sealed_model import DATA_KEY_SIZE, SealedModelHeader, validate_mod
 class NodeKeyCustody:
     """This node's static key and the data keys it was granted."""
 
-    def __init__(self, *, random: Random) -> None:
+    def __init__(self, *, random: Random, receipt_key: bool = False) -> None:
         self._static = new_static_key(random.token_bytes)
         self._data_keys: dict[tuple[str, int], bytes] = {}
+        self._receipt_key: Ed25519PrivateKey | None = None
+        self._receipt_public: bytes | None = None
+        if receipt_key:
+            self._receipt_key = Ed25519PrivateKey.from_private_bytes(random.token_bytes(32))
+            self._receipt_public = self._receipt_key.public_key().public_bytes(
+                Encoding.Raw, PublicFormat.Raw
+            )
 
     def __repr__(self) -> str:
         return f"NodeKeyCustody(keys={len(self._data_keys)})"
@@ -59,9 +78,51 @@ class NodeKeyCustody:
         """The value this node's attestation documents carry as ``public_key``."""
         return noise_key_binding(self._static.public)
 
+    @property
+    def receipt_public(self) -> bytes | None:
+        """The receipt key's raw Ed25519 public key (``None``: no receipt key)."""
+        return self._receipt_public
+
+    @property
+    def receipt_key_binding(self) -> bytes | None:
+        """What this node's documents carry as ``user_data`` by default."""
+        if self._receipt_public is None:
+            return None
+        return receipt_key_binding(self._receipt_public)
+
     def attest(self, tpm: TPM, *, nonce: bytes | None, user_data: bytes | None = None) -> bytes:
-        """An attestation document over the current PCRs binding this node's key."""
+        """An attestation document over the current PCRs binding this node's key.
+
+        Its ``user_data`` is ``user_data`` when given (the ingress binds its
+        TLS key there), else the receipt key's binding on a node that holds
+        one, so node links, key requests and clients' nonces all see it."""
+        if user_data is None:
+            user_data = self.receipt_key_binding
         return tpm.attest(nonce=nonce, public_key=self.key_binding, user_data=user_data)
+
+    def sign_receipt(
+        self,
+        *,
+        request_id: bytes,
+        request_sha256: bytes,
+        response_sha256: bytes,
+        model: str,
+        model_sha384: bytes,
+        release_version: int,
+    ) -> Receipt:
+        """A receipt (:func:`protocol.e2e.sign_receipt`) signed by this node's
+        receipt key, which never leaves the custody."""
+        if self._receipt_key is None:
+            raise KeyringError("this node holds no receipt key")
+        return sign_receipt(
+            self._receipt_key,
+            request_id=request_id,
+            request_sha256=request_sha256,
+            response_sha256=response_sha256,
+            model=model,
+            model_sha384=model_sha384,
+            release_version=release_version,
+        )
 
     def data_key_request(
         self,

@@ -40,6 +40,21 @@ Duties (:class:`SchedulerActor`, registered as ``"scheduler"``):
   own ``ErrorReply``; a submission whose scheduler died ends by itself a
   grace period after its deadline.
 
+* **Sealed requests** (:class:`~protocol.e2e.SealedRequest`, the end-to-end
+  path): placed as ``sched.place_sealed`` only on a node whose key binding
+  one of the request's envelopes names, that binding taken from the static
+  key the transport authenticated for the node's link when it joined (the
+  ``peer_keys`` lookup; checked again at each placement), never from a
+  message; retries stay within those nodes; the node's ``sched.record``
+  items (opaque sealed records) are relayed in order, the final one ending
+  the request; at most ``max_tokens + 2`` records. A sealed request id is
+  admitted once (:class:`Replayed` after that), remembered across restarts
+  of the actor, so no node is asked to answer a request key twice.
+* **Node documents** for clients: :meth:`SchedulerDispatcher.node_documents`
+  lists the nodes serving a model (at most 16) and asks each one's worker
+  ``sched.attest`` over its attested link, all at once, each within a
+  timeout; the nodes that answer are listed.
+
 The ingress reaches it through :class:`SchedulerDispatcher` (the
 :class:`Dispatcher` of this node, in the same process): ``models()`` reads
 the listing the actor publishes, ``submit`` asks the actor to admit
@@ -53,14 +68,17 @@ request and its replies through without reading, logging or reporting them.
 """
 
 from actors.scheduler._actor import (
+    MAX_LISTED_NODES,
     MISSED_HEARTBEATS,
     SCHEDULER_NAME,
     Abandon,
     Admit,
     ClusterDirectory,
+    ListNodes,
     SchedulerActor,
     SchedulerLimits,
     SchedulerStats,
+    ServingNode,
 )
 from actors.scheduler._api import (
     AdmissionCheck,
@@ -68,12 +86,18 @@ from actors.scheduler._api import (
     Dispatcher,
     ModelListing,
     NoCapacity,
+    NodeDocument,
     Overloaded,
+    PeerKeys,
+    Replayed,
+    SealedRecord,
     Submission,
+    SubmissionReply,
     UnknownModel,
 )
 from actors.scheduler._dispatcher import (
     DEFAULT_ADMISSION_TIMEOUT,
+    DEFAULT_ATTEST_TIMEOUT,
     DEFAULT_END_GRACE,
     DEFAULT_SCHEDULER_MAILBOX,
     SchedulerDispatcher,
@@ -82,8 +106,10 @@ from actors.scheduler._dispatcher import (
 
 __all__ = [
     "DEFAULT_ADMISSION_TIMEOUT",
+    "DEFAULT_ATTEST_TIMEOUT",
     "DEFAULT_END_GRACE",
     "DEFAULT_SCHEDULER_MAILBOX",
+    "MAX_LISTED_NODES",
     "MISSED_HEARTBEATS",
     "SCHEDULER_NAME",
     "Abandon",
@@ -92,14 +118,21 @@ __all__ = [
     "Admit",
     "ClusterDirectory",
     "Dispatcher",
+    "ListNodes",
     "ModelListing",
     "NoCapacity",
+    "NodeDocument",
     "Overloaded",
+    "PeerKeys",
+    "Replayed",
     "SchedulerActor",
     "SchedulerDispatcher",
     "SchedulerLimits",
     "SchedulerStats",
     "SchedulerSubmission",
+    "SealedRecord",
+    "ServingNode",
     "Submission",
+    "SubmissionReply",
     "UnknownModel",
 ]

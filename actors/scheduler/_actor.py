@@ -5,15 +5,26 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
 from actors import Actor, ActorError, ActorRef, Context, Down, ExitReason, PeerUnavailable
-from actors.inference import WORKER_NAME
+from actors.inference import ATTESTOR_NAME, WORKER_NAME
 from actors.lowlevel import TimerHandle
-from actors.scheduler._api import ModelListing, NoCapacity, Overloaded, UnknownModel
+from actors.scheduler._api import (
+    ModelListing,
+    NoCapacity,
+    Overloaded,
+    PeerKeys,
+    Replayed,
+    SealedRecord,
+    UnknownModel,
+)
+from protocol.attestation import noise_key_binding
+from protocol.e2e import SealedRequest
 from protocol.inference import GenerateDone, GenerateRequest
 from protocol.messages import ErrorCode, ErrorReply
 from protocol.scheduling import (
@@ -21,12 +32,14 @@ from protocol.scheduling import (
     AttemptChunk,
     AttemptDone,
     AttemptFailed,
+    AttemptRecord,
     CancelAttempt,
     Heartbeat,
     JoinAccepted,
     JoinScheduler,
     LeaveScheduler,
     PlaceAttempt,
+    PlaceSealed,
     Rejoin,
 )
 
@@ -39,6 +52,9 @@ SCHEDULER_NAME: Final = "scheduler"
 MISSED_HEARTBEATS: Final = 3
 #: Longest tenant id the scheduler queues under.
 MAX_TENANT_LEN: Final = 128
+#: Most nodes :class:`ListNodes` names (a sealed request has at most 16
+#: envelopes, so a client needs no more candidates than that).
+MAX_LISTED_NODES: Final = 16
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,12 +75,19 @@ class SchedulerLimits:
     retry_after: float = 1.0
     max_models: int = 64
     max_nodes: int = 1024
+    #: Sealed request ids remembered, so a replayed one is refused.
+    remembered_requests: int = 65536
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_queued_per_tenant <= self.max_queued:
             raise ValueError("queue limits must satisfy 1 <= per tenant <= per model")
-        if self.max_attempts < 1 or self.max_models < 1 or self.max_nodes < 1:
-            raise ValueError("attempts, models and nodes must be at least 1")
+        if (
+            self.max_attempts < 1
+            or self.max_models < 1
+            or self.max_nodes < 1
+            or self.remembered_requests < 1
+        ):
+            raise ValueError("attempts, models, nodes and remembered ids must be at least 1")
         for value in (self.heartbeat_interval, self.retry_after):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError("intervals must be positive seconds")
@@ -85,6 +108,7 @@ class SchedulerStats:
     nodes_joined: int = 0
     nodes_lost: int = 0
     replies_ignored: int = 0
+    replays_refused: int = 0
 
     @property
     def ended(self) -> int:
@@ -102,7 +126,21 @@ class ClusterDirectory:
         self.listings: tuple[ModelListing, ...] = ()
         self.open: dict[int, SchedulerSubmission] = {}
         self.stats = SchedulerStats()
+        # Sealed request ids admitted, oldest first: kept across restarts of
+        # the actor, so a replay is refused by every incarnation.
+        self.seen: deque[bytes] = deque()
+        self.seen_set: set[bytes] = set()
         self.publish({})
+
+    def first_sight(self, request_id: bytes, limit: int) -> bool:
+        """Remember ``request_id``; whether it was new."""
+        if request_id in self.seen_set:
+            return False
+        self.seen.append(request_id)
+        self.seen_set.add(request_id)
+        while len(self.seen) > limit:
+            self.seen_set.discard(self.seen.popleft())
+        return True
 
     def publish(self, serving: dict[str, int], known: Iterable[str] = ()) -> None:
         models = sorted(self.configured.union(known))
@@ -117,7 +155,7 @@ class Admit:
     """Local command from the dispatcher: queue ``request`` for ``submission``.
     Answered with ``None`` (admitted) or the :class:`AdmissionError` to raise."""
 
-    request: GenerateRequest
+    request: GenerateRequest | SealedRequest
     tenant: str
     deadline: float
     submission: SchedulerSubmission
@@ -128,6 +166,23 @@ class Abandon:
     """Local command: the submission's reader went away (or gave up waiting)."""
 
     submission: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListNodes:
+    """Local command from the dispatcher: the nodes serving ``model`` now
+    (answered with a tuple of :class:`ServingNode`, at most
+    :data:`MAX_LISTED_NODES`, or :class:`UnknownModel`)."""
+
+    model: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServingNode:
+    """A joined node of a model and its attestor (where ``sched.attest`` goes)."""
+
+    name: str
+    attestor: ActorRef
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -147,6 +202,7 @@ class _Request:
     __slots__ = (
         "attempt",
         "attempts",
+        "candidates",
         "deadline",
         "model",
         "next_chunk",
@@ -162,13 +218,16 @@ class _Request:
     def __init__(
         self,
         submission: SchedulerSubmission,
-        request: GenerateRequest,
+        request: GenerateRequest | SealedRequest,
         tenant: str,
         deadline: float,
     ) -> None:
         self.submission = submission
         self.request = request
         self.model = request.model
+        #: A sealed request's envelopes' key bindings: the only nodes it may
+        #: be placed on (``None``: a plain request, any node of the model).
+        self.candidates = request.nodes if isinstance(request, SealedRequest) else None
         self.tenant = tenant
         self.deadline = deadline
         self.attempts = 0
@@ -186,6 +245,7 @@ class _Request:
 
 class _Node:
     __slots__ = (
+        "binding",
         "last_seen",
         "membership",
         "model",
@@ -205,8 +265,12 @@ class _Node:
         monitor: int,
         worker: ActorRef,
         now: float,
+        binding: bytes | None,
     ) -> None:
         self.name = membership.node
+        #: The key binding of the link's authenticated static key when the
+        #: node joined (``None``: unknown, so no sealed request goes there).
+        self.binding = binding
         self.session = join.session
         self.model = join.model
         self.slots = join.slots
@@ -247,11 +311,16 @@ class _ModelQueue:
             queue.append(request)
         self.size += 1
 
-    def pop(self) -> _Request | None:
-        if not self.tenants:
+    def pop(self, fits: Callable[[_Request], bool]) -> _Request | None:
+        """The head of the first tenant, in ring order, whose head ``fits``
+        (a sealed request waits for its own candidates without holding up
+        other tenants; each tenant's queue stays FIFO)."""
+        for tenant, queue in self.tenants.items():  # noqa: B007 (used after the loop)
+            if fits(queue[0]):
+                break
+        else:
             return None
-        tenant = next(iter(self.tenants))
-        queue = self.tenants.pop(tenant)
+        del self.tenants[tenant]
         request = queue.popleft()
         if queue:
             self.tenants[tenant] = queue
@@ -283,9 +352,15 @@ class SchedulerActor(Actor):
     a supervisor builds each incarnation with ``dispatcher.actor``.
     """
 
-    def __init__(self, directory: ClusterDirectory, limits: SchedulerLimits) -> None:
+    def __init__(
+        self,
+        directory: ClusterDirectory,
+        limits: SchedulerLimits,
+        peer_keys: PeerKeys | None = None,
+    ) -> None:
         self._directory = directory
         self._limits = limits
+        self._peer_keys = peer_keys
         self._stats = directory.stats
         self._nodes: dict[str, _Node] = {}
         self._queues: dict[str, _ModelQueue] = {}
@@ -319,6 +394,8 @@ class SchedulerActor(Actor):
             self._sweep(ctx)  # its timer was dropped at a full mailbox
         if isinstance(message, Admit):
             return self._admit(ctx, message)
+        if isinstance(message, ListNodes):
+            return self._list(ctx, message)
         if isinstance(message, Abandon | _Expire):
             self._abandon(ctx, message.submission, expired=isinstance(message, _Expire))
         elif isinstance(message, Down):
@@ -329,6 +406,8 @@ class SchedulerActor(Actor):
             self._stats.replies_ignored += 1
         elif isinstance(message, AttemptChunk):
             self._chunk(ctx, sender, message)
+        elif isinstance(message, AttemptRecord):
+            self._record(ctx, sender, message)
         elif isinstance(message, AttemptDone | AttemptFailed):
             self._attempt_ended(ctx, sender, message)
         elif isinstance(message, Heartbeat):
@@ -350,7 +429,17 @@ class SchedulerActor(Actor):
         if model not in self._known:
             self._stats.refused += 1
             return UnknownModel()
-        if not any(node.model == model for node in self._nodes.values()):
+        request_id: bytes | None = None
+        if isinstance(command.request, SealedRequest):
+            candidates = command.request.nodes
+            if not any(
+                node.model == model and self._may_hold(node, candidates)
+                for node in self._nodes.values()
+            ):
+                self._stats.refused += 1
+                return NoCapacity()
+            request_id = command.request.request_id
+        elif not any(node.model == model for node in self._nodes.values()):
             self._stats.refused += 1
             return NoCapacity()
         queue = self._queues.setdefault(model, _ModelQueue())
@@ -360,6 +449,15 @@ class SchedulerActor(Actor):
         ):
             self._stats.refused += 1
             return Overloaded(limits.retry_after)
+        if request_id is not None and not self._directory.first_sight(
+            request_id, limits.remembered_requests
+        ):
+            # Placed again, it would be answered again under the same request
+            # key: never. (Remembered only once admitted, so a request refused
+            # for a full queue may come again.)
+            self._stats.refused += 1
+            self._stats.replays_refused += 1
+            return Replayed()
         submission = command.submission
         request = _Request(submission, command.request, command.tenant, command.deadline)
         self._requests[submission.id] = request
@@ -392,25 +490,57 @@ class SchedulerActor(Actor):
 
     # ---------------------------------------------------------- placement
 
+    def _may_hold(self, node: _Node, candidates: frozenset[bytes] | None) -> bool:
+        """Whether a request sealed for ``candidates`` may go to ``node``: its
+        binding is among them and its link still has the key it joined with
+        (a plain request, ``None``, may go to any node of its model)."""
+        if candidates is None:
+            return True
+        if node.binding is None or node.binding not in candidates or self._peer_keys is None:
+            return False
+        current = self._peer_keys(node.name)
+        return current is not None and noise_key_binding(current) == node.binding
+
     def _pump(self, ctx: Context, model: str) -> None:
-        """Place waiting requests of ``model`` while a node has a free slot."""
+        """Place waiting requests of ``model`` while a node has a free slot
+        (for a sealed request: a free node it was sealed for)."""
         queue = self._queues.get(model)
         while queue is not None and queue.size:
-            candidates = [n for n in self._nodes.values() if n.model == model and n.free]
-            if not candidates:
+            free = [n for n in self._nodes.values() if n.model == model and n.free]
+            if not free:
                 return
-            # Most free slots first; the name breaks ties (reproducible runs).
-            node = min(candidates, key=lambda n: (-n.free, n.name))
-            request = queue.pop()
-            assert request is not None
+            request = queue.pop(functools.partial(self._fits_any, free))
+            if request is None:
+                return
+            node = self._best(free, request)
+            assert node is not None
             self._place(ctx, request, node)
+
+    def _fits_any(self, free: list[_Node], request: _Request) -> bool:
+        return self._best(free, request) is not None
+
+    def _best(self, free: list[_Node], request: _Request) -> _Node | None:
+        """Of the ``free`` nodes, the one ``request`` goes to: most free
+        slots first, the name breaking ties (reproducible runs)."""
+        fitting = [n for n in free if self._may_hold(n, request.candidates)]
+        return min(fitting, key=lambda n: (-n.free, n.name)) if fitting else None
 
     def _place(self, ctx: Context, request: _Request, node: _Node) -> None:
         attempt = ctx.random.token_bytes(ID_SIZE)
         while attempt in node.running:
             attempt = ctx.random.token_bytes(ID_SIZE)
+        placement: PlaceAttempt | PlaceSealed
+        if isinstance(request.request, SealedRequest):
+            if not self._may_hold(node, request.candidates):
+                # Never reached through _pump; checked here, where it is sent.
+                self._stats.failed += 1
+                self._end(request, ErrorReply(ErrorCode.UNAVAILABLE, False))
+                return
+            placement = PlaceSealed(attempt, request.request)
+        else:
+            placement = PlaceAttempt(attempt, request.request)
         try:
-            node.worker.tell(PlaceAttempt(attempt, request.request), sender=ctx.self)
+            node.worker.tell(placement, sender=ctx.self)
         except PeerUnavailable:
             # The link went before its Down arrived: the node is gone.
             self._queues[request.model].push(request, front=True)
@@ -465,6 +595,10 @@ class SchedulerActor(Actor):
         node, request = found
         if request is None:
             return
+        if request.candidates is not None:
+            # Plaintext for a sealed request: not what the client can open.
+            self._gap(ctx, node, request, message.attempt)
+            return
         if message.index < request.next_chunk:
             self._stats.replies_ignored += 1  # a duplicated frame
             return
@@ -485,6 +619,39 @@ class SchedulerActor(Actor):
         request.tokens = tokens
         request.submission.push(message.chunk)
 
+    def _record(self, ctx: Context, sender: ActorRef, message: AttemptRecord) -> None:
+        """A sealed record: relayed in order; the final one ends the attempt."""
+        found = self._attempt_of(sender, message.attempt)
+        if found is None:
+            return
+        node, request = found
+        if request is None:
+            if message.final:
+                del node.running[message.attempt]
+                node.saturated = False
+                self._pump(ctx, node.model)
+            return
+        if request.candidates is None:
+            self._gap(ctx, node, request, message.attempt)
+            return
+        if message.index < request.next_chunk:
+            self._stats.replies_ignored += 1  # a duplicated frame
+            return
+        # At most max_tokens + 1 chunk records (every chunk but a final flush
+        # carries a token) and the final record.
+        if message.index > request.next_chunk or message.index > request.request.max_tokens + 1:
+            self._gap(ctx, node, request, message.attempt)
+            return
+        request.next_chunk += 1
+        if not message.final:
+            request.submission.push(SealedRecord(message.record, False))
+            return
+        del node.running[message.attempt]
+        node.saturated = False
+        self._stats.completed += 1
+        self._end(request, SealedRecord(message.record, True))
+        self._pump(ctx, node.model)
+
     def _attempt_ended(
         self, ctx: Context, sender: ActorRef, message: AttemptDone | AttemptFailed
     ) -> None:
@@ -497,7 +664,7 @@ class SchedulerActor(Actor):
             node.saturated = False  # the node just ended an attempt: a slot is free
         if request is not None:
             if isinstance(message, AttemptDone):
-                if message.chunks != request.next_chunk:
+                if request.candidates is not None or message.chunks != request.next_chunk:
                     self._stats.failed += 1
                     self._end(request, ErrorReply(ErrorCode.UNAVAILABLE, False))
                 else:
@@ -525,7 +692,7 @@ class SchedulerActor(Actor):
         self._stats.failed += 1
         self._end(request, ErrorReply(ErrorCode.UNAVAILABLE, False))
 
-    def _end(self, request: _Request, reply: GenerateDone | ErrorReply) -> None:
+    def _end(self, request: _Request, reply: GenerateDone | ErrorReply | SealedRecord) -> None:
         submission = request.submission
         self._requests.pop(submission.id, None)
         self._directory.open.pop(submission.id, None)
@@ -563,12 +730,14 @@ class SchedulerActor(Actor):
             join.model not in self._known and len(self._known) >= self._limits.max_models
         ):
             return
+        static = self._peer_keys(sender.node) if self._peer_keys is not None else None
         node = _Node(
             join,
             sender,
             ctx.monitor(sender),
             ctx.system.ref(sender.node, WORKER_NAME),
             ctx.clock.monotonic(),
+            noise_key_binding(static) if static is not None else None,
         )
         self._nodes[node.name] = node
         self._known.add(join.model)
@@ -654,6 +823,18 @@ class SchedulerActor(Actor):
                 self._unplace(ctx, request)
         self._publish()
 
+    def _list(self, ctx: Context, command: ListNodes) -> object:
+        if command.model not in self._known:
+            return UnknownModel()
+        serving = sorted(
+            (node for node in self._nodes.values() if node.model == command.model),
+            key=lambda node: (-node.free, node.name),
+        )
+        return tuple(
+            ServingNode(node.name, ctx.system.ref(node.name, ATTESTOR_NAME))
+            for node in serving[:MAX_LISTED_NODES]
+        )
+
     def _publish(self) -> None:
         serving: dict[str, int] = {}
         for node in self._nodes.values():
@@ -669,13 +850,16 @@ def check_tenant(tenant: str) -> None:
 
 
 __all__ = [
+    "MAX_LISTED_NODES",
     "MISSED_HEARTBEATS",
     "SCHEDULER_NAME",
     "Abandon",
     "Admit",
     "ClusterDirectory",
+    "ListNodes",
     "SchedulerActor",
     "SchedulerLimits",
     "SchedulerStats",
+    "ServingNode",
     "check_tenant",
 ]

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias
 
 from actors.inference import Reply
+from protocol.attestation import DocumentKind
+from protocol.e2e import SealedRequest
 from protocol.inference import GenerateRequest
 
 
@@ -26,6 +28,38 @@ class ModelListing:
     nodes: int
 
 
+@dataclass(frozen=True, slots=True)
+class SealedRecord:
+    """One sealed response record of an end-to-end request, as the serving
+    node sealed it: opaque bytes here; ``final`` on the last one."""
+
+    record: bytes = field(repr=False)
+    final: bool
+
+
+#: What a submission yields: a plain request's replies, or a sealed one's
+#: records (then one ``ErrorReply`` if it failed before its final record).
+SubmissionReply: TypeAlias = Reply | SealedRecord
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDocument:
+    """A serving node's fresh document over a client's nonce (``GET
+    /v1/mantle/nodes``): the node's name, the document and its kind."""
+
+    node: str
+    kind: DocumentKind
+    document: bytes = field(repr=False)
+
+
+class PeerKeys(Protocol):
+    """The Noise static key the transport authenticated for the link to a
+    node (``None`` while no link is up): where the scheduler learns which
+    key binding a joined node holds. Never a claim the node makes."""
+
+    def __call__(self, node: str, /) -> bytes | None: ...
+
+
 class AdmissionCheck(enum.StrEnum):
     """Why a request was not admitted."""
 
@@ -33,8 +67,11 @@ class AdmissionCheck(enum.StrEnum):
     UNKNOWN_MODEL = "unknown_model"
     #: The model's queue is full; retry after a delay.
     OVERLOADED = "overloaded"
-    #: The model is known but no node serves it now.
+    #: The model is known but no node serves it now (for a sealed request:
+    #: none of the nodes it was sealed for).
     NO_CAPACITY = "no_capacity"
+    #: A sealed request whose id this scheduler already admitted.
+    REPLAYED = "replayed"
 
 
 class AdmissionError(Exception):
@@ -76,11 +113,21 @@ class NoCapacity(AdmissionError):
         super().__init__(AdmissionCheck.NO_CAPACITY, "no node serves the model now")
 
 
+class Replayed(AdmissionError):
+    """A sealed request whose id was admitted before (HTTP 409): a replay is
+    never placed again, so no node seals a second answer under its key."""
+
+    def __init__(self) -> None:
+        super().__init__(AdmissionCheck.REPLAYED, "this request id was already submitted")
+
+
 class Submission(Protocol):
     """One admitted request. Iterate replies: any number of ``GenerateChunk``,
-    then exactly one ``GenerateDone`` or ``ErrorReply`` (I7), then iteration ends."""
+    then exactly one ``GenerateDone`` or ``ErrorReply`` (I7), then iteration
+    ends; for a sealed request, :class:`SealedRecord` items up to the final
+    one, or an ``ErrorReply`` instead of it."""
 
-    def __aiter__(self) -> AsyncIterator[Reply]: ...
+    def __aiter__(self) -> AsyncIterator[SubmissionReply]: ...
 
     async def aclose(self) -> None:
         """The client went away: cancel on the node. Idempotent."""
@@ -92,8 +139,16 @@ class Dispatcher(Protocol):
 
     def models(self) -> Sequence[ModelListing]: ...
 
-    async def submit(self, request: GenerateRequest, *, tenant: str, deadline: float) -> Submission:
-        """Admit ``request`` or raise :class:`UnknownModel`, :class:`Overloaded`
-        or :class:`NoCapacity` at once (never hangs). ``deadline`` is absolute
-        time on the Clock seam."""
+    async def submit(
+        self, request: GenerateRequest | SealedRequest, *, tenant: str, deadline: float
+    ) -> Submission:
+        """Admit ``request`` or raise :class:`UnknownModel`, :class:`Overloaded`,
+        :class:`NoCapacity` (or :class:`Replayed`) at once (never hangs).
+        ``deadline`` is absolute time on the Clock seam."""
+        ...
+
+    async def node_documents(self, model: str, nonce: bytes) -> Sequence[NodeDocument]:
+        """Fresh documents over ``nonce`` of the nodes serving ``model`` (at
+        most 16; those that fail or are slow are left out), or
+        :class:`UnknownModel`."""
         ...

@@ -5,6 +5,7 @@ submissions it hands out."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 from collections import deque
@@ -12,20 +13,32 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 from actors import ActorError, ActorRef, ActorSystem, AskTimeout, MailboxFull
-from actors.inference import Reply
 from actors.scheduler._actor import (
     SCHEDULER_NAME,
     Abandon,
     Admit,
     ClusterDirectory,
+    ListNodes,
     SchedulerActor,
     SchedulerLimits,
     SchedulerStats,
+    ServingNode,
     check_tenant,
 )
-from actors.scheduler._api import AdmissionError, ModelListing, NoCapacity, Overloaded
+from actors.scheduler._api import (
+    AdmissionError,
+    ModelListing,
+    NoCapacity,
+    NodeDocument,
+    Overloaded,
+    PeerKeys,
+    SealedRecord,
+    SubmissionReply,
+)
+from protocol.e2e import SealedRequest
 from protocol.inference import GenerateChunk, GenerateRequest
 from protocol.messages import ErrorCode, ErrorReply
+from protocol.scheduling import AttestNode, NodeAttestation
 
 #: How long admission may take before the caller is told to come back.
 DEFAULT_ADMISSION_TIMEOUT: Final = 2.0
@@ -36,6 +49,14 @@ DEFAULT_END_GRACE: Final = 5.0
 #: passes through it, and a chunk arriving from a node at a full mailbox is
 #: dropped (the request then ends with an explicit error, never a gap).
 DEFAULT_SCHEDULER_MAILBOX: Final = 16384
+#: How long one node may take to answer ``sched.attest`` (a TPM command on
+#: its client path); a node slower than this is left out of the listing.
+DEFAULT_ATTEST_TIMEOUT: Final = 5.0
+
+
+def _is_chunk(reply: SubmissionReply) -> bool:
+    """Whether ``reply`` is a piece of the answer rather than its end."""
+    return isinstance(reply, GenerateChunk) or (isinstance(reply, SealedRecord) and not reply.final)
 
 
 class SchedulerSubmission:
@@ -63,7 +84,7 @@ class SchedulerSubmission:
         self._clock = dispatcher.system.clock
         self._waiter = dispatcher.system.driver.new_waiter()
         self._give_up_at = deadline + grace
-        self._replies: deque[Reply] = deque()
+        self._replies: deque[SubmissionReply] = deque()
         self._ended = False  # the terminal reply was pushed
         self._finished = False  # the reader saw the end (or closed)
         self._chunks = 0
@@ -83,12 +104,12 @@ class SchedulerSubmission:
         scheduler's sweep abandons a request whose ``Abandon`` was lost)."""
         return self._finished
 
-    def push(self, reply: Reply) -> None:
+    def push(self, reply: SubmissionReply) -> None:
         """Called by the scheduler actor. Nothing is taken after the terminal
         reply, so a submission ends exactly once."""
         if self._ended:
             return
-        if isinstance(reply, GenerateChunk):
+        if _is_chunk(reply):
             self._chunks += 1
         else:
             self._ended = True
@@ -99,11 +120,11 @@ class SchedulerSubmission:
     def __aiter__(self) -> SchedulerSubmission:
         return self
 
-    async def __anext__(self) -> Reply:
+    async def __anext__(self) -> SubmissionReply:
         while True:
             if self._replies:
                 reply = self._replies.popleft()
-                if not isinstance(reply, GenerateChunk):
+                if not _is_chunk(reply):
                     self._finished = True
                 return reply
             if self._finished or (self._ended and not self._replies):
@@ -151,9 +172,15 @@ class SchedulerDispatcher:
         name: str = SCHEDULER_NAME,
         admission_timeout: float = DEFAULT_ADMISSION_TIMEOUT,
         end_grace: float = DEFAULT_END_GRACE,
+        peer_keys: PeerKeys | None = None,
+        attest_timeout: float = DEFAULT_ATTEST_TIMEOUT,
     ) -> None:
-        if not (admission_timeout > 0 and end_grace > 0):
-            raise ValueError("the admission timeout and the end grace must be positive")
+        if not (admission_timeout > 0 and end_grace > 0 and attest_timeout > 0):
+            raise ValueError("the admission and attest timeouts and the end grace are positive")
+        #: The link keys of joined nodes (the transport's ``peer_static``):
+        #: without them no sealed request is placed anywhere (NoCapacity).
+        self.peer_keys = peer_keys
+        self._attest_timeout = attest_timeout
         self.system = system
         self.limits = limits if limits is not None else SchedulerLimits()
         self.directory = ClusterDirectory(known_models)
@@ -170,7 +197,7 @@ class SchedulerDispatcher:
     def actor(self) -> SchedulerActor:
         """A fresh scheduler actor sharing this dispatcher's directory (the
         ``start`` of its supervisor's :class:`~actors.ChildSpec`)."""
-        return SchedulerActor(self.directory, self.limits)
+        return SchedulerActor(self.directory, self.limits, self.peer_keys)
 
     def spawn(self, *, mailbox: int = DEFAULT_SCHEDULER_MAILBOX) -> ActorRef:
         """Spawn the scheduler actor unsupervised (tests, simple wiring)."""
@@ -180,7 +207,7 @@ class SchedulerDispatcher:
         return self.directory.listings
 
     async def submit(
-        self, request: GenerateRequest, *, tenant: str, deadline: float
+        self, request: GenerateRequest | SealedRequest, *, tenant: str, deadline: float
     ) -> SchedulerSubmission:
         """Admit ``request`` for ``tenant`` until ``deadline`` (absolute, on
         the Clock seam) or raise :class:`UnknownModel`, :class:`Overloaded`
@@ -188,7 +215,13 @@ class SchedulerDispatcher:
         timeout: a scheduler too busy to answer is :class:`Overloaded`, one
         that is not running is :class:`NoCapacity`. ``tenant`` is the
         ingress's authenticated tenant id (1..128 characters; anything else
-        is a :class:`ValueError`, a caller's bug)."""
+        is a :class:`ValueError`, a caller's bug).
+
+        A :class:`~protocol.e2e.SealedRequest` is placed only on a node whose
+        link key's binding one of its envelopes names (:class:`NoCapacity`
+        if none serves the model now, :class:`Replayed` for an id admitted
+        before); its submission yields the node's :class:`SealedRecord`
+        items as they come."""
         check_tenant(tenant)
         if not isinstance(deadline, int | float) or not math.isfinite(deadline):
             raise ValueError("the deadline is a finite time on the Clock seam")
@@ -212,6 +245,54 @@ class SchedulerDispatcher:
             raise refusal
         return submission
 
+    async def node_documents(self, model: str, nonce: bytes) -> list[NodeDocument]:
+        """Fresh documents over ``nonce`` from the nodes serving ``model``
+        (at most :data:`~actors.scheduler.MAX_LISTED_NODES`), each asked over
+        its attested link with ``sched.attest`` at once and given the attest
+        timeout; a node that fails or is late is left out. Raises
+        :class:`UnknownModel`, or :class:`Overloaded` if the scheduler is too
+        busy to list them. ``nonce`` is 32 to 64 bytes (else ValueError)."""
+        question = AttestNode(nonce)
+        listed: object = None
+        refusal: AdmissionError | None = None
+        try:
+            listed = await self._ref.ask(ListNodes(model), self._admission_timeout)
+        except (AskTimeout, MailboxFull):
+            refusal = Overloaded(self.limits.retry_after)
+        except ActorError:
+            refusal = NoCapacity()
+        if isinstance(listed, AdmissionError):
+            refusal = listed
+        if refusal is not None:
+            raise refusal
+        assert isinstance(listed, tuple)
+        found: dict[str, NodeDocument] = {}
+        driver = self.system.driver
+        all_in = driver.new_waiter()
+        waiting = [len(listed)]
+
+        async def ask(node: ServingNode) -> None:
+            try:
+                with contextlib.suppress(ActorError):
+                    answer = await node.attestor.ask(question, self._attest_timeout)
+                    if isinstance(answer, NodeAttestation):
+                        found[node.name] = NodeDocument(node.name, answer.kind, answer.document)
+            finally:
+                waiting[0] -= 1
+                if not waiting[0]:
+                    all_in.wake()
+
+        # One task per node (the driver's, so the simulator runs this too):
+        # every node gets the whole timeout, and the slowest bounds the wait.
+        tasks = [driver.start(functools.partial(ask, node)) for node in listed]
+        try:
+            if waiting[0]:
+                await all_in.wait(self._attest_timeout + 1.0)
+        finally:
+            for task in tasks:
+                task.kill()
+        return [found[node.name] for node in listed if node.name in found]
+
     def _abandon(self, submission: int) -> None:
         # Full or gone: the scheduler's deadline timer ends it instead.
         with contextlib.suppress(ActorError):
@@ -220,6 +301,7 @@ class SchedulerDispatcher:
 
 __all__ = [
     "DEFAULT_ADMISSION_TIMEOUT",
+    "DEFAULT_ATTEST_TIMEOUT",
     "DEFAULT_END_GRACE",
     "DEFAULT_SCHEDULER_MAILBOX",
     "SchedulerDispatcher",

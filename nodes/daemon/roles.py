@@ -43,8 +43,15 @@ import trio
 from actors import ActorRef, ActorSystem, ChildSpec, Restart, Supervisor
 from actors.attestation import AttestationService, PeerAttestationVerifier
 from actors.channel import connect_secure
-from actors.inference import InferenceActor, InferenceWorker, SchedulerMembership
-from actors.ingress import IngressLimits, TenantStore, create_app
+from actors.inference import (
+    ATTESTOR_NAME,
+    InferenceActor,
+    InferenceWorker,
+    NodeAttestor,
+    SchedulerMembership,
+    SealedServing,
+)
+from actors.ingress import IngressLimits, ReleaseFiles, TenantStore, create_app
 from actors.key_custody import (
     MAX_KEY_MESSAGE_BYTES,
     KeyCustodyActor,
@@ -117,6 +124,8 @@ class NodeRuntime:
     tls_cert: str | None = None
     #: The ingress's dispatcher, shared by the scheduler actor and the HTTP app.
     dispatcher: SchedulerDispatcher | None = None
+    #: The node link transport (the scheduler reads joined nodes' link keys).
+    transport: TcpNoiseTransport | None = None
     #: Role supervisors' child specs, started under the root supervisor.
     children: list[ChildSpec] = field(default_factory=list)
     #: Actors stopped first when draining (who brings new work: the membership).
@@ -330,6 +339,18 @@ async def _inference_children(runtime: NodeRuntime) -> list[ChildSpec]:
     inference = config.inference
     assert inference is not None
     engine = await _load_engine(runtime)
+    booted = runtime.booted
+    # Sealed requests: opened with the node's static key, answered with
+    # receipts signed by its receipt key, naming the booted release's model
+    # digest and version.
+    sealed = SealedServing(
+        custody=booted.custody,
+        model_sha384=booted.release.artifacts[model_artifact_name(inference.model)].hashes[
+            "sha384"
+        ],
+        release_version=booted.release.version,
+    )
+    attestation = runtime.attestation
     scheduler = runtime.system.ref(inference.scheduler_node, SCHEDULER_NAME)
     # Drained first: stopping the membership takes the node off the scheduler.
     runtime.stop_first.append(runtime.system.ref(config.node, MEMBERSHIP_NAME))
@@ -337,11 +358,19 @@ async def _inference_children(runtime: NodeRuntime) -> list[ChildSpec]:
         ChildSpec(
             id=INFERENCE_NAME,
             start=lambda: InferenceWorker(
-                InferenceActor(engine, anyio.to_thread.run_sync), slots=inference.slots
+                InferenceActor(engine, anyio.to_thread.run_sync),
+                slots=inference.slots,
+                sealed=sealed,
             ),
             name=INFERENCE_NAME,
             # In-flight generations may finish while the node drains.
             shutdown=config.drain_deadline_s,
+        ),
+        ChildSpec(
+            id=ATTESTOR_NAME,
+            # Clients' nonces take the attestation service's client path.
+            start=lambda: NodeAttestor(attestation.attest_client_channel),
+            name=ATTESTOR_NAME,
         ),
         ChildSpec(
             id=MEMBERSHIP_NAME,
@@ -372,11 +401,14 @@ def _ingress_children(runtime: NodeRuntime) -> list[ChildSpec]:
                 ingress.max_queued_per_tenant or limits.max_queued_per_tenant, max_queued
             ),
         )
+    transport = runtime.transport
     dispatcher = SchedulerDispatcher(
         runtime.system,
         limits=limits,
         known_models=release_models(runtime.booted.release),
         name=SCHEDULER_NAME,
+        # Sealed requests go only where the link's proven key is a candidate.
+        peer_keys=transport.peer_static if transport is not None else None,
     )
     runtime.dispatcher = dispatcher
     return [
@@ -416,6 +448,11 @@ async def start_ingress(runtime: NodeRuntime) -> None:
         attestation=attest_tls,
         tls_spki_der=identity.spki_der,
         tlog_app=TlogHttpApp(log),
+        release=ReleaseFiles(
+            root=runtime.booted.root_metadata,
+            targets=runtime.booted.targets_metadata,
+            log_proof=runtime.booted.log_proof,
+        ),
         clock=runtime.clock,
         random=runtime.random,
         limits=IngressLimits(),

@@ -226,6 +226,7 @@ async def serve(config: NodeConfig, booted: BootedNode, opened: OpenedTpm) -> in
                 log_public_key=_log_key(config.trust.log_key),
             )
             transport = build_transport(runtime)
+            runtime.transport = transport
             RemoteLayer(system, transport)
             runtime.link_port = await servers.start(transport.run)
             root = system.spawn(

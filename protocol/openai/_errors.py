@@ -61,6 +61,8 @@ class RequestCheck(enum.StrEnum):
     NO_CAPACITY = "no_capacity"
     #: The request did not finish before its deadline (504).
     DEADLINE = "deadline"
+    #: A sealed request whose id was submitted before (409).
+    REPLAYED = "replayed"
     #: The cluster failed the request (500 or 503).
     SERVER_ERROR = "server_error"
 
@@ -89,6 +91,7 @@ _SHAPES: dict[RequestCheck, tuple[int, str, str | None]] = {
     RequestCheck.RATE_LIMITED: (429, "rate_limit_error", "rate_limit_exceeded"),
     RequestCheck.NO_CAPACITY: (503, "server_error", "no_capacity"),
     RequestCheck.DEADLINE: (504, "server_error", "timeout"),
+    RequestCheck.REPLAYED: (409, "invalid_request_error", "request_replayed"),
     RequestCheck.SERVER_ERROR: (500, "server_error", "server_error"),
 }
 
