@@ -10,9 +10,9 @@ again before it is sealed. There is no setting that skips a check.
 
 Each request is checked as the ingress would check it, sealed to the verified
 candidates, and sent as ``POST /v1/mantle/chat``
-(``application/vnd.mantle.e2e+msgpack``); the answer is a stream of frames,
-``u32 BE length || record``, each record opened in order
-(:mod:`mantle._exchange`). Closing a stream closes the HTTP response, which
+(``application/vnd.mantle.e2e+msgpack``); the answer is a stream of frames
+(:mod:`protocol.e2e_stream`: sealed records, or one error frame), each
+record opened in order (:mod:`mantle._exchange`). Closing a stream closes the HTTP response, which
 cancels generation on the node. Verification fetches are retried; generation
 is not.
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
-import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Generic, Literal, TypeVar, overload
@@ -41,19 +40,23 @@ from openai.types.responses import ResponseStreamEvent
 from actors.seams.clock import WallClock
 from actors.seams.random import Random
 from mantle._config import ClientSettings, PinSource, load_settings
-from mantle._errors import AttestationError, ClientCheck, ClientTimeout
+from mantle._errors import APIError, AttestationError, ClientCheck, ClientTimeout
 from mantle._exchange import ChatCompletion, Exchange, Kind, Prepared, Response, prepare
 from mantle._http import MAX_ERROR_BODY_BYTES, api_error_of, read_capped
 from mantle._ingress import pinned_tls_context
 from mantle._seams import SystemClock, SystemRandom
 from mantle._walk import DEFAULT_DOCUMENT_MAX_AGE_S, TrustWalk, VerifiedNodes
 from mantle.trust_state import TrustStateFile
-from protocol.e2e import MAX_RECORD_BYTES, SavedReceipt
+from protocol.e2e import SavedReceipt
+from protocol.e2e_stream import (
+    ERROR_FRAME,
+    SEALED_REQUEST_MEDIA_TYPE,
+    StreamDecoder,
+    StreamError,
+)
 
 CHAT_ROUTE: Final = "/v1/mantle/chat"
-SEALED_CONTENT_TYPE: Final = "application/vnd.mantle.e2e+msgpack"
-#: A frame of the answer: ``u32 BE length`` then the record.
-_FRAME_HEADER: Final = struct.Struct(">I")
+SEALED_CONTENT_TYPE: Final = SEALED_REQUEST_MEDIA_TYPE
 DEFAULT_TIMEOUT_S: Final = 600.0
 DEFAULT_VERIFY_TIMEOUT_S: Final = 30.0
 DEFAULT_FRESHNESS_S: Final = 60.0
@@ -62,29 +65,47 @@ ItemT = TypeVar("ItemT")
 
 
 class FrameReader:
-    """Splits the answer's bytes into records (``u32 BE length || record``);
-    a frame longer than a record can be is refused."""
+    """The answer's frames (:mod:`protocol.e2e_stream`) to sealed records; an
+    error frame (the request failed after it started) is an :class:`APIError`
+    from its OpenAI error body, a malformed stream an :class:`AttestationError`
+    (``response``)."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._decoder = StreamDecoder()
+        self._failure: APIError | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
+        frames: list[tuple[int, bytes]] | None = None
+        try:
+            frames = self._decoder.feed(data)
+        except StreamError as error:
+            check = error.check
+        if frames is None:
+            raise AttestationError(ClientCheck.RESPONSE, f"{check.value}: the answer is refused")
         records: list[bytes] = []
-        while len(self._buffer) >= _FRAME_HEADER.size:
-            (length,) = _FRAME_HEADER.unpack_from(self._buffer)
-            if length > MAX_RECORD_BYTES:
-                raise AttestationError(ClientCheck.RESPONSE, "a frame longer than any record")
-            end = _FRAME_HEADER.size + length
-            if len(self._buffer) < end:
+        for kind, payload in frames:
+            if kind == ERROR_FRAME:
+                # Raised by raise_failure, once the records before it were taken.
+                self._failure = api_error_of(502, {}, payload)
                 break
-            records.append(bytes(self._buffer[_FRAME_HEADER.size : end]))
-            del self._buffer[:end]
+            records.append(payload)
         return records
 
-    @property
-    def pending(self) -> bool:
-        return bool(self._buffer)
+    def raise_failure(self) -> None:
+        """Raise the error frame's :class:`APIError`, if one arrived."""
+        if self._failure is not None:
+            raise self._failure
+
+    def close(self) -> None:
+        refused: StreamError | None = None
+        try:
+            self._decoder.close()
+        except StreamError as error:
+            refused = error
+        if refused is not None:
+            raise AttestationError(
+                ClientCheck.RESPONSE, f"{refused.check.value}: the answer is refused"
+            )
 
 
 class AsyncStream(Generic[ItemT]):
@@ -111,6 +132,8 @@ class AsyncStream(Generic[ItemT]):
                 for record in frames.feed(data):
                     for item in self._exchange.stream_record(record):
                         yield item
+                frames.raise_failure()
+            frames.close()
             self._exchange.end_of_stream()
         finally:
             await self._response.aclose()
@@ -410,6 +433,8 @@ class AsyncClient:
                 async for data in response.aiter_raw():
                     for record in frames.feed(data):
                         exchange.collect(record)
+                    frames.raise_failure()
+                frames.close()
             finally:
                 await response.aclose()
             result = exchange.result()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import json
-import struct
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +50,7 @@ from protocol.e2e import (
     response_digest,
     sign_receipt,
 )
+from protocol.e2e_stream import STREAM_MEDIA_TYPE, error_frame, record_frame
 from protocol.inference import FinishReason, GenerateChunk, GenerateDone
 from protocol.measurement import release_measurement
 from simulations.clock import ManualClock
@@ -134,6 +134,8 @@ class E2EIngress:
         self.receipt_key_override: Ed25519PrivateKey | None = None
         #: The node signs its receipt over this text instead of what it sent.
         self.receipt_text_override: str | None = None
+        #: The answer fails after this many records (an error frame follows them).
+        self.fail_after_records: int | None = None
 
     # -- what a client pins -------------------------------------------------------------
 
@@ -266,9 +268,13 @@ class E2EIngress:
         )
         records.append(sealer.seal_final(done, receipt))
         records = self.rewrite_records(records)
-        framed = b"".join(struct.pack(">I", len(r)) + r for r in records)
+        framed = b"".join(record_frame(r) for r in records[: self.fail_after_records])
+        if self.fail_after_records is not None:
+            framed += error_frame(
+                b'{"error": {"message": "the node was lost", "type": "server_error"}}'
+            )
         self.relayed.append(framed)
-        await _reply(send, 200, framed, {"content-type": "application/vnd.mantle.e2e-stream"})
+        await _reply(send, 200, framed, {"content-type": STREAM_MEDIA_TYPE})
 
 
 async def _reply(

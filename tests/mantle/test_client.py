@@ -137,6 +137,19 @@ async def test_429_is_rate_limited_with_its_retry_delay_and_errors_are_typed(
     assert missing.value.status == 404 and missing.value.type == "invalid_request_error"
 
 
+async def test_an_error_frame_mid_stream_is_an_api_error(tmp_path: Path) -> None:
+    box = E2EIngress(tmp_path)
+    box.fail_after_records = 2
+    async with mantle.AsyncClient(**box.client_arguments(tmp_path)) as client:
+        stream = await client.chat.completions.create(model=MODEL, messages=USER, stream=True)
+        texts: list[str] = []
+        with pytest.raises(mantle.APIError) as failed:
+            async for chunk in stream:
+                texts.append(chunk.choices[0].delta.content or "")
+    assert failed.value.type == "server_error" and stream.receipt is None
+    assert "".join(texts) == "".join(reply_for(len(CANARY))[:2])
+
+
 def test_the_blocking_client_streams_and_closes(tmp_path: Path) -> None:
     box = E2EIngress(tmp_path)
     with mantle.Client(**box.client_arguments(tmp_path), backend="trio") as client:
