@@ -218,7 +218,7 @@ def single_stream(pairs: int, max_tokens: int) -> None:
                                 through_cluster, client, model, max_tokens
                             )
                         )
-            [
+            cached = [
                 await anyio.to_thread.run_sync(lambda: direct.run(max_tokens, fresh=False))
                 for _ in range(3)
             ]

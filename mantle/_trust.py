@@ -81,13 +81,19 @@ def load_pins(pins: Path) -> TrustPins:
 def _load_log_key_pin(path: Path) -> bytes:
     """The 32 raw bytes of the log's Ed25519 public key, from a public PEM file."""
     data = read_bounded_file(path, MAX_PEM_PIN_BYTES, "log key", error=KeyFileError)
+    return load_log_key_pem(data, where=str(path))
+
+
+def load_log_key_pem(data: bytes, *, where: str = "the log key") -> bytes:
+    """The 32 raw bytes of the log's Ed25519 public key in the PEM ``data``;
+    :class:`KeyFileError` if it is not one."""
     key: PublicKeyTypes | None = None
     with contextlib.suppress(ValueError, TypeError):
         key = load_pem_public_key(data)
     if key is None:
-        raise KeyFileError(f"{path} is not a PEM public key")
+        raise KeyFileError(f"{where} is not a PEM public key")
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"{path} is not an Ed25519 key; logs sign with Ed25519")
+        raise KeyFileError(f"{where} is not an Ed25519 key; logs sign with Ed25519")
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
@@ -99,16 +105,28 @@ def client_release_view(
     it loaded itself, never ones the bundle brought along -- and a version at
     or above the highest release floor it has ever verified (``state``, on the
     client's own disk), which then rises to this release's floor."""
-    verified = verify_release_metadata(
+    verified, _ = verify_release_bytes(
         read_metadata_file(bundle.root, MAX_ROOT_BYTES, "root metadata"),
         read_metadata_file(bundle.targets, MAX_TARGETS_BYTES, "targets metadata"),
-        trusted_root=pins.release_root,
+        read_metadata_file(bundle.log_proof, MAX_LOG_PROOF_BYTES, "log proof"),
+        pins=pins,
         now=now,
-        min_version=state.load().release_floor,
+        floor=state.load().release_floor,
     )
-    proof = ReleaseLogProof.from_json_bytes(
-        read_metadata_file(bundle.log_proof, MAX_LOG_PROOF_BYTES, "log proof")
-    )
-    verify_release_in_log(verified, proof, pins.log_public_key)
     state.raise_floor(verified.min_version)
     return verified
+
+
+def verify_release_bytes(
+    root: bytes, targets: bytes, log_proof: bytes, *, pins: TrustPins, now: datetime, floor: int
+) -> tuple[VerifiedRelease, ReleaseLogProof]:
+    """The checks of :func:`client_release_view` on a bundle's three files as
+    bytes (as ``/v1/mantle/release`` hands them over), against the floor
+    ``floor``; stores nothing (the caller raises its floor once everything
+    else it checks passed too). Returns the release and its verified log proof."""
+    verified = verify_release_metadata(
+        root, targets, trusted_root=pins.release_root, now=now, min_version=floor
+    )
+    proof = ReleaseLogProof.from_json_bytes(log_proof)
+    verify_release_in_log(verified, proof, pins.log_public_key)
+    return verified, proof

@@ -9,8 +9,16 @@ which the operator does not control), and refuses every release below it from
 then on. The floor only rises: a stored floor is never lowered, and a damaged
 state file is refused rather than read as zero.
 
-The file is small canonical JSON, ``{"release_floor": N, "version": 1}``,
-written atomically (a temporary file, fsync, rename).
+The same holds for the transparency log: a log that showed this client a
+tree head must show it, on every later run, a tree that extends it (a
+consistency proof), or it forked. The client therefore also keeps the largest
+signed tree head it has verified (:attr:`TrustState.tree_head`); like the
+floor it never goes back.
+
+The file is small canonical JSON, ``{"release_floor": N, "tree_head": {...},
+"version": 2}`` (the tree head in the RFC 6962 ``get-sth`` shape, absent
+until one was seen; a version 1 file, without it, is still read), written
+atomically (a temporary file, fsync, rename).
 """
 
 from __future__ import annotations
@@ -21,9 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-STATE_FORMAT_VERSION: Final = 1
+from protocol.tlog import SignedTreeHead, TlogError
+
+STATE_FORMAT_VERSION: Final = 2
+#: The first format: the floor alone.
+_FLOOR_ONLY_VERSION: Final = 1
 MAX_STATE_BYTES: Final = 4096
 MAX_FLOOR: Final = (1 << 64) - 1
+
+
+_STATE_KEYS: Final = frozenset({"release_floor", "tree_head", "version"})
 
 
 class TrustStateError(Exception):
@@ -32,20 +47,38 @@ class TrustStateError(Exception):
 
 @dataclass(frozen=True)
 class TrustState:
-    """The highest release floor this client has verified."""
+    """The highest release floor and the largest log tree head this client has verified."""
 
     release_floor: int = 0
+    #: The largest signed tree head verified so far (``None``: none yet). Its
+    #: signature was checked when it was stored; whoever reads it checks the
+    #: next head's consistency with it.
+    tree_head: SignedTreeHead | None = None
 
     def __post_init__(self) -> None:
         if type(self.release_floor) is not int or not 0 <= self.release_floor <= MAX_FLOOR:
             raise TrustStateError("a release floor is an integer in 0..2**64-1")
+        if self.tree_head is not None and not isinstance(self.tree_head, SignedTreeHead):
+            raise TrustStateError("a tree head is a SignedTreeHead")
 
     def raised_to(self, floor: int) -> TrustState:
         """This state with the floor raised to ``floor`` (never lowered)."""
-        return TrustState(max(self.release_floor, floor))
+        return TrustState(max(self.release_floor, floor), self.tree_head)
+
+    def with_tree_head(self, tree_head: SignedTreeHead) -> TrustState:
+        """This state keeping ``tree_head`` if it is larger than the stored one
+        (the caller proved the two consistent; a smaller one is never stored)."""
+        if self.tree_head is not None and tree_head.tree_size <= self.tree_head.tree_size:
+            return self
+        return TrustState(self.release_floor, tree_head)
 
     def encode(self) -> bytes:
-        body = {"release_floor": self.release_floor, "version": STATE_FORMAT_VERSION}
+        body: dict[str, object] = {
+            "release_floor": self.release_floor,
+            "version": STATE_FORMAT_VERSION,
+        }
+        if self.tree_head is not None:
+            body["tree_head"] = self.tree_head.to_json_dict()
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
     @classmethod
@@ -60,12 +93,24 @@ class TrustState:
                 parsed = None
         if (
             not isinstance(parsed, dict)
-            or set(parsed) != {"release_floor", "version"}
-            or parsed["version"] != STATE_FORMAT_VERSION
+            or not {"release_floor", "version"} <= set(parsed) <= _STATE_KEYS
+            or parsed["version"] not in (_FLOOR_ONLY_VERSION, STATE_FORMAT_VERSION)
+            or (parsed["version"] == _FLOOR_ONLY_VERSION and "tree_head" in parsed)
             or type(parsed["release_floor"]) is not int
         ):
             raise TrustStateError("the trust state file is damaged; refusing to guess its floor")
-        return cls(parsed["release_floor"])
+        tree_head: SignedTreeHead | None = None
+        damaged = False
+        if "tree_head" in parsed:
+            head = parsed["tree_head"]
+            try:
+                tree_head = SignedTreeHead.from_json_dict(head if isinstance(head, dict) else {})
+            except TlogError:
+                damaged = True
+        if damaged:
+            # Raised outside the handler; a damaged head is never read as none.
+            raise TrustStateError("the trust state's tree head is damaged; refusing to forget it")
+        return cls(parsed["release_floor"], tree_head)
 
 
 class TrustStateFile:
@@ -86,15 +131,25 @@ class TrustStateFile:
 
     def raise_floor(self, floor: int) -> TrustState:
         """Store ``max(stored floor, floor)`` and return it."""
+        return self.advance(floor)
+
+    def advance(self, floor: int, tree_head: SignedTreeHead | None = None) -> TrustState:
+        """Store the floor raised to ``floor`` and, if given and larger, the
+        tree head ``tree_head`` (proven consistent with the stored one by the
+        caller); return what is stored."""
         current = self.load()
-        raised = current.raised_to(floor)
-        if raised != current:
-            self._write(raised)
-        return raised
+        advanced = current.raised_to(floor)
+        if tree_head is not None:
+            advanced = advanced.with_tree_head(tree_head)
+        if advanced != current:
+            self._write(advanced)
+        return advanced
 
     def _write(self, state: TrustState) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self._path.with_name(f".{self._path.name}.tmp")
+        # One temporary name per process: two clients sharing the file never
+        # write into each other's temporary.
+        temporary = self._path.with_name(f".{self._path.name}.{os.getpid()}.tmp")
         try:
             with temporary.open("wb") as handle:
                 handle.write(state.encode())
