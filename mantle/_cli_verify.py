@@ -44,6 +44,7 @@ from mantle._cli_trust import (
     api_key_of,
     check_ingress,
     failure_of,
+    load_trust,
 )
 from mantle._walk import VerifiedNodes
 from mantle.commands import NumberIn
@@ -108,6 +109,7 @@ def describe_nodes(verified: VerifiedNodes) -> list[str]:
 
 
 async def _check(args: argparse.Namespace) -> list[str]:
+    load_trust(args)  # a missing pin is named first, before the API key
     api_key = api_key_of(args)
     checked = await check_ingress(args, args.timeout)
     lines = describe(checked)
