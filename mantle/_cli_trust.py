@@ -33,7 +33,10 @@ from typing import Final
 import httpx2
 
 from mantle._bundle import LOG_PROOF_FILE, ROOT_FILE, TARGETS_FILE, ReleaseDirectory
+from mantle._errors import APIError, ClientConfigError, ClientTimeout, RateLimited
+from mantle._errors import AttestationError as ClientAttestationError
 from mantle._files import KeyFileError, read_bounded_file, read_metadata_file
+from mantle._http import api_error_of, get_bounded
 from mantle._ingress import (
     DEFAULT_DEADLINE_S,
     IngressRefused,
@@ -161,6 +164,21 @@ def _pin_path(explicit: Path | None, pins: Path | None, name: str, what: str) ->
 
 def load_trust(args: argparse.Namespace) -> tuple[TrustPins, bytes]:
     """The user's pins and the ingress's certificate, from the options."""
+    pins = load_trust_pins(args)
+    problem = ""
+    try:
+        cert_pem = read_bounded_file(
+            args.tls_cert, MAX_PEM_PIN_BYTES, "TLS certificate", error=KeyFileError
+        )
+    except KeyFileError as error:
+        problem = f"{type(error).__name__}: {error}"
+    else:
+        return pins, cert_pem
+    raise UnusableInput(problem)
+
+
+def load_trust_pins(args: argparse.Namespace) -> TrustPins:
+    """The user's three pins, from ``--pins`` and ``--root``/``--release-root``/``--tlog-key``."""
     root = _pin_path(args.root, args.pins, ATTESTATION_ROOT_PIN, "attestation root (--root)")
     release_root = _pin_path(
         args.release_root, args.pins, RELEASE_ROOT_PIN, "release root (--release-root)"
@@ -174,13 +192,10 @@ def load_trust(args: argparse.Namespace) -> tuple[TrustPins, bytes]:
             release_root=read_metadata_file(release_root, MAX_ROOT_BYTES, "release root"),
             log_public_key=_load_log_key_pin(log_key),
         )
-        cert_pem = read_bounded_file(
-            args.tls_cert, MAX_PEM_PIN_BYTES, "TLS certificate", error=KeyFileError
-        )
     except (ConfigurationError, KeyFileError, ReleaseError) as error:
         problem = f"{type(error).__name__}: {error}"
     else:
-        return pins, cert_pem
+        return pins
     raise UnusableInput(problem)
 
 
@@ -295,3 +310,103 @@ async def check_ingress(args: argparse.Namespace, http_timeout_s: float) -> Chec
     if failure is not None:
         raise failure
     raise UnusableInput(problem)
+
+
+# -- the end-to-end client's options ---------------------------------------------------
+
+#: Where the tenant's API key is read from when ``--api-key`` is not given (a
+#: key on the command line is visible to other users of the machine).
+API_KEY_ENV: Final = "MANTLE_API_KEY"
+MODELS_ROUTE: Final = "/v1/models"
+MAX_MODELS_ANSWER_BYTES: Final = 256 * 1024
+#: A sealed request names a model of at most this many characters.
+MAX_MODEL_ID_LEN: Final = 128
+
+
+def api_key_of(args: argparse.Namespace) -> str:
+    """``--api-key``, else ``$MANTLE_API_KEY``; :class:`UnusableInput` without one."""
+    key: str | None = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
+    if not key:
+        raise UnusableInput(f"no API key: give --api-key or set ${API_KEY_ENV}")
+    return key
+
+
+def client_pins(args: argparse.Namespace) -> dict[str, Path | None]:
+    """The pins for :class:`mantle.AsyncClient`, as paths: each explicit option,
+    else the ``--pins`` directory's file, else ``None`` (the client then reads
+    ``MANTLE_*`` or its config file, and refuses to start without a pin)."""
+
+    def one(explicit: Path | None, name: str) -> Path | None:
+        if explicit is not None:
+            return explicit
+        return args.pins / name if args.pins is not None else None
+
+    return {
+        "attestation_root": one(args.root, ATTESTATION_ROOT_PIN),
+        "release_root": one(args.release_root, RELEASE_ROOT_PIN),
+        "tlog_key": one(args.tlog_key, LOG_KEY_PIN),
+    }
+
+
+async def first_model(
+    http: httpx2.AsyncClient, url: str, api_key: str, deadline_s: float
+) -> str | None:
+    """The first model the ingress lists (``GET /v1/models``), or ``None``.
+
+    Only a routing name: the release verified later must list it, and the
+    nodes serving it must prove that release's PCRs for it.
+    """
+    answer = await get_bounded(
+        http,
+        url.rstrip("/") + MODELS_ROUTE,
+        step="models",
+        cap=MAX_MODELS_ANSWER_BYTES,
+        deadline_s=deadline_s,
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    if answer.status != 200:
+        raise api_error_of(answer.status, answer.headers, answer.body)
+    parsed: object = None
+    if answer.body is not None:
+        try:
+            parsed = json.loads(answer.body)
+        except (ValueError, RecursionError):
+            parsed = None
+    listed = parsed.get("data") if isinstance(parsed, dict) else None
+    if not isinstance(listed, list):
+        raise CheckFailed("models.answer", f"{MODELS_ROUTE} did not answer a model list")
+    for entry in listed:
+        model = entry.get("id") if isinstance(entry, dict) else None
+        if isinstance(model, str) and 0 < len(model) <= MAX_MODEL_ID_LEN and model.isprintable():
+            return model
+    return None
+
+
+def failure_of(error: BaseException) -> CheckFailed | None:
+    """The client library's typed errors as a named check (never quoting the
+    server's message: an error body is the server's text); ``None`` for others.
+    A task group's group of one error is judged by that error."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    if isinstance(error, UnusableInput):
+        raise UnusableInput(str(error))
+    if isinstance(error, CheckFailed):
+        return error
+    if isinstance(error, ClientAttestationError):
+        named = error.check.value
+        if error.document_check is not None:
+            named = f"{named}/{error.document_check.value}"
+        return CheckFailed(f"attestation.{named}", error.detail)
+    if isinstance(error, RateLimited):
+        after = "unknown" if error.retry_after is None else f"{error.retry_after:g} s"
+        return CheckFailed("api.rate_limited", f"HTTP 429, retry after {after}")
+    if isinstance(error, APIError):
+        kind = f" ({error.type})" if error.type else ""
+        return CheckFailed(f"api.http_{error.status}", f"HTTP {error.status}{kind}")
+    if isinstance(error, ClientTimeout):
+        return CheckFailed("timeout", f"{error.step}: no answer in time")
+    if isinstance(error, ClientConfigError):
+        return None
+    if isinstance(error, httpx2.HTTPError):
+        return _transport_check(error)
+    return None

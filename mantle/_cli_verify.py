@@ -1,8 +1,9 @@
-"""``mantle verify``: check a Mantle cluster's ingress the way the client does.
+"""``mantle verify``: check a Mantle cluster the way the client does.
 
     mantle verify URL --tls-cert CERT.pem [--pins DIR] [--root PEM]
                       [--tlog-key PATH] [--release-root PATH]
                       [--release-dir DIR] [--state PATH]
+                      [--api-key K] [-m MODEL]
 
 Checks the release (signatures under the pinned release root, inclusion in
 the log under the pinned log key, the release floor kept in the trust
@@ -10,8 +11,16 @@ state), then the ingress's attestation document over a fresh nonce of its
 own (chain to the pinned root, the release's PCRs, the pinned certificate's
 TLS key bound in it), and prints what it verified: module id, release
 version, PCRs, the TLS key binding, and whether the attestation PKI is a
-simulated one. Exit status: 0 verified, 1 refused (the failed check is
-named), 2 unusable input (a pin or certificate that cannot be read).
+simulated one. Then the inference nodes serving the model (default: the
+first listed; the API key defaults to ``$MANTLE_API_KEY``), as
+:meth:`mantle.AsyncClient.verify` checks them before it seals a request: the
+release the ingress serves and the log's tree head, then each node's document
+over the client's own nonce (pinned root, the release's PCRs for the model,
+its static key and receipt key bound); it prints each verified node (name,
+module id, release, PCRs, receipt key binding) and each node left out.
+Exit status: 0 verified (the ingress and at least one node), 1 refused (the
+failed check is named), 2 unusable input (a pin, certificate or API key
+missing or unreadable).
 """
 
 from __future__ import annotations
@@ -22,7 +31,9 @@ from typing import TextIO
 
 import anyio
 
+from mantle._cli_chat import choose_model, make_client
 from mantle._cli_trust import (
+    API_KEY_ENV,
     EXIT_REFUSED,
     EXIT_UNUSABLE,
     EXIT_VERIFIED,
@@ -30,8 +41,12 @@ from mantle._cli_trust import (
     CheckFailed,
     UnusableInput,
     add_trust_options,
+    api_key_of,
     check_ingress,
+    failure_of,
+    load_trust,
 )
+from mantle._walk import VerifiedNodes
 from mantle.commands import NumberIn
 
 #: The longest wait for any one answer the command accepts.
@@ -62,21 +77,68 @@ def describe(checked: CheckedIngress) -> list[str]:
         )
     else:
         lines.append("simulated: no (AWS Nitro attestation root)")
-    lines.append("verdict: VERIFIED")
     return lines
+
+
+def describe_nodes(verified: VerifiedNodes) -> list[str]:
+    """The lines for the inference nodes the client verified for a model."""
+    release = verified.release
+    lines = [
+        f"model: {verified.model}; nodes verified against release {release.version} "
+        "as the ingress serves it (signed by the pinned release root, in the pinned log, "
+        f"consistent with the log's tree head of size {verified.tree_head.tree_size})",
+    ]
+    for node in verified.nodes:
+        attestation = node.attestation
+        lines += [
+            f"node: {node.name}",
+            f"  module id: {attestation.module_id}",
+            f"  release: version {release.version} (its PCRs for {verified.model}), "
+            f"document over this command's own nonce",
+            "  pcrs:",
+            *(
+                f"    {index:2d}: {value.hex()}"
+                for index, value in sorted(attestation.claims.pcrs.items())
+            ),
+            f"  static key: {node.static_key.hex()} (bound in the document)",
+            f"  receipt key binding: {node.receipt_key_binding.hex()} (the document's user_data)",
+        ]
+    for name, check in verified.refused:
+        lines.append(f"node left out: {name} (check: {check})")
+    return lines
+
+
+async def _check(args: argparse.Namespace) -> list[str]:
+    load_trust(args)  # a missing pin is named first, before the API key
+    api_key = api_key_of(args)
+    checked = await check_ingress(args, args.timeout)
+    lines = describe(checked)
+    client = make_client(args, api_key, args.timeout)
+    failure: CheckFailed | None = None
+    try:
+        async with client:
+            model = await choose_model(client, args.model, args.timeout)
+            lines += describe_nodes(await client.verify(model))
+    except Exception as error:  # mapped to a named check below, or re-raised
+        failure = failure_of(error)
+        if failure is None:
+            raise
+    if failure is not None:
+        raise failure
+    return [*lines, "verdict: VERIFIED"]
 
 
 def _verify(args: argparse.Namespace) -> int:
     out: TextIO = sys.stdout
     try:
-        checked = anyio.run(check_ingress, args, args.timeout, backend="trio")
+        lines = anyio.run(_check, args, backend="trio")
     except UnusableInput as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_UNUSABLE
     except CheckFailed as failed:
         print(f"verdict: REFUSED (check: {failed.check}) - {failed.detail}", file=out)
         return EXIT_REFUSED
-    for line in describe(checked):
+    for line in lines:
         print(line, file=out)
     return EXIT_VERIFIED
 
@@ -84,9 +146,15 @@ def _verify(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``verify`` command to ``mantle``."""
     verify = subparsers.add_parser(
-        "verify", help="check a cluster's ingress and release against your pins"
+        "verify", help="check a cluster's ingress, release and inference nodes against your pins"
     )
     add_trust_options(verify)
+    verify.add_argument(
+        "--api-key", default=None, help=f"the tenant's API key (default ${API_KEY_ENV})"
+    )
+    verify.add_argument(
+        "-m", "--model", default=None, help="the model whose nodes to check (default: first listed)"
+    )
     verify.add_argument(
         "--timeout",
         type=NumberIn(1, MAX_TIMEOUT_S),

@@ -13,6 +13,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "mantle._cli_attest",
     "mantle._cli_verify",
     "mantle._cli_chat",
+    "mantle._cli_receipt",
 )
 
 

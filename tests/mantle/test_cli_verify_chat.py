@@ -4,10 +4,12 @@ One scripted-engine cluster (``nodes.devcluster.DevCluster``: a keys node,
 an ingress node and an inference node, each its own process on a simulated
 NitroTPM) serves the module. ``mantle verify`` must print what it verified
 (release version, module id, PCRs, the TLS key binding, that the PKI is
-simulated) and exit 0; with another attestation root, another certificate,
+simulated, and the inference nodes: name, module id, PCRs, receipt key
+binding) and exit 0; with another attestation root, another certificate,
 another release root or a plain URL it must exit 1 naming the failed check;
-without a pin it must refuse to start (exit 2). ``mantle chat`` streams the
-scripted answer after the same checks, and sends nothing when they fail.
+without a pin or an API key it must refuse to start (exit 2). ``mantle chat``
+streams the scripted answer, sealed to the verified nodes, and sends nothing
+when a check fails.
 """
 
 from __future__ import annotations
@@ -16,76 +18,28 @@ import datetime
 import hashlib
 import json
 import re
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
 import pytest
+from _cli_cluster import Cluster, run_cli, start_cluster
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
-from mantle import cli
 from nodes import cli as node_cli
-from nodes.devcluster import ClusterLayout, DevCluster, DevClusterSettings, EngineKind
 from simulations import cli as sim_cli
-
-START_TIMEOUT_S = 120.0
-#: Generous: the machine is shared; this catches a hang, not slowness.
-COMMAND_TIMEOUT_S = 60.0
-
-
-@dataclass
-class Cluster:
-    cluster: DevCluster
-    layout: ClusterLayout
-    base: Path
-
-    @property
-    def url(self) -> str:
-        return self.cluster.url
-
-    def trust(self, state: Path, **overrides: Path) -> list[str]:
-        """The options of a user who holds the cluster's pins and certificate."""
-        options = {
-            "--pins": self.layout.pins_dir,
-            "--tls-cert": self.cluster.tls_cert,
-            "--release-dir": self.layout.release_dir,
-            "--state": state,
-            **{f"--{name.replace('_', '-')}": path for name, path in overrides.items()},
-        }
-        return [item for name, path in options.items() for item in (name, str(path))]
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    base = tmp_path_factory.mktemp("cli-cluster")
-    settings = DevClusterSettings(
-        data_dir=base / "dev",
-        port=0,
-        inference_nodes=1,
-        engine=EngineKind.SCRIPTED,
-        startup_timeout_s=START_TIMEOUT_S,
-    )
-    running = DevCluster(settings)
-    try:
-        anyio.run(running.start, backend="trio")
-        yield Cluster(running, ClusterLayout(running.data_dir), base)
-    finally:
-        anyio.run(running.stop, backend="trio")
+    with start_cluster(tmp_path_factory.mktemp("cli-cluster")) as running:
+        yield running
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    started = time.monotonic()
-    status = cli.main(argv)
-    assert time.monotonic() - started < COMMAND_TIMEOUT_S
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.out + captured.err
-    return status, captured.out, captured.err
+_run = run_cli
 
 
 def _other_certificate(path: Path) -> Path:
@@ -186,31 +140,84 @@ def test_verify_without_a_pin_does_not_start(
     assert "no attestation root (--root) pinned" in err
 
 
-def test_chat_streams_an_answer_after_the_checks(
+def test_verify_prints_the_verified_inference_nodes(
+    cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = _run(["verify", cluster.url, *cluster.trust(tmp_path / "t.json")], capsys)
+    assert status == 0, out
+    nodes = out[out.index("\nmodel: ") :]
+    assert nodes.startswith("\nmodel: scripted; nodes verified against release 1")
+    assert "\nnode: inference-1\n" in nodes
+    assert re.search(r"^  module id: sim-", nodes, re.MULTILINE)
+    shown = dict(re.findall(r"^ {4,5}(\d+): ([0-9a-f]{96})$", nodes, re.MULTILINE))
+    assert {"4", "7", "12", "13", "14"} <= set(shown)
+    assert re.search(r"^  receipt key binding: [0-9a-f]{64} ", nodes, re.MULTILINE)
+    assert "node left out" not in nodes
+
+
+def test_verify_of_an_unlisted_model_names_the_check(
     cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     trust = cluster.trust(tmp_path / "t.json")
-    argv = ["chat", cluster.url, *trust, "--api-key", cluster.cluster.api_key]
-    status, out, err = _run([*argv, "--max-tokens", "6", "name three rivers"], capsys)
+    status, out, _ = _run(["verify", cluster.url, *trust, "-m", "not-released"], capsys)
+    assert status == 1
+    assert "verdict: REFUSED (check: attestation.model)" in out
+    assert "verdict: VERIFIED" not in out
+
+
+def test_verify_without_an_api_key_does_not_start(
+    cluster: Cluster,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MANTLE_API_KEY", raising=False)
+    trust = cluster.trust(tmp_path / "t.json")[:-2]  # without --api-key
+    status, out, err = _run(["verify", cluster.url, *trust], capsys)
+    assert status == 2 and out == ""
+    assert "no API key" in err
+
+
+def test_chat_streams_an_answer_sealed_to_the_verified_nodes(
+    cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["chat", cluster.url, *cluster.client(tmp_path / "t.json")]
+    status, out, err = _run([*argv, "--max-tokens", "6", "CANARY-cli-7a3f rivers"], capsys)
     assert status == 0, err
     assert len(out.split()) == 6  # the scripted engine's words, one per token
-    assert "finish: length" in err
+    line = next(line for line in err.splitlines() if line.startswith("verified: "))
+    assert line.startswith("verified: node inference-1 (sim-")
+    assert "release 1" in line and "model scripted" in line
+    assert "CANARY" not in err
+    # The walk kept the log's tree head in the user's trust state.
+    assert json.loads((tmp_path / "t.json").read_bytes())["release_floor"] == 1
 
 
 def test_chat_refused_by_a_check_prints_no_answer(
     cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    trust = cluster.trust(tmp_path / "t.json", tls_cert=_other_certificate(tmp_path / "c.pem"))
-    argv = ["chat", cluster.url, *trust, "--api-key", cluster.cluster.api_key, "hello"]
-    status, out, err = _run(argv, capsys)
+    options = cluster.client(tmp_path / "t.json", tls_cert=_other_certificate(tmp_path / "c.pem"))
+    status, out, err = _run(["chat", cluster.url, *options, "hello"], capsys)
     assert status == 1 and out == ""
     assert "check: tls.cert" in err
+
+
+def test_chat_with_another_attestation_root_names_the_check(
+    cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other_root = tmp_path / "other-root.pem"
+    assert sim_cli.main(["tpm", "root", "--seed", "another cloud", "-o", str(other_root)]) == 0
+    capsys.readouterr()
+    options = cluster.client(tmp_path / "t.json", root=other_root)
+    status, out, err = _run(["chat", cluster.url, *options, "CANARY-cli-0b9e"], capsys)
+    assert status == 1 and out == ""
+    assert "check: attestation.node.document/chain_root" in err and "CANARY" not in err
 
 
 def test_chat_with_a_wrong_api_key_names_the_status(
     cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["chat", cluster.url, *cluster.trust(tmp_path / "t.json"), "--api-key", "sk-wrong"]
+    argv = ["chat", cluster.url, *cluster.client(tmp_path / "t.json"), "--api-key", "sk-wrong"]
     status, _, err = _run([*argv, "CANARY-cli-5d1e"], capsys)
     assert status == 1
     assert "HTTP 401" in err and "CANARY" not in err
