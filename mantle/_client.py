@@ -47,7 +47,7 @@ from mantle._ingress import pinned_tls_context
 from mantle._seams import SystemClock, SystemRandom
 from mantle._walk import DEFAULT_DOCUMENT_MAX_AGE_S, TrustWalk, VerifiedNodes
 from mantle.trust_state import TrustStateFile
-from protocol.e2e import SavedReceipt
+from protocol.e2e import Receipt, SavedReceipt
 from protocol.e2e_stream import (
     ERROR_FRAME,
     SEALED_REQUEST_MEDIA_TYPE,
@@ -121,8 +121,14 @@ class AsyncStream(Generic[ItemT]):
         self._items: AsyncGenerator[ItemT, None] = self._iterate()
 
     @property
-    def receipt(self) -> SavedReceipt | None:
-        """The verified receipt (with the node's document), once the stream ended."""
+    def receipt(self) -> Receipt | None:
+        """The verified receipt, once the stream ended (as on a whole answer)."""
+        saved = self._exchange.saved_receipt
+        return saved.receipt if saved is not None else None
+
+    @property
+    def saved_receipt(self) -> SavedReceipt | None:
+        """The verified receipt with the node's document (a receipt file)."""
         return self._exchange.saved_receipt
 
     async def _iterate(self) -> AsyncGenerator[ItemT, None]:
@@ -368,10 +374,15 @@ class AsyncClient:
         traceback: TracebackType | None,
     ) -> None:
         tasks, self._tasks = self._tasks, None
-        if tasks is not None:
-            tasks.cancel_scope.cancel()
-            await tasks.__aexit__(kind, error, traceback)
-        await self.aclose()
+        try:
+            if tasks is not None:
+                # Only background refreshes run here (they swallow their own
+                # errors): the body's exception leaves as it was raised, not
+                # wrapped in an exception group.
+                tasks.cancel_scope.cancel()
+                await tasks.__aexit__(None, None, None)
+        finally:
+            await self.aclose()
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -474,8 +485,12 @@ class Stream(Generic[ItemT]):
         self._inner = inner
 
     @property
-    def receipt(self) -> SavedReceipt | None:
+    def receipt(self) -> Receipt | None:
         return self._inner.receipt
+
+    @property
+    def saved_receipt(self) -> SavedReceipt | None:
+        return self._inner.saved_receipt
 
     def __iter__(self) -> Iterator[ItemT]:
         return self

@@ -54,7 +54,7 @@ import math
 from typing import Annotated, Final
 
 from protocol.attestation import MAX_EVIDENCE_BYTES, DocumentKind
-from protocol.e2e import MAX_RECORD_BYTES, SealedRequest
+from protocol.e2e import MAX_RECORD_BYTES, SealedRequest, record_is_final
 from protocol.inference import GenerateChunk, GenerateDone, GenerateRequest
 from protocol.messages import U32, ErrorReply, IntRange, MaxLen, message
 
@@ -229,18 +229,23 @@ class PlaceSealed:
 @message("sched.record")
 @dataclasses.dataclass(frozen=True, slots=True)
 class AttemptRecord:
-    """The ``index``-th (from 0) sealed response record of ``attempt``;
-    ``final`` marks the last (the attempt ended). Relayed in order only."""
+    """The ``index``-th (from 0) sealed response record of ``attempt``.
+    Relayed in order only; whether it is the last (the attempt ended) is
+    the record's own flag (:attr:`final`), never a second field that could
+    disagree with what the client's opener authenticates."""
 
     attempt: Id
     index: U32
     record: Annotated[bytes, MaxLen(MAX_RECORD_BYTES)]
-    final: bool
 
     def __post_init__(self) -> None:
         _check_id(self.attempt)
-        if not self.record:
-            raise ValueError("a record is not empty")
+        record_is_final(self.record)  # a header and tag, a known flag
+
+    @property
+    def final(self) -> bool:
+        """Whether the record is flagged final (the attempt ended)."""
+        return record_is_final(self.record)
 
 
 @message("sched.attest")

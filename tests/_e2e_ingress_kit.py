@@ -41,6 +41,7 @@ from nodes.tlog import TlogHttpApp
 from protocol.attestation import TrustAnchor, noise_key_binding
 from protocol.customer_data import CustomerData
 from protocol.e2e import (
+    RESPONSE_SALT_SIZE,
     E2EError,
     ResponseSealer,
     SealedRequest,
@@ -249,14 +250,15 @@ class E2EIngress:
             await _reply(send, 502, b'{"error": {"message": "the node refused the request"}}')
             return
         prompt_chars = sum(len(turn.content.reveal_text()) for turn in request.turns)
-        sealer = ResponseSealer(key, sealed.request_id)
+        salt = SystemRandom().token_bytes(RESPONSE_SALT_SIZE)
+        sealer = ResponseSealer(key, sealed.request_id, salt=salt)
         pieces = reply_for(prompt_chars)[: request.max_tokens]
         records = [sealer.seal_chunk(GenerateChunk(CustomerData(p), 1)) for p in pieces]
         reason = FinishReason.LENGTH if len(pieces) == request.max_tokens else FinishReason.STOP
         done = GenerateDone(reason, len(pieces), prompt_chars)
         signed_digest = sealer.response_sha256(done)
         if self.receipt_text_override is not None:
-            signed_digest = response_digest(self.receipt_text_override, done)
+            signed_digest = response_digest(self.receipt_text_override, done, salt=salt)
         receipt = sign_receipt(
             self.receipt_key_override or node.receipt_key,
             request_id=sealed.request_id,

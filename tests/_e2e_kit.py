@@ -101,6 +101,8 @@ class Answer:
     receipt: Receipt
     text: str
     done: GenerateDone
+    #: The node's response salt of this answer.
+    salt: bytes
 
 
 def answer(
@@ -109,11 +111,15 @@ def answer(
     *,
     pieces: Sequence[str] = ("Hello", ", ", CANARY, "!"),
     signer: Ed25519PrivateKey | None = None,
+    salt: bytes | None = None,
 ) -> Answer:
     """What ``node`` answers: opens the request, seals ``pieces`` and a final
-    record with a receipt signed by ``signer`` (the node's receipt key)."""
+    record with a receipt signed by ``signer`` (the node's receipt key),
+    under the response salt ``salt`` (by default one drawn for this request)."""
     request, key = open_request(sealed, static=node)
-    sealer = ResponseSealer(key, sealed.request_id)
+    if salt is None:
+        salt = entropy(f"response-salt/{sealed.request_id.hex()}")(32)
+    sealer = ResponseSealer(key, sealed.request_id, salt=salt)
     records = [sealer.seal_chunk(GenerateChunk(CustomerData(piece), 1)) for piece in pieces]
     done = GenerateDone(FinishReason.STOP, completion_tokens=len(pieces), prompt_tokens=11)
     receipt = sign_receipt(
@@ -126,4 +132,4 @@ def answer(
         release_version=RELEASE_VERSION,
     )
     records.append(sealer.seal_final(done, receipt))
-    return Answer(tuple(records), receipt, "".join(pieces), done)
+    return Answer(tuple(records), receipt, "".join(pieces), done, salt)

@@ -20,7 +20,9 @@ from typing import Final
 from actors import Actor, ActorError, Context
 from actors.attestation import AttestationUnavailable, Evidence
 from actors.key_custody import NodeKeyCustody
+from actors.seams.random import Random
 from protocol.e2e import (
+    RESPONSE_SALT_SIZE,
     E2ECheck,
     E2EError,
     ResponseSealer,
@@ -103,8 +105,14 @@ class OpenedRequest:
     request_sha256: bytes
 
 
-def open_sealed(sealed: SealedRequest, serving: SealedServing) -> OpenedRequest | ErrorReply:
-    """Open ``sealed`` with the node's static key, or the error it ends with."""
+def open_sealed(
+    sealed: SealedRequest, serving: SealedServing, *, random: Random
+) -> OpenedRequest | ErrorReply:
+    """Open ``sealed`` with the node's static key, or the error it ends with.
+
+    The answer's sealer takes a fresh response salt from ``random``: were
+    this request ever answered again (here or on another candidate), that
+    answer would be sealed under another key."""
     check: E2ECheck | None = None
     opened = None
     try:
@@ -114,9 +122,8 @@ def open_sealed(sealed: SealedRequest, serving: SealedServing) -> OpenedRequest 
     if opened is None:
         return _refusal(check if check is not None else E2ECheck.REQUEST_MALFORMED)
     request, key = opened
-    return OpenedRequest(
-        request, ResponseSealer(key, sealed.request_id), request_digest(sealed.request_id, request)
-    )
+    sealer = ResponseSealer(key, sealed.request_id, salt=random.token_bytes(RESPONSE_SALT_SIZE))
+    return OpenedRequest(request, sealer, request_digest(sealed.request_id, request))
 
 
 def seal_reply(

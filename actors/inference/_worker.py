@@ -117,7 +117,7 @@ class _Generation(Actor):
         if isinstance(place, PlaceSealed):
             serving = self._sealed
             result = (
-                open_sealed(place.request, serving)
+                open_sealed(place.request, serving, random=ctx.random)
                 if serving is not None
                 else ErrorReply(ErrorCode.UNAVAILABLE, True)
             )
@@ -141,10 +141,9 @@ class _Generation(Actor):
                 record = seal_reply(message, opened, place.request, self._sealed)
             if record is None:
                 return None
-            final = isinstance(message, GenerateDone)
-            wrapped = AttemptRecord(attempt.id, attempt.chunks, record, final)
+            wrapped = AttemptRecord(attempt.id, attempt.chunks, record)
             attempt.chunks += 1
-            attempt.ended = final
+            attempt.ended = wrapped.final
             return wrapped
 
         async def reply(message: Reply) -> None:

@@ -644,12 +644,12 @@ class SchedulerActor(Actor):
             return
         request.next_chunk += 1
         if not message.final:
-            request.submission.push(SealedRecord(message.record, False))
+            request.submission.push(SealedRecord(message.record))
             return
         del node.running[message.attempt]
         node.saturated = False
         self._stats.completed += 1
-        self._end(request, SealedRecord(message.record, True))
+        self._end(request, SealedRecord(message.record))
         self._pump(ctx, node.model)
 
     def _attempt_ended(

@@ -15,7 +15,7 @@ from typing import Protocol, TypeAlias
 
 from actors.inference import Reply
 from protocol.attestation import DocumentKind
-from protocol.e2e import SealedRequest
+from protocol.e2e import SealedRequest, record_is_final
 from protocol.inference import GenerateRequest
 
 
@@ -31,10 +31,14 @@ class ModelListing:
 @dataclass(frozen=True, slots=True)
 class SealedRecord:
     """One sealed response record of an end-to-end request, as the serving
-    node sealed it: opaque bytes here; ``final`` on the last one."""
+    node sealed it: opaque bytes here but for its header's flag."""
 
     record: bytes = field(repr=False)
-    final: bool
+
+    @property
+    def final(self) -> bool:
+        """Whether the record is flagged final (the answer's last)."""
+        return record_is_final(self.record)
 
 
 #: What a submission yields: a plain request's replies, or a sealed one's

@@ -10,7 +10,9 @@ A client verifies candidate inference nodes' documents itself, then:
   (``e2e.request``) whose routing fields (model, max tokens, node bindings)
   are authenticated with the ciphertext;
 * the node :func:`open_request` with its static key, generates, and answers
-  with :class:`ResponseSealer` records: chunks, then one final record
+  with :class:`ResponseSealer` records under a key of this answer alone
+  (:func:`response_key`: a fresh salt of the node's, carried by record 0):
+  chunks, then one final record
   (:class:`ResponseFinal`: finish reason, usage, :class:`Receipt`);
 * the client's :class:`ResponseOpener` accepts records only in order, once,
   for this request, up to and including a final record whose receipt covers
@@ -67,22 +69,27 @@ from protocol.e2e._request import (
 from protocol.e2e._response import (
     CHUNK_FLAG,
     FINAL_FLAG,
+    FIRST_RECORD_HEADER_SIZE,
     MAX_RECORD_BYTES,
     MAX_RECORDS,
     RECORD_HEADER_SIZE,
     RESPONSE_AAD_DOMAIN,
     RESPONSE_DIGEST_DOMAIN,
+    RESPONSE_SALT_SIZE,
     ResponseDigest,
     ResponseFinal,
     ResponseOpener,
     ResponseSealer,
+    record_is_final,
     response_digest,
+    response_key,
 )
 
 __all__ = [
     "CHUNK_FLAG",
     "ENVELOPE_MESSAGE_SIZE",
     "FINAL_FLAG",
+    "FIRST_RECORD_HEADER_SIZE",
     "MAX_CANDIDATES",
     "MAX_RECEIPT_BYTES",
     "MAX_RECORDS",
@@ -105,6 +112,7 @@ __all__ = [
     "RESPONSE_AAD_DOMAIN",
     "RESPONSE_DIGEST_DOMAIN",
     "RESPONSE_KEY_LABEL",
+    "RESPONSE_SALT_SIZE",
     "E2ECheck",
     "E2EError",
     "Receipt",
@@ -121,10 +129,12 @@ __all__ = [
     "open_request",
     "receipt_key_binding",
     "receipt_signed_bytes",
+    "record_is_final",
     "request_associated_data",
     "request_digest",
     "request_prologue",
     "response_digest",
+    "response_key",
     "seal_request",
     "sign_receipt",
     "verify_receipt",

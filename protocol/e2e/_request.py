@@ -13,7 +13,8 @@ The envelope's prologue binds ``"mantle/e2e-request/v1\\0" || request_id ||
 model || node`` (msgpack after the domain), so an envelope moved to another
 request, model or node fails to open. The body (turns, sampling, stop) is
 sealed with ChaCha20-Poly1305 under a key derived from the request key
-(HKDF-SHA256, salt = request id, a label of its own per direction); the
+(HKDF-SHA256, salt = request id, a label of its own per direction; an
+answer's key also takes a salt the serving node draws, see ``_response``); the
 associated data is the canonical encoding of every other field of the sealed
 request (request id, model, max tokens, every envelope), so nothing a relay
 sees can be changed without the node noticing. Ingress and scheduler see the
@@ -116,10 +117,12 @@ class RequestKey:
         """Whether ``other`` holds the same key, compared in constant time."""
         return hmac.compare_digest(self._secret, other._secret)
 
-    def derive(self, label: bytes, request_id: bytes) -> bytes:
+    def derive(self, label: bytes, salt: bytes) -> bytes:
         """The 32-byte key for ``label`` (one per direction):
-        ``HKDF-SHA256(ikm=request key, salt=request_id, info=label)``."""
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=request_id, info=label)
+        ``HKDF-SHA256(ikm=request key, salt, info=label)``. The request's
+        salt is its id; an answer's is the id and the serving node's fresh
+        salt, so no two answers share a key."""
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=label)
         return hkdf.derive(self._secret)
 
     def __repr__(self) -> str:

@@ -28,7 +28,11 @@ def _genuine() -> tuple[SavedReceipt, bytes]:
     sealed, _, digest = seal([NODE])
     sent = answer(sealed, NODE, signer=receipt_key("attested"))
     saved = SavedReceipt(
-        sent.receipt, digest, response_digest(sent.text, sent.done), DocumentKind.NITRO, b"doc"
+        sent.receipt,
+        digest,
+        response_digest(sent.text, sent.done, salt=sent.salt),
+        DocumentKind.NITRO,
+        b"doc",
     )
     return saved, receipt_key_binding(sent.receipt.receipt_key)
 
@@ -72,7 +76,9 @@ def test_a_receipt_resigned_by_another_key_no_longer_matches_the_document() -> N
     sent = answer(sealed, NODE, signer=receipt_key("forger"))
     forged = sent.receipt
     verify_receipt(
-        forged, request_sha256=digest, response_sha256=response_digest(sent.text, sent.done)
+        forged,
+        request_sha256=digest,
+        response_sha256=response_digest(sent.text, sent.done, salt=sent.salt),
     )
     assert receipt_key_binding(forged.receipt_key) != attested_binding
     assert saved.receipt_key_binding() == attested_binding

@@ -26,8 +26,10 @@ from protocol.attestation import DocumentKind, noise_key_binding
 from protocol.customer_data import CustomerData
 from protocol.e2e import (
     ENVELOPE_MESSAGE_SIZE,
+    FIRST_RECORD_HEADER_SIZE,
     MAX_CANDIDATES,
     RECEIPT_KEY_BINDING_DOMAIN,
+    RECORD_HEADER_SIZE,
     REQUEST_ID_SIZE,
     E2ECheck,
     E2EError,
@@ -43,8 +45,10 @@ from protocol.e2e import (
     SealedRequest,
     open_request,
     receipt_key_binding,
+    record_is_final,
     request_digest,
     response_digest,
+    response_key,
     seal_request,
     verify_receipt,
 )
@@ -260,7 +264,7 @@ def test_the_client_reads_the_whole_answer_and_its_receipt() -> None:
     final = opener.finish()
     assert final.done == sent.done and final.receipt == sent.receipt
     assert final.receipt.model == MODEL
-    assert final.receipt.response_sha256 == response_digest(sent.text, sent.done)
+    assert final.receipt.response_sha256 == response_digest(sent.text, sent.done, salt=sent.salt)
     assert all(CANARY.encode() not in record for record in sent.records)
 
 
@@ -347,7 +351,7 @@ def test_a_final_record_whose_receipt_is_for_other_text_is_refused() -> None:
     sealed, key, digest = seal(NODES)
     request, node_key_ = open_request(sealed, static=NODES[0])
     honest = answer(sealed, NODES[0], pieces=("yes",))
-    sealer = ResponseSealer(node_key_, sealed.request_id)
+    sealer = ResponseSealer(node_key_, sealed.request_id, salt=bytes(range(32)))
     records = [sealer.seal_chunk(GenerateChunk(CustomerData("no"), 1))]
     records.append(sealer.seal_final(honest.done, honest.receipt))
     opener = ResponseOpener(key, sealed.request_id, request_sha256=digest)
@@ -363,7 +367,7 @@ def test_a_final_record_with_another_requests_receipt_is_refused() -> None:
     other, _, _ = seal(NODES, seed="other")
     theirs = answer(other, NODES[0], pieces=("same",))
     _, node_side = open_request(sealed, static=NODES[0])
-    sealer = ResponseSealer(node_side, sealed.request_id)
+    sealer = ResponseSealer(node_side, sealed.request_id, salt=bytes(range(32)))
     records = [
         sealer.seal_chunk(GenerateChunk(CustomerData("same"), 1)),
         sealer.seal_final(theirs.done, theirs.receipt),
@@ -378,7 +382,7 @@ def test_a_final_record_with_another_requests_receipt_is_refused() -> None:
 def test_the_sealer_refuses_after_the_final_record_and_non_text() -> None:
     sealed, _, _ = seal(NODES[:1])
     _, key = open_request(sealed, static=NODES[0])
-    sealer = ResponseSealer(key, sealed.request_id)
+    sealer = ResponseSealer(key, sealed.request_id, salt=bytes(range(32)))
     with pytest.raises(E2EError) as refused:
         sealer.seal_chunk(GenerateChunk(CustomerData(b"\xff raw"), 1))
     _refused(E2ECheck.RECORD_CONTENT, refused.value)
@@ -418,7 +422,7 @@ def test_an_empty_answer_still_ends_with_its_receipt() -> None:
 def _receipt() -> tuple[Receipt, bytes, bytes]:
     sealed, _, digest = seal(NODES)
     sent = answer(sealed, NODES[0])
-    return sent.receipt, digest, response_digest(sent.text, sent.done)
+    return sent.receipt, digest, response_digest(sent.text, sent.done, salt=sent.salt)
 
 
 def test_a_receipt_verifies_for_its_own_bytes_only() -> None:
@@ -495,12 +499,70 @@ def test_a_saved_receipt_round_trips_and_verifies_offline() -> None:
     _refused(E2ECheck.RECEIPT_MALFORMED, refused.value)
 
 
-def test_the_response_digest_separates_text_from_usage() -> None:
+def test_the_response_digest_separates_salt_text_and_usage() -> None:
     done = GenerateDone(FinishReason.STOP, 2, 3)
-    assert response_digest("ab", done) != response_digest("a", done)
-    assert response_digest("ab", done) != response_digest(
-        "ab", GenerateDone(FinishReason.STOP, 2, 4)
+    salt = bytes(32)
+    assert response_digest("ab", done, salt=salt) != response_digest("a", done, salt=salt)
+    assert response_digest("ab", done, salt=salt) != response_digest(
+        "ab", GenerateDone(FinishReason.STOP, 2, 4), salt=salt
     )
-    assert response_digest("ab", done) != response_digest(
-        "ab", GenerateDone(FinishReason.LENGTH, 2, 3)
+    assert response_digest("ab", done, salt=salt) != response_digest(
+        "ab", GenerateDone(FinishReason.LENGTH, 2, 3), salt=salt
     )
+    assert response_digest("ab", done, salt=salt) != response_digest("ab", done, salt=b"\x01" * 32)
+
+
+def test_two_answers_to_one_request_never_share_a_key_or_nonce() -> None:
+    """A request answered twice (replayed to another candidate) is answered
+    under two keys: the same counters never meet the same key."""
+    sealed, key, digest = seal(NODES)
+    first = answer(sealed, NODES[0], pieces=("same", "text"), salt=b"\x01" * 32)
+    second = answer(sealed, NODES[1], pieces=("same", "text"), salt=b"\x02" * 32)
+    assert response_key(key, sealed.request_id, first.salt) != response_key(
+        key, sealed.request_id, second.salt
+    )
+    # Same plaintext, same counter, yet nothing of the ciphertexts repeats.
+    for mine, theirs in zip(first.records, second.records, strict=True):
+        assert mine[FIRST_RECORD_HEADER_SIZE:] != theirs[FIRST_RECORD_HEADER_SIZE:]
+        assert mine[-16:] != theirs[-16:]
+    assert first.receipt.response_sha256 != second.receipt.response_sha256
+    # Each opens on its own; records of one do not continue the other.
+    for sent in (first, second):
+        opener = ResponseOpener(key, sealed.request_id, request_sha256=digest)
+        assert _open_all(sent.records, opener) == "sametext"
+        assert opener.salt == sent.salt
+    mixed = ResponseOpener(key, sealed.request_id, request_sha256=digest)
+    mixed.open(first.records[0])
+    with pytest.raises(E2EError) as refused:
+        mixed.open(second.records[1])
+    _refused(E2ECheck.RECORD_FORGED, refused.value)
+
+
+def test_record_zero_carries_the_salt_authenticated() -> None:
+    sealed, key, digest = seal(NODES)
+    sent = answer(sealed, NODES[0], pieces=("one", "one"))
+    first = sent.records[0]
+    assert first[RECORD_HEADER_SIZE:FIRST_RECORD_HEADER_SIZE] == sent.salt
+    # Only record 0 carries it.
+    assert len(first) == len(sent.records[1]) + FIRST_RECORD_HEADER_SIZE - RECORD_HEADER_SIZE
+    other_salt = first[:RECORD_HEADER_SIZE] + bytes(32) + first[FIRST_RECORD_HEADER_SIZE:]
+    opener = ResponseOpener(key, sealed.request_id, request_sha256=digest)
+    with pytest.raises(E2EError) as refused:
+        opener.open(other_salt)
+    _refused(E2ECheck.RECORD_FORGED, refused.value)
+    short = ResponseOpener(key, sealed.request_id, request_sha256=digest)
+    with pytest.raises(E2EError) as refused:
+        short.open(first[: RECORD_HEADER_SIZE + 20])
+    _refused(E2ECheck.RECORD_MALFORMED, refused.value)
+    with pytest.raises(ValueError):
+        ResponseSealer(key, sealed.request_id, salt=bytes(31))
+
+
+def test_record_is_final_reads_the_flag_and_refuses_malformed_records() -> None:
+    sealed, _, _ = seal(NODES)
+    sent = answer(sealed, NODES[0], pieces=("one",))
+    assert [record_is_final(r) for r in sent.records] == [False, True]
+    for malformed in (b"", sent.records[0][:8] + b"\x07" + sent.records[0][9:], bytes(24)):
+        with pytest.raises(E2EError) as refused:
+            record_is_final(malformed)
+        _refused(E2ECheck.RECORD_MALFORMED, refused.value)

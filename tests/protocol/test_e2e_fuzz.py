@@ -33,7 +33,7 @@ WIRE = SEALED.encode()
 SAVED = SavedReceipt(
     SENT.receipt,
     DIGEST,
-    response_digest(SENT.text, SENT.done),
+    response_digest(SENT.text, SENT.done, salt=SENT.salt),
     DocumentKind.NITRO,
     CANARY.encode() * 4,
 ).encode()
