@@ -73,7 +73,7 @@ async def _verified_ingress(
             clock=wall,
             deadline_s=deadline_s,
         )
-        release, head = await walk.release()
+        release, head, checked = await walk.release()
         verified = await verify_ingress(
             http,
             settings.url,
@@ -84,7 +84,7 @@ async def _verified_ingress(
             clock=wall,
             deadline_s=deadline_s,
         )
-        walk.store(release, head)
+        await walk.store(release, head, checked)
     return settings.url, settings.api_key, cert, verified
 
 

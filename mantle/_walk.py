@@ -43,7 +43,7 @@ from actors.seams.random import Random
 from mantle._errors import AttestationError, ClientCheck
 from mantle._http import api_error_of, get_bounded
 from mantle._trust import TrustPins, verify_release_bytes
-from mantle.trust_state import TrustStateError, TrustStateFile
+from mantle.trust_state import TrustState, TrustStateError, TrustStateFile
 from protocol.attestation import (
     AttestationError as DocumentRefused,
 )
@@ -82,6 +82,8 @@ MAX_CANDIDATES: Final = 16
 MAX_RELEASE_ANSWER_BYTES: Final = 2 * (MAX_ROOT_BYTES + MAX_TARGETS_BYTES + MAX_LOG_PROOF_BYTES)
 MAX_NODES_ANSWER_BYTES: Final = 2 * 1024 * 1024
 MAX_TLOG_ANSWER_BYTES: Final = 64 * 1024
+#: How often :meth:`TrustWalk.store` checks again against a state other runs change.
+_STORE_ATTEMPTS: Final = 8
 #: A node document older than this is refused even with the right nonce.
 DEFAULT_DOCUMENT_MAX_AGE_S: Final = 300.0
 
@@ -173,9 +175,9 @@ class TrustWalk:
     async def verify(self, model: str) -> VerifiedNodes:
         """Steps 1-3 of the module docstring for ``model``; stores the raised
         floor and the tree head only once all of them passed."""
-        release, head = await self.release()
+        release, head, checked = await self.release()
         nodes, refused = await self._nodes(model, release)
-        self.store(release, head)
+        await self.store(release, head, checked)
         return VerifiedNodes(
             model=model,
             release=release,
@@ -185,29 +187,53 @@ class TrustWalk:
             verified_at_ms=self._clock.wall_ms(),
         )
 
-    async def release(self) -> tuple[VerifiedRelease, SignedTreeHead]:
+    async def release(self) -> tuple[VerifiedRelease, SignedTreeHead, TrustState]:
         """Steps 1 and 2: the verified release and the log's tree head,
-        consistent with everything seen before. Stores nothing (:meth:`store`)."""
-        floor, stored_head = self._load_state()
-        release, proof = await self._release(floor)
-        head = await self._tree_head(proof, stored_head)
-        return release, head
+        consistent with everything seen before, and the trust state they were
+        checked against. Stores nothing (:meth:`store`)."""
+        loaded = self._load_state()
+        release, proof = await self._release(loaded.release_floor)
+        head = await self._tree_head(proof, loaded.tree_head)
+        return release, head, loaded
 
-    def store(self, release: VerifiedRelease, head: SignedTreeHead) -> None:
-        """Keep the release's floor and the tree head for later runs."""
+    async def store(
+        self, release: VerifiedRelease, head: SignedTreeHead, checked: TrustState
+    ) -> None:
+        """Keep the release's floor and the tree head for later runs.
+
+        Another run sharing the trust state (another process, another client)
+        may have stored a floor or a head since :meth:`release` checked
+        against it (``checked``): then ``release`` must still meet that floor and ``head``
+        be consistent with that head (each run alone could be shown its own
+        branch of a fork), checked again until the state stands still."""
+        for _ in range(_STORE_ATTEMPTS):
+            stored: TrustState | None = None
+            refusal: TrustStateError | None = None
+            try:
+                stored = self._state.advance_if(checked, release.min_version, head)
+            except TrustStateError as error:
+                refusal = error
+            if refusal is not None:
+                raise AttestationError(ClientCheck.TRUST_STATE, str(refusal))
+            if stored is not None:
+                return
+            checked = self._load_state()
+            if release.version < checked.release_floor:
+                raise AttestationError(
+                    ClientCheck.RELEASE, "the release is below the floor another run stored"
+                )
+            other = checked.tree_head
+            if other is not None:
+                older, newer = (other, head) if other.tree_size <= head.tree_size else (head, other)
+                await self._consistent(older, newer, "the tree head another run stored")
+        raise AttestationError(ClientCheck.TRUST_STATE, "the trust state keeps changing")
+
+    def _load_state(self) -> TrustState:
         try:
-            self._state.advance(release.min_version, head)
+            return self._state.load()
         except TrustStateError as error:
             detail = str(error)
             raise AttestationError(ClientCheck.TRUST_STATE, detail) from None
-
-    def _load_state(self) -> tuple[int, SignedTreeHead | None]:
-        try:
-            state = self._state.load()
-        except TrustStateError as error:
-            detail = str(error)
-            raise AttestationError(ClientCheck.TRUST_STATE, detail) from None
-        return state.release_floor, state.tree_head
 
     # -- 1. the release ---------------------------------------------------------------
 

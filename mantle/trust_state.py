@@ -18,18 +18,28 @@ floor it never goes back.
 The file is small canonical JSON, ``{"release_floor": N, "tree_head": {...},
 "version": 2}`` (the tree head in the RFC 6962 ``get-sth`` shape, absent
 until one was seen; a version 1 file, without it, is still read), written
-atomically (a temporary file, fsync, rename).
+atomically (a temporary file, fsync, rename). Runs sharing the file store
+by compare-and-swap (:meth:`TrustStateFile.advance_if`, under an advisory
+lock where the platform has one): a run whose checks were made against a
+state another run has changed since must check again against the new one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from protocol.tlog import SignedTreeHead, TlogError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: the compare-and-swap alone
+    fcntl = None  # type: ignore[assignment]
 
 STATE_FORMAT_VERSION: Final = 2
 #: The first format: the floor alone.
@@ -144,6 +154,37 @@ class TrustStateFile:
         if advanced != current:
             self._write(advanced)
         return advanced
+
+    def advance_if(
+        self, expected: TrustState, floor: int, tree_head: SignedTreeHead | None = None
+    ) -> TrustState | None:
+        """As :meth:`advance`, but only if the stored state is still
+        ``expected`` (what the caller's checks were made against); ``None``
+        if another run changed it meanwhile (the caller checks again)."""
+        with self._locked():
+            current = self.load()
+            if current != expected:
+                return None
+            return self.advance(floor, tree_head)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive advisory lock on a file next to the state (POSIX)."""
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        lock_path = self._path.with_name(f".{self._path.name}.lock")
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            handle = lock_path.open("ab")
+        except OSError as error:
+            raise TrustStateError(f"cannot lock the trust state ({type(error).__name__})") from None
+        with handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def _write(self, state: TrustState) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
