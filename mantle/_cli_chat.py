@@ -173,7 +173,7 @@ async def _chat(args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
                             out.write(choice.delta.content)
                             out.flush()
                             wrote = True
-            saved = stream.receipt
+            saved = stream.saved_receipt
     except Exception as error:  # mapped to a named check below, or re-raised
         failure = failure_of(error)
         if failure is None:
