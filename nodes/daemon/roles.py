@@ -337,7 +337,8 @@ async def _inference_children(runtime: NodeRuntime) -> list[ChildSpec]:
         ChildSpec(
             id=INFERENCE_NAME,
             start=lambda: InferenceWorker(
-                InferenceActor(engine, anyio.to_thread.run_sync), slots=inference.slots
+                InferenceActor(engine, anyio.to_thread.run_sync, engine_loop_in_thread=True),
+                slots=inference.slots,
             ),
             name=INFERENCE_NAME,
             # In-flight generations may finish while the node drains.
