@@ -243,6 +243,11 @@ def single_stream(pairs: int, max_tokens: int) -> None:
                 f"  decode direct {b_rate:7.1f} tok/s cluster {m_rate:7.1f} tok/s "
                 f"ratio {m_rate / b_rate:.3f}x (target >= 0.95x)"
             )
+            print(
+                f"  (for information: direct with llama-cpp's prefix reuse, TTFT "
+                f"{_median([s.ttft_s for s in cached]) * 1000:.1f} ms, decode "
+                f"{_median([s.decode_tokens_per_s for s in cached]):.1f} tok/s)"
+            )
 
     try:
         anyio.run(main, backend="trio")

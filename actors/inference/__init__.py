@@ -9,10 +9,15 @@ Duties:
   :class:`~actors.seams.engine.Engine` (``nodes.engines.llama``);
   :class:`InferenceActor` is handed that engine, or ``None`` on a node that
   holds no model, which answers every request ``UNAVAILABLE``.
-* **It generates in a worker thread and streams.** Each blocking step of the
-  engine runs through the injected run-blocking seam
-  (:class:`~actors.attestation.RunBlocking`: a worker thread on a node, inline
-  in the simulator), one token per hop; each chunk is sent as it comes.
+* **It generates in a worker thread and streams.** The engine runs through
+  the injected run-blocking seam (:class:`~actors.attestation.RunBlocking`:
+  a worker thread on a node, inline in the simulator). On a node
+  (``engine_loop_in_thread``) a whole generation is one call: the engine's
+  loop turns in the worker thread and hands each chunk to the event loop as
+  it comes, never waiting for it to be sent; chunks made while the event
+  loop has not taken the previous ones go out as one (text joined, tokens
+  added, at most :data:`MAX_COALESCED_CHARS`). In the simulator each
+  engine step is one hop.
 * **It honours the request's sampling parameters**: ``max_tokens``,
   ``temperature``, ``top_p``, ``seed`` and up to four stop sequences (ranges
   checked by the wire format and the seam alike); the answer ends ``stop``
@@ -65,7 +70,13 @@ attestation service's client path (its ``user_data`` the receipt key's
 binding).
 """
 
-from actors.inference._actor import Generate, InferenceActor, Reply, ReplySink
+from actors.inference._actor import (
+    MAX_COALESCED_CHARS,
+    Generate,
+    InferenceActor,
+    Reply,
+    ReplySink,
+)
 from actors.inference._channel import FIRST_REQUEST_TIMEOUT_S, serve_inference
 from actors.inference._sealed import (
     ATTESTOR_NAME,
@@ -86,6 +97,7 @@ from actors.inference._worker import (
 __all__ = [
     "ATTESTOR_NAME",
     "FIRST_REQUEST_TIMEOUT_S",
+    "MAX_COALESCED_CHARS",
     "REMEMBERED_REQUESTS",
     "WORKER_NAME",
     "ClientAttest",

@@ -64,19 +64,27 @@ class Chunk:
 
 
 class CancelToken:
-    """Set from any thread; the generation loop checks it between tokens."""
+    """Set from any thread; the generation loop checks it between tokens.
 
-    __slots__ = ("_event",)
+    A token made with a ``parent`` is cancelled as soon as its parent is, and
+    may also be cancelled alone: the inference actor hands the engine such a
+    token so that it can stop a generation for reasons of its own (the
+    requester is gone) without marking the request's token cancelled.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_event", "_parent")
+
+    def __init__(self, parent: CancelToken | None = None) -> None:
         self._event = threading.Event()
+        self._parent = parent
 
     def cancel(self) -> None:
         self._event.set()
 
     @property
     def cancelled(self) -> bool:
-        return self._event.is_set()
+        parent = self._parent
+        return self._event.is_set() or (parent is not None and parent.cancelled)
 
 
 class Engine(Protocol):

@@ -381,7 +381,7 @@ async def _inference_children(runtime: NodeRuntime) -> list[ChildSpec]:
         ChildSpec(
             id=INFERENCE_NAME,
             start=lambda: InferenceWorker(
-                InferenceActor(engine, anyio.to_thread.run_sync),
+                InferenceActor(engine, anyio.to_thread.run_sync, engine_loop_in_thread=True),
                 slots=inference.slots,
                 sealed=sealed,
             ),

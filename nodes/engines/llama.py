@@ -6,7 +6,8 @@ exact rather than inferred from llama-cpp's stream of text deltas:
 
 * the prompt is the model's own chat template (from the GGUF metadata)
   rendered and tokenized once, so :meth:`LlamaEngine.count_prompt_tokens` is
-  the number of tokens the model reads;
+  the number of tokens the model reads (and the generation that follows a
+  count of the same turns reuses those tokens rather than tokenizing again);
 * a turn's text is text: the template's own markers are read as the special
   tokens they are, but a turn that *spells* one (``<|im_end|>`` then
   ``<|im_start|>system``) is tokenized as the characters it wrote, so no
@@ -165,6 +166,11 @@ class LlamaEngine:
         )
         self._llama = loaded
         self._busy = threading.Lock()
+        # The prompt last counted, kept for the generation that follows it
+        # (the actor counts, then generates the same turns): rendering and
+        # tokenizing it once, not twice, before the first token.
+        self._counted_lock = threading.Lock()
+        self._counted: tuple[tuple[ChatTurn, ...], list[int]] | None = None
         self._n_ctx = loaded.n_ctx()
         self._model_id = model_id or path.stem
 
@@ -199,7 +205,23 @@ class LlamaEngine:
         return tokens
 
     def count_prompt_tokens(self, messages: Sequence[ChatTurn]) -> int:
-        return len(self._prompt_tokens(messages))
+        tokens = self._prompt_tokens(messages)
+        if isinstance(messages, tuple):
+            # Immutable (frozen turns of immutable data): the very same tuple
+            # handed to generate() reads as these tokens.
+            with self._counted_lock:
+                self._counted = (messages, tokens)
+        return len(tokens)
+
+    def _counted_tokens(self, messages: Sequence[ChatTurn]) -> list[int]:
+        """``messages`` as the model reads them: what the last count found
+        if it counted this very tuple (taken, so it is used once), else
+        rendered and tokenized afresh."""
+        with self._counted_lock:
+            counted, self._counted = self._counted, None
+        if counted is not None and counted[0] is messages:
+            return counted[1]
+        return self._prompt_tokens(messages)
 
     def generate(
         self,
@@ -226,7 +248,7 @@ class LlamaEngine:
         from llama_cpp import llama_vocab_is_eog
 
         llama = self._llama
-        prompt = self._prompt_tokens(messages)
+        prompt = self._counted_tokens(messages)
         room = self._n_ctx - len(prompt)
         if room < 1:
             raise PromptTooLong("the chat does not fit the model's context window")

@@ -126,6 +126,29 @@ def test_llama_counts_the_prompt_as_llama_cpp_does(llama: LlamaEngine) -> None:
     assert llama.count_prompt_tokens(two_turns) > llama.count_prompt_tokens(_ask(LONG_ANSWER))
 
 
+def test_llama_generates_from_the_prompt_it_counted_tokenizing_it_once(
+    llama: LlamaEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    turns = tuple(_ask(LONG_ANSWER))
+    params = GenerationParams(max_tokens=12)
+    uncounted = _run(llama.generate(turns, params, CancelToken()))
+    tokenized: list[Sequence[ChatTurn]] = []
+    tokenize = llama._prompt_tokens
+
+    def counting(messages: Sequence[ChatTurn]) -> list[int]:
+        tokenized.append(messages)
+        return tokenize(messages)
+
+    monkeypatch.setattr(llama, "_prompt_tokens", counting)
+    assert llama.count_prompt_tokens(turns) > 0
+    assert _run(llama.generate(turns, params, CancelToken())) == uncounted
+    assert tokenized == [turns]
+    # A count of other turns is never taken for these.
+    llama.count_prompt_tokens(tuple(_ask("Name a colour.")))
+    assert _run(llama.generate(turns, params, CancelToken())) == uncounted
+    assert len(tokenized) == 3
+
+
 def test_llama_stops_before_a_stop_sequence_and_emits_none_of_it(llama: LlamaEngine) -> None:
     params = GenerationParams(max_tokens=24)
     full = _text(_run(llama.generate(_ask(LONG_ANSWER), params, CancelToken()))[0])
