@@ -9,6 +9,7 @@ import enum
 import importlib
 import pkgutil
 import struct
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgpack
@@ -21,6 +22,7 @@ import nodes
 import protocol
 import simulations
 from protocol.customer_data import REDACTED, CustomerData, CustomerDataNotText
+from protocol.e2e import CHUNK_FLAG, FINAL_FLAG
 from protocol.messages import (
     I32,
     MAX_NESTING_DEPTH,
@@ -50,6 +52,7 @@ from protocol.messages import (
     Spec,
     StrSpec,
 )
+from protocol.scheduling import AttemptRecord
 
 CANARY = "canary-7f3a9c-do-not-leak"
 
@@ -186,8 +189,36 @@ def strategy_for(spec: Spec) -> st.SearchStrategy[Any]:
     return record_strategy(spec)
 
 
+#: ChaCha20-Poly1305's tag: the least an AEAD-sealed record carries after its header.
+POLY1305_TAG_SIZE = 16
+
+
+def _sealed_response_records() -> st.SearchStrategy[bytes]:
+    """Well-formed-looking e2e response records: counter, a known flag, at least a tag."""
+    return st.builds(
+        lambda counter, flag, rest: counter.to_bytes(8, "big") + bytes([flag]) + rest,
+        st.integers(0, 2**64 - 1),
+        st.sampled_from((CHUNK_FLAG, FINAL_FLAG)),
+        st.binary(min_size=POLY1305_TAG_SIZE, max_size=48),
+    )
+
+
+#: Fields whose records check a structure of their own inside the bytes, so
+#: that random bytes would be refused nearly every time.
+FIELD_STRATEGIES: dict[tuple[type, str], Callable[[], st.SearchStrategy[Any]]] = {
+    (AttemptRecord, "record"): _sealed_response_records,
+}
+
+
 def record_strategy(spec: RecordSpec) -> st.SearchStrategy[Any]:
-    fields = st.tuples(*(strategy_for(f.spec) for f in spec.fields))
+    fields = st.tuples(
+        *(
+            FIELD_STRATEGIES[(spec.record_type, f.name)]()
+            if (spec.record_type, f.name) in FIELD_STRATEGIES
+            else strategy_for(f.spec)
+            for f in spec.fields
+        )
+    )
 
     def build(args: tuple[Any, ...]) -> Any:
         try:
