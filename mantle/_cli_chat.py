@@ -42,6 +42,7 @@ from mantle._cli_trust import (
     STATE_ENV,
     CheckFailed,
     UnusableInput,
+    add_pin_options,
     api_key_of,
     client_pins,
     default_state_path,
@@ -65,19 +66,7 @@ VERIFY_TIMEOUT_S: Final = 30.0
 
 def add_client_options(parser: argparse.ArgumentParser) -> None:
     """The end-to-end client's options: the URL, the user's pins, the state."""
-    parser.add_argument("url", help="the ingress's https:// URL")
-    parser.add_argument(
-        "--pins", type=Path, default=None, help="a pins directory holding all three pins below"
-    )
-    parser.add_argument(
-        "--root", type=Path, default=None, help="pinned attestation root certificate (PEM)"
-    )
-    parser.add_argument(
-        "--tlog-key", type=Path, default=None, help="pinned transparency log public key (PEM)"
-    )
-    parser.add_argument(
-        "--release-root", type=Path, default=None, help="pinned release root metadata (JSON)"
-    )
+    add_pin_options(parser)
     parser.add_argument(
         "--tls-cert",
         type=Path,

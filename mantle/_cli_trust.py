@@ -118,8 +118,8 @@ def default_state_path() -> Path:
     return Path(base) / "mantle" / "trust.json"
 
 
-def add_trust_options(parser: argparse.ArgumentParser) -> None:
-    """The options naming what the user trusts, and the server to check."""
+def add_pin_options(parser: argparse.ArgumentParser) -> None:
+    """The server to check and the user's three pins (each command adds its own)."""
     parser.add_argument("url", help="the ingress's https:// URL")
     parser.add_argument(
         "--pins", type=Path, default=None, help="a pins directory holding all three pins below"
@@ -133,6 +133,11 @@ def add_trust_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--release-root", type=Path, default=None, help="pinned release root metadata (JSON)"
     )
+
+
+def add_trust_options(parser: argparse.ArgumentParser) -> None:
+    """The options naming what the user trusts, and the server to check."""
+    add_pin_options(parser)
     parser.add_argument(
         "--tls-cert",
         type=Path,

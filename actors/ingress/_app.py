@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Protocol, TypeAlias
 
 import anyio
 
@@ -44,7 +44,7 @@ from protocol.e2e_stream import (
     error_frame,
     record_frame,
 )
-from protocol.inference import GenerateChunk, GenerateDone, GenerateRequest
+from protocol.inference import FinishReason, GenerateChunk, GenerateDone, GenerateRequest
 from protocol.messages import ErrorCode, ErrorReply
 from protocol.openai import (
     ApiLimits,
@@ -532,7 +532,7 @@ class IngressApp:
                 tenant,
                 receive,
                 exchange,
-                _ChatStream(renderer),
+                _Stream(renderer),
             )
         else:
             await self._generate(
@@ -568,7 +568,7 @@ class IngressApp:
             created_at=created,
             request=parsed,
         )
-        answer: _Answer = _ResponsesStream(renderer) if parsed.stream else _ResponsesWhole(renderer)
+        answer: _Answer = _Stream(renderer) if parsed.stream else _ResponsesWhole(renderer)
         await self._generate(parsed.generate, tenant, receive, exchange, answer)
 
     # -- end to end (the Mantle client) ---------------------------------------------
@@ -877,9 +877,23 @@ class _ResponsesWhole(_Whole):
         return self._renderer.render_response(done.finish_reason, _usage(done))
 
 
+class _EventRenderer(Protocol):
+    """What renders one API's stream events (:class:`ChatStreamRenderer`,
+    :class:`ResponseRenderer`)."""
+
+    def start(self) -> bytes: ...
+    def delta(self, text: CustomerData) -> bytes: ...
+    def finish(self, finish_reason: FinishReason, usage: Usage) -> bytes: ...
+    def fail(self, error: OpenAIRequestError) -> bytes: ...
+
+
 class _Stream(_Answer):
     """Server-sent events, flushed one by one; a failure after the first event
-    ends the stream with an error event."""
+    ends the stream with an error event. ``renderer`` gives the events their
+    API's shapes (chat completions or responses)."""
+
+    def __init__(self, renderer: _EventRenderer) -> None:
+        self._renderer = renderer
 
     async def relay(self, submission: Submission, exchange: _Exchange) -> bool:
         async for reply in submission:
@@ -910,16 +924,16 @@ class _Stream(_Answer):
             await exchange.error(error)
 
     def start(self) -> bytes:
-        raise NotImplementedError
+        return self._renderer.start()
 
     def delta(self, text: CustomerData) -> bytes:
-        raise NotImplementedError
+        return self._renderer.delta(text)
 
     def finish(self, done: GenerateDone) -> bytes:
-        raise NotImplementedError
+        return self._renderer.finish(done.finish_reason, _usage(done))
 
     def failure(self, error: OpenAIRequestError) -> bytes:
-        raise NotImplementedError
+        return self._renderer.fail(error)
 
 
 class _SealedStream(_Answer):
@@ -963,40 +977,6 @@ _STREAM_HEADERS: Final = [
     (b"cache-control", b"no-store"),
     (b"x-accel-buffering", b"no"),
 ]
-
-
-class _ChatStream(_Stream):
-    def __init__(self, renderer: ChatStreamRenderer) -> None:
-        self._renderer = renderer
-
-    def start(self) -> bytes:
-        return self._renderer.start()
-
-    def delta(self, text: CustomerData) -> bytes:
-        return self._renderer.delta(text)
-
-    def finish(self, done: GenerateDone) -> bytes:
-        return self._renderer.finish(done.finish_reason, _usage(done))
-
-    def failure(self, error: OpenAIRequestError) -> bytes:
-        return self._renderer.fail(error)
-
-
-class _ResponsesStream(_Stream):
-    def __init__(self, renderer: ResponseRenderer) -> None:
-        self._renderer = renderer
-
-    def start(self) -> bytes:
-        return self._renderer.start()
-
-    def delta(self, text: CustomerData) -> bytes:
-        return self._renderer.delta(text)
-
-    def finish(self, done: GenerateDone) -> bytes:
-        return self._renderer.finish(done.finish_reason, _usage(done))
-
-    def failure(self, error: OpenAIRequestError) -> bytes:
-        return self._renderer.fail(error)
 
 
 def create_app(
